@@ -1,0 +1,556 @@
+//! Safe wrappers over the ggml FFI. This module (with its submodules) is the
+//! only place in the project that uses `unsafe`.
+//!
+//! Ownership model: a [`Context`] owns ggml's tensor/graph metadata; every
+//! [`Tensor`] borrows its context, so a tensor handle cannot outlive the
+//! memory it points into. Tensor *data* lives in backend buffers
+//! ([`BackendBuffer`] for weights, the scheduler's buffers for activations).
+
+pub mod gguf;
+pub mod mmap;
+pub mod quant;
+
+use std::ffi::{CStr, CString};
+use std::marker::PhantomData;
+use std::ptr::NonNull;
+use std::sync::{Mutex, Once};
+
+use ggml_sys as sys;
+
+pub use quant::{dequantize, quantize, GgmlType};
+
+/// Maximum number of dimensions of a ggml tensor.
+pub const MAX_DIMS: usize = sys::GGML_MAX_DIMS as usize;
+/// Longest tensor name ggml stores (including the terminating NUL).
+pub const MAX_NAME: usize = sys::GGML_MAX_NAME as usize;
+
+// ---------------------------------------------------------------------------
+// Logging: ggml reports problems (e.g. a malformed GGUF) through its log
+// callback; we keep the recent warnings/errors to put them into our errors.
+
+static LOG_INIT: Once = Once::new();
+static LOG_BUFFER: Mutex<String> = Mutex::new(String::new());
+
+unsafe extern "C" fn log_callback(
+    level: sys::ggml_log_level,
+    text: *const std::os::raw::c_char,
+    _user: *mut std::os::raw::c_void,
+) {
+    if text.is_null() {
+        return;
+    }
+    let msg = unsafe { CStr::from_ptr(text) }.to_string_lossy();
+    // Keep warnings and errors (and their continuation lines); drop info/debug chatter.
+    let keep = matches!(
+        level,
+        sys::GGML_LOG_LEVEL_WARN | sys::GGML_LOG_LEVEL_ERROR | sys::GGML_LOG_LEVEL_CONT
+    );
+    if keep {
+        if let Ok(mut buf) = LOG_BUFFER.lock() {
+            if buf.len() > 16 * 1024 {
+                buf.clear();
+            }
+            buf.push_str(&msg);
+        }
+    }
+}
+
+/// Routes ggml's log output into our buffer (idempotent).
+pub fn init_logging() {
+    LOG_INIT.call_once(|| unsafe {
+        sys::ggml_log_set(Some(log_callback), std::ptr::null_mut());
+    });
+}
+
+/// Returns and clears what ggml logged (warnings and errors) since the last call.
+pub fn take_log() -> String {
+    LOG_BUFFER
+        .lock()
+        .map(|mut b| std::mem::take(&mut *b).trim().to_string())
+        .unwrap_or_default()
+}
+
+// ---------------------------------------------------------------------------
+// Context and tensors
+
+/// A ggml context holding tensor and graph metadata (never tensor data: all
+/// contexts are created with `no_alloc`, data goes to backend buffers).
+pub struct Context {
+    ptr: NonNull<sys::ggml_context>,
+}
+
+// The context is only used from one thread at a time; ggml has no hidden
+// thread affinity for contexts.
+unsafe impl Send for Context {}
+
+/// A handle to a tensor inside a [`Context`].
+#[derive(Clone, Copy)]
+pub struct Tensor<'ctx> {
+    ptr: NonNull<sys::ggml_tensor>,
+    _ctx: PhantomData<&'ctx Context>,
+}
+
+impl Context {
+    /// A metadata-only context with room for `max_tensors` tensors and one
+    /// graph of up to `graph_nodes` nodes (0 for none).
+    pub fn new(max_tensors: usize, graph_nodes: usize) -> Self {
+        init_logging();
+        let mut mem = max_tensors * unsafe { sys::ggml_tensor_overhead() } + 1024;
+        if graph_nodes > 0 {
+            mem += unsafe { sys::ggml_graph_overhead_custom(graph_nodes, false) };
+        }
+        let params = sys::ggml_init_params {
+            mem_size: mem,
+            mem_buffer: std::ptr::null_mut(),
+            no_alloc: true,
+        };
+        let ptr = unsafe { sys::ggml_init(params) };
+        Self {
+            ptr: NonNull::new(ptr).expect("ggml_init returned NULL (out of memory)"),
+        }
+    }
+
+    fn wrap(&self, ptr: *mut sys::ggml_tensor) -> Tensor<'_> {
+        Tensor {
+            ptr: NonNull::new(ptr).expect("ggml returned a NULL tensor"),
+            _ctx: PhantomData,
+        }
+    }
+
+    fn raw(&self) -> *mut sys::ggml_context {
+        self.ptr.as_ptr()
+    }
+
+    /// A new tensor with dimensions in ggml order (`ne[0]` is the contiguous one).
+    pub fn new_tensor(&self, ty: GgmlType, ne: &[i64]) -> Tensor<'_> {
+        assert!(
+            !ne.is_empty() && ne.len() <= MAX_DIMS,
+            "bad tensor rank {}",
+            ne.len()
+        );
+        let p = unsafe {
+            match ne.len() {
+                1 => sys::ggml_new_tensor_1d(self.raw(), ty.raw(), ne[0]),
+                2 => sys::ggml_new_tensor_2d(self.raw(), ty.raw(), ne[0], ne[1]),
+                3 => sys::ggml_new_tensor_3d(self.raw(), ty.raw(), ne[0], ne[1], ne[2]),
+                _ => sys::ggml_new_tensor_4d(self.raw(), ty.raw(), ne[0], ne[1], ne[2], ne[3]),
+            }
+        };
+        self.wrap(p)
+    }
+
+    /// Looks a tensor up by name.
+    pub fn get_tensor(&self, name: &str) -> Option<Tensor<'_>> {
+        let c = CString::new(name).ok()?;
+        let p = unsafe { sys::ggml_get_tensor(self.raw(), c.as_ptr()) };
+        NonNull::new(p).map(|ptr| Tensor {
+            ptr,
+            _ctx: PhantomData,
+        })
+    }
+
+    /// Allocates every tensor of this context in one buffer of `backend`.
+    pub fn alloc_tensors(&self, backend: &Backend) -> BackendBuffer {
+        let p = unsafe { sys::ggml_backend_alloc_ctx_tensors(self.raw(), backend.ptr.as_ptr()) };
+        BackendBuffer {
+            ptr: NonNull::new(p).expect("failed to allocate the backend buffer for weights"),
+        }
+    }
+
+    /// Builds the forward graph computing `outputs`.
+    pub fn build_graph(&self, outputs: &[Tensor<'_>], max_nodes: usize) -> Graph<'_> {
+        let g = unsafe { sys::ggml_new_graph_custom(self.raw(), max_nodes, false) };
+        let g = NonNull::new(g).expect("ggml_new_graph_custom returned NULL");
+        for t in outputs {
+            unsafe { sys::ggml_build_forward_expand(g.as_ptr(), t.ptr.as_ptr()) };
+        }
+        Graph {
+            ptr: g,
+            _ctx: PhantomData,
+        }
+    }
+
+    // ---- operations (thin; shapes follow ggml's conventions) -----------------
+
+    pub fn mul_mat<'a>(&'a self, a: Tensor<'a>, b: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_mul_mat(self.raw(), a.raw(), b.raw()) })
+    }
+    pub fn add<'a>(&'a self, a: Tensor<'a>, b: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_add(self.raw(), a.raw(), b.raw()) })
+    }
+    pub fn mul<'a>(&'a self, a: Tensor<'a>, b: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_mul(self.raw(), a.raw(), b.raw()) })
+    }
+    pub fn scale<'a>(&'a self, a: Tensor<'a>, s: f32) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_scale(self.raw(), a.raw(), s) })
+    }
+    pub fn silu<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_silu(self.raw(), a.raw()) })
+    }
+    pub fn gelu_erf<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_gelu_erf(self.raw(), a.raw()) })
+    }
+    /// `silu(gate) * up`, fused.
+    pub fn swiglu<'a>(&'a self, gate: Tensor<'a>, up: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_swiglu_split(self.raw(), gate.raw(), up.raw()) })
+    }
+    pub fn rms_norm<'a>(&'a self, a: Tensor<'a>, eps: f32) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_rms_norm(self.raw(), a.raw(), eps) })
+    }
+    pub fn norm<'a>(&'a self, a: Tensor<'a>, eps: f32) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_norm(self.raw(), a.raw(), eps) })
+    }
+    pub fn get_rows<'a>(&'a self, table: Tensor<'a>, ids: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_get_rows(self.raw(), table.raw(), ids.raw()) })
+    }
+    /// NEOX-style rotary embedding over the first `n_dims` of `ne[0]`, positions
+    /// in the I32 tensor `pos` (one per `ne[2]`).
+    pub fn rope_neox<'a>(
+        &'a self,
+        a: Tensor<'a>,
+        pos: Tensor<'a>,
+        n_dims: i32,
+        theta: f32,
+    ) -> Tensor<'a> {
+        self.wrap(unsafe {
+            sys::ggml_rope_ext(
+                self.raw(),
+                a.raw(),
+                pos.raw(),
+                std::ptr::null_mut(),
+                n_dims,
+                sys::GGML_ROPE_TYPE_NEOX as i32,
+                0,
+                theta,
+                1.0,
+                0.0,
+                1.0,
+                0.0,
+                0.0,
+            )
+        })
+    }
+    /// `softmax(a * scale + mask)` along `ne[0]`; `mask` may be absent.
+    pub fn soft_max_ext<'a>(
+        &'a self,
+        a: Tensor<'a>,
+        mask: Option<Tensor<'a>>,
+        scale: f32,
+    ) -> Tensor<'a> {
+        let m = mask.map_or(std::ptr::null_mut(), |m| m.raw());
+        self.wrap(unsafe { sys::ggml_soft_max_ext(self.raw(), a.raw(), m, scale, 0.0) })
+    }
+    /// Fused attention. q: [d, n_q, heads], k/v: [d, n_kv, kv_heads], mask
+    /// [n_kv, n_q_padded] F16. Result [d, heads, n_q] (permuted).
+    pub fn flash_attn_ext<'a>(
+        &'a self,
+        q: Tensor<'a>,
+        k: Tensor<'a>,
+        v: Tensor<'a>,
+        mask: Option<Tensor<'a>>,
+        scale: f32,
+    ) -> Tensor<'a> {
+        let m = mask.map_or(std::ptr::null_mut(), |m| m.raw());
+        self.wrap(unsafe {
+            sys::ggml_flash_attn_ext(self.raw(), q.raw(), k.raw(), v.raw(), m, scale, 0.0, 0.0)
+        })
+    }
+    /// 1-D convolution (im2col + matmul). Kernel [k, c_in, c_out], data [t, c_in].
+    pub fn conv_1d<'a>(
+        &'a self,
+        kernel: Tensor<'a>,
+        data: Tensor<'a>,
+        stride: i32,
+        pad: i32,
+        dilation: i32,
+    ) -> Tensor<'a> {
+        self.wrap(unsafe {
+            sys::ggml_conv_1d(self.raw(), kernel.raw(), data.raw(), stride, pad, dilation)
+        })
+    }
+    /// Transposed 1-D convolution. Kernel [k, c_out, c_in], data [t, c_in].
+    pub fn conv_transpose_1d<'a>(
+        &'a self,
+        kernel: Tensor<'a>,
+        data: Tensor<'a>,
+        stride: i32,
+    ) -> Tensor<'a> {
+        self.wrap(unsafe {
+            sys::ggml_conv_transpose_1d(self.raw(), kernel.raw(), data.raw(), stride, 0, 1)
+        })
+    }
+    pub fn cont<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_cont(self.raw(), a.raw()) })
+    }
+    pub fn transpose<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_transpose(self.raw(), a.raw()) })
+    }
+    pub fn permute<'a>(&'a self, a: Tensor<'a>, axes: [i32; 4]) -> Tensor<'a> {
+        self.wrap(unsafe {
+            sys::ggml_permute(self.raw(), a.raw(), axes[0], axes[1], axes[2], axes[3])
+        })
+    }
+    pub fn reshape<'a>(&'a self, a: Tensor<'a>, ne: &[i64]) -> Tensor<'a> {
+        let p = unsafe {
+            match ne.len() {
+                1 => sys::ggml_reshape_1d(self.raw(), a.raw(), ne[0]),
+                2 => sys::ggml_reshape_2d(self.raw(), a.raw(), ne[0], ne[1]),
+                3 => sys::ggml_reshape_3d(self.raw(), a.raw(), ne[0], ne[1], ne[2]),
+                _ => sys::ggml_reshape_4d(self.raw(), a.raw(), ne[0], ne[1], ne[2], ne[3]),
+            }
+        };
+        self.wrap(p)
+    }
+    /// Casts (copies) `a` to type `ty`.
+    pub fn cast<'a>(&'a self, a: Tensor<'a>, ty: GgmlType) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_cast(self.raw(), a.raw(), ty.raw()) })
+    }
+}
+
+impl Drop for Context {
+    fn drop(&mut self) {
+        unsafe { sys::ggml_free(self.ptr.as_ptr()) };
+    }
+}
+
+impl<'ctx> Tensor<'ctx> {
+    fn raw(&self) -> *mut sys::ggml_tensor {
+        self.ptr.as_ptr()
+    }
+    fn inner(&self) -> &sys::ggml_tensor {
+        // The tensor lives as long as its context, which `'ctx` borrows.
+        unsafe { self.ptr.as_ref() }
+    }
+    /// Dimensions in ggml order.
+    pub fn ne(&self) -> [i64; MAX_DIMS] {
+        self.inner().ne
+    }
+    pub fn ty(&self) -> GgmlType {
+        GgmlType::from_raw(self.inner().type_).expect("tensor of a type this crate does not know")
+    }
+    pub fn n_elements(&self) -> i64 {
+        unsafe { sys::ggml_nelements(self.raw()) }
+    }
+    pub fn n_bytes(&self) -> usize {
+        unsafe { sys::ggml_nbytes(self.raw()) }
+    }
+    pub fn name(&self) -> String {
+        let raw = &self.inner().name;
+        let bytes: Vec<u8> = raw
+            .iter()
+            .take_while(|&&c| c != 0)
+            .map(|&c| c as u8)
+            .collect();
+        String::from_utf8_lossy(&bytes).into_owned()
+    }
+    /// Names the tensor (truncated by ggml at [`MAX_NAME`] − 1 bytes).
+    pub fn set_name(self, name: &str) -> Self {
+        let c = CString::new(name).expect("tensor name with NUL");
+        unsafe { sys::ggml_set_name(self.raw(), c.as_ptr()) };
+        self
+    }
+    /// Marks the tensor as a graph input (its data is set before compute).
+    pub fn set_input(self) -> Self {
+        unsafe { sys::ggml_set_input(self.raw()) };
+        self
+    }
+    /// Marks the tensor as a graph output (kept after compute).
+    pub fn set_output(self) -> Self {
+        unsafe { sys::ggml_set_output(self.raw()) };
+        self
+    }
+    fn check_allocated(&self) {
+        assert!(
+            !self.inner().buffer.is_null(),
+            "tensor '{}' has no backend buffer (graph not allocated?)",
+            self.name()
+        );
+    }
+    /// Copies raw bytes into the tensor (its full size).
+    pub fn set_bytes(&self, data: &[u8]) {
+        self.check_allocated();
+        assert_eq!(
+            data.len(),
+            self.n_bytes(),
+            "set_bytes size mismatch for '{}'",
+            self.name()
+        );
+        unsafe { sys::ggml_backend_tensor_set(self.raw(), data.as_ptr().cast(), 0, data.len()) };
+    }
+    /// Copies raw bytes into the tensor starting at byte `offset`.
+    pub fn set_bytes_at(&self, offset: usize, data: &[u8]) {
+        self.check_allocated();
+        assert!(
+            offset + data.len() <= self.n_bytes(),
+            "set_bytes_at out of range for '{}'",
+            self.name()
+        );
+        unsafe {
+            sys::ggml_backend_tensor_set(self.raw(), data.as_ptr().cast(), offset, data.len())
+        };
+    }
+    pub fn set_f32(&self, data: &[f32]) {
+        assert_eq!(
+            self.ty(),
+            GgmlType::F32,
+            "set_f32 on a {:?} tensor",
+            self.ty()
+        );
+        self.set_bytes(as_bytes(data));
+    }
+    pub fn set_i32(&self, data: &[i32]) {
+        assert_eq!(
+            self.ty(),
+            GgmlType::I32,
+            "set_i32 on a {:?} tensor",
+            self.ty()
+        );
+        self.set_bytes(as_bytes(data));
+    }
+    /// Reads the whole tensor back as raw bytes.
+    pub fn get_bytes(&self) -> Vec<u8> {
+        self.check_allocated();
+        let mut out = vec![0u8; self.n_bytes()];
+        unsafe { sys::ggml_backend_tensor_get(self.raw(), out.as_mut_ptr().cast(), 0, out.len()) };
+        out
+    }
+    /// Reads the tensor back as f32 (dequantising / converting as needed).
+    /// Non-contiguous views are not supported.
+    pub fn get_f32(&self) -> Vec<f32> {
+        assert!(
+            unsafe { sys::ggml_is_contiguous(self.raw()) },
+            "get_f32 on a non-contiguous tensor"
+        );
+        dequantize(self.ty(), &self.get_bytes(), self.n_elements() as usize)
+    }
+}
+
+/// Views a slice of plain numbers as bytes.
+pub fn as_bytes<T: Copy>(data: &[T]) -> &[u8] {
+    // f32/i32/u16/etc. have no padding and any byte pattern is valid to read.
+    unsafe { std::slice::from_raw_parts(data.as_ptr().cast(), std::mem::size_of_val(data)) }
+}
+
+/// A computation graph built in a [`Context`].
+pub struct Graph<'ctx> {
+    ptr: NonNull<sys::ggml_cgraph>,
+    _ctx: PhantomData<&'ctx Context>,
+}
+
+impl Graph<'_> {
+    pub fn n_nodes(&self) -> usize {
+        unsafe { sys::ggml_graph_n_nodes(self.ptr.as_ptr()) as usize }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Backends, buffers, scheduler
+
+/// A compute backend (the CPU one here; GPU backends plug in the same way).
+pub struct Backend {
+    ptr: NonNull<sys::ggml_backend>,
+}
+
+unsafe impl Send for Backend {}
+
+impl Backend {
+    /// The CPU backend using `n_threads` threads.
+    pub fn cpu(n_threads: usize) -> Self {
+        init_logging();
+        let p = unsafe { sys::ggml_backend_cpu_init() };
+        let ptr = NonNull::new(p).expect("ggml_backend_cpu_init failed");
+        unsafe { sys::ggml_backend_cpu_set_n_threads(ptr.as_ptr(), n_threads.max(1) as i32) };
+        Self { ptr }
+    }
+    pub fn set_threads(&self, n_threads: usize) {
+        unsafe { sys::ggml_backend_cpu_set_n_threads(self.ptr.as_ptr(), n_threads.max(1) as i32) };
+    }
+    pub fn name(&self) -> String {
+        unsafe { CStr::from_ptr(sys::ggml_backend_name(self.ptr.as_ptr())) }
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        unsafe { sys::ggml_backend_free(self.ptr.as_ptr()) };
+    }
+}
+
+/// A backend buffer holding the data of a context's tensors (e.g. weights).
+pub struct BackendBuffer {
+    ptr: NonNull<sys::ggml_backend_buffer>,
+}
+
+unsafe impl Send for BackendBuffer {}
+
+impl BackendBuffer {
+    pub fn size(&self) -> usize {
+        unsafe { sys::ggml_backend_buffer_get_size(self.ptr.as_ptr()) }
+    }
+}
+
+impl Drop for BackendBuffer {
+    fn drop(&mut self) {
+        unsafe { sys::ggml_backend_buffer_free(self.ptr.as_ptr()) };
+    }
+}
+
+/// A `ggml_backend_sched` over one or more backends (the last must be the CPU).
+/// It must not outlive the backends it was created with; callers keep both in
+/// one struct with the scheduler declared first so it drops first.
+pub struct Scheduler {
+    ptr: NonNull<sys::ggml_backend_sched>,
+}
+
+unsafe impl Send for Scheduler {}
+
+impl Scheduler {
+    pub fn new(backends: &[&Backend], graph_size: usize) -> Self {
+        let mut raw: Vec<sys::ggml_backend_t> = backends.iter().map(|b| b.ptr.as_ptr()).collect();
+        let p = unsafe {
+            sys::ggml_backend_sched_new(
+                raw.as_mut_ptr(),
+                std::ptr::null_mut(),
+                raw.len() as i32,
+                graph_size,
+                false,
+                false,
+            )
+        };
+        Self {
+            ptr: NonNull::new(p).expect("ggml_backend_sched_new failed"),
+        }
+    }
+
+    /// Allocates the graph's intermediate tensors (inputs become writable).
+    pub fn alloc_graph(&mut self, graph: &Graph<'_>) -> Result<(), String> {
+        unsafe { sys::ggml_backend_sched_reset(self.ptr.as_ptr()) };
+        if unsafe { sys::ggml_backend_sched_alloc_graph(self.ptr.as_ptr(), graph.ptr.as_ptr()) } {
+            Ok(())
+        } else {
+            Err(format!("failed to allocate compute graph: {}", take_log()))
+        }
+    }
+
+    /// Computes an allocated graph.
+    pub fn compute(&mut self, graph: &Graph<'_>) -> Result<(), String> {
+        let status =
+            unsafe { sys::ggml_backend_sched_graph_compute(self.ptr.as_ptr(), graph.ptr.as_ptr()) };
+        if status == sys::GGML_STATUS_SUCCESS {
+            Ok(())
+        } else {
+            Err(format!(
+                "graph compute failed (status {status}): {}",
+                take_log()
+            ))
+        }
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        unsafe { sys::ggml_backend_sched_free(self.ptr.as_ptr()) };
+    }
+}

@@ -1,0 +1,353 @@
+//! The one table of GGUF names: how Hugging Face tensor names map to the names
+//! in our GGUF files, the metadata keys, and which storage type each tensor
+//! gets for a requested quantisation. The converter, the quantizer and the
+//! model loaders all go through this module. Documented in `docs/gguf.md`.
+
+use crate::ggml::GgmlType;
+
+/// `general.architecture` of the TTS model file (talker, code predictor,
+/// speaker encoder, text tokenizer).
+pub const ARCH_TTS: &str = "qwen3-tts";
+/// `general.architecture` of the speech-tokenizer file (codec encoder + decoder).
+pub const ARCH_TOKENIZER: &str = "qwen3-tts-tokenizer";
+
+pub mod keys {
+    pub const ARCHITECTURE: &str = "general.architecture";
+    pub const NAME: &str = "general.name";
+    pub const FILE_TYPE: &str = "general.file_type";
+    pub const QUANT_VERSION: &str = "general.quantization_version";
+    /// Version of the converter's layout (bump on incompatible changes).
+    pub const FORMAT_VERSION: &str = "qwen3-tts.format_version";
+
+    pub const TOKENIZER_MODEL: &str = "tokenizer.ggml.model";
+    pub const TOKENIZER_PRE: &str = "tokenizer.ggml.pre";
+    pub const TOKENIZER_TOKENS: &str = "tokenizer.ggml.tokens";
+    pub const TOKENIZER_TOKEN_TYPE: &str = "tokenizer.ggml.token_type";
+    pub const TOKENIZER_MERGES: &str = "tokenizer.ggml.merges";
+
+    /// Prefix of the flattened `config.json` of a file's architecture:
+    /// `<arch>.config.<json.path>` (see docs/gguf.md).
+    pub fn config(arch: &str, path: &str) -> String {
+        format!("{arch}.config.{path}")
+    }
+    /// Flattened `generation_config.json` values: `qwen3-tts.generation.<key>`.
+    pub fn generation(key: &str) -> String {
+        format!("qwen3-tts.generation.{key}")
+    }
+    /// The verbatim text of a source JSON file: `<arch>.json.<file stem>`.
+    pub fn raw_json(arch: &str, file_stem: &str) -> String {
+        format!("{arch}.json.{file_stem}")
+    }
+
+    // Convenience arrays derived from the talker config maps.
+    pub const LANGUAGE_NAMES: &str = "qwen3-tts.languages.names";
+    pub const LANGUAGE_IDS: &str = "qwen3-tts.languages.codec_ids";
+    pub const SPEAKER_NAMES: &str = "qwen3-tts.speakers.names";
+    pub const SPEAKER_IDS: &str = "qwen3-tts.speakers.codec_ids";
+    /// Dialect language name per speaker, "" when the speaker has none.
+    pub const SPEAKER_DIALECTS: &str = "qwen3-tts.speakers.dialects";
+}
+
+/// Layout version written into every file.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// Substring rewrites from Hugging Face names to GGUF names, applied in order.
+/// (GGUF names are limited to 63 bytes, and the HF speech-tokenizer names are
+/// longer than that.)
+const RENAMES: &[(&str, &str)] = &[
+    // TTS model
+    (
+        "talker.code_predictor.model.codec_embedding.",
+        "cp.codec_embd.",
+    ),
+    ("talker.code_predictor.model.", "cp."),
+    ("talker.code_predictor.lm_head.", "cp.head."),
+    (
+        "talker.code_predictor.small_to_mtp_projection.",
+        "cp.mtp_proj.",
+    ),
+    (
+        "talker.model.codec_embedding.weight",
+        "talker.codec_embd.weight",
+    ),
+    (
+        "talker.model.text_embedding.weight",
+        "talker.text_embd.weight",
+    ),
+    ("talker.model.", "talker."),
+    ("talker.text_projection.linear_fc", "talker.text_proj.fc"),
+    ("speaker_encoder.", "spk."),
+    // speech tokenizer
+    ("encoder.encoder_transformer.", "enc.tfm."),
+    ("encoder.encoder.layers.", "enc.conv."),
+    ("encoder.downsample.", "enc.downsample."),
+    (
+        "encoder.quantizer.semantic_residual_vector_quantizer.",
+        "enc.rvq_first.",
+    ),
+    (
+        "encoder.quantizer.acoustic_residual_vector_quantizer.",
+        "enc.rvq_rest.",
+    ),
+    ("decoder.quantizer.rvq_first.vq.", "dec.rvq_first."),
+    ("decoder.quantizer.rvq_rest.vq.", "dec.rvq_rest."),
+    ("decoder.quantizer.", "dec."),
+    ("decoder.", "dec."),
+    // shared transformer-layer parts
+    (".norm.weight", ".output_norm.weight"),
+    (".layers.", ".blk."),
+    (".self_attn.q_proj.", ".attn_q."),
+    (".self_attn.k_proj.", ".attn_k."),
+    (".self_attn.v_proj.", ".attn_v."),
+    (".self_attn.o_proj.", ".attn_o."),
+    (".self_attn.q_norm.", ".attn_q_norm."),
+    (".self_attn.k_norm.", ".attn_k_norm."),
+    (".input_layernorm.", ".attn_norm."),
+    (".post_attention_layernorm.", ".ffn_norm."),
+    (".mlp.gate_proj.", ".ffn_gate."),
+    (".mlp.up_proj.", ".ffn_up."),
+    (".mlp.down_proj.", ".ffn_down."),
+    (".mlp.fc1.", ".ffn_up."),
+    (".mlp.fc2.", ".ffn_down."),
+    (".self_attn_layer_scale.scale", ".attn_scale"),
+    (".mlp_layer_scale.scale", ".ffn_scale"),
+    ("._codebook.", ".codebook."),
+];
+
+/// The GGUF name for a Hugging Face tensor name (before codebook resolution).
+pub fn gguf_name(hf_name: &str) -> String {
+    let mut name = hf_name.to_string();
+    for (from, to) in RENAMES {
+        // ".norm.weight" only means a model's final norm when it is the whole
+        // suffix after the model prefix, not e.g. "upsample.0.1.norm.weight".
+        if *from == ".norm.weight" {
+            if let Some(stem) = name.strip_suffix(from) {
+                if stem == "talker" || stem == "cp" || stem == "dec.pre_transformer" {
+                    name = format!("{stem}{to}");
+                }
+            }
+            continue;
+        }
+        name = name.replace(from, to);
+    }
+    name
+}
+
+/// An EMA codebook stored as `embed_sum` + `cluster_usage` in the checkpoint;
+/// the converter writes `embed_sum / max(usage, CODEBOOK_EPS)` under one name.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CodebookSource {
+    pub gguf: String,
+    pub embed_sum: String,
+    pub cluster_usage: String,
+}
+
+/// Floor of the EMA cluster usage (reference: eps 1e-5, encoder and decoder).
+pub const CODEBOOK_EPS: f32 = 1e-5;
+
+/// If `hf_name` is the `embed_sum` half of an EMA codebook, its description.
+pub fn codebook_source(hf_name: &str) -> Option<CodebookSource> {
+    let (stem, usage_field) = if let Some(stem) = hf_name.strip_suffix(".embed_sum") {
+        (stem, "cluster_usage")
+    } else if let Some(stem) = hf_name.strip_suffix(".embedding_sum") {
+        (stem, "cluster_usage")
+    } else {
+        return None;
+    };
+    Some(CodebookSource {
+        gguf: gguf_name(&format!("{stem}.embed")),
+        embed_sum: hf_name.to_string(),
+        cluster_usage: format!("{stem}.{usage_field}"),
+    })
+}
+
+/// Checkpoint tensors that carry no weights for inference and are not stored.
+pub fn is_dropped(hf_name: &str) -> bool {
+    hf_name.ends_with(".codebook.initialized") || hf_name.ends_with(".cluster_usage")
+    // folded into the codebook
+}
+
+/// How a tensor is used, which decides its storage type.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Role {
+    /// Norm weights, biases, layer scales, Snake α/β: always F32.
+    Vector,
+    /// Convolution kernels (speaker encoder, codec): F16 unless F32 requested.
+    Conv,
+    /// RVQ codebooks: F16 unless F32 requested.
+    Codebook,
+    /// Embedding tables and output heads: at least Q8_0.
+    EmbeddingOrHead,
+    /// Linear-layer weights: the requested type where the row length allows.
+    Matrix,
+}
+
+/// The role of a tensor from its GGUF name and its rank.
+pub fn role(gguf_name: &str, rank: usize) -> Role {
+    if rank <= 1 {
+        Role::Vector
+    } else if gguf_name.contains(".codebook.") || gguf_name.ends_with(".embed") {
+        Role::Codebook
+    } else if rank >= 3 {
+        Role::Conv
+    } else if gguf_name.contains("_embd")
+        || gguf_name.contains(".head.")
+        || gguf_name.starts_with("talker.codec_head")
+    {
+        Role::EmbeddingOrHead
+    } else {
+        Role::Matrix
+    }
+}
+
+/// The storage type of a tensor with `role` and row length `row_len` when the
+/// file type `requested` is asked for. Fallbacks when a row length does not fit
+/// a block size: Q4_K → Q8_0 → F16 (documented in docs/gguf.md).
+pub fn storage_type(role: Role, requested: GgmlType, row_len: usize) -> GgmlType {
+    use GgmlType::*;
+    let fits = |t: GgmlType| row_len % t.block_size() == 0;
+    let at_most = |t: GgmlType| -> GgmlType {
+        if fits(t) {
+            t
+        } else if t == Q4_K && fits(Q8_0) {
+            Q8_0
+        } else {
+            F16
+        }
+    };
+    match (role, requested) {
+        (Role::Vector, _) | (_, F32) => F32,
+        (_, F16) | (_, BF16) => F16,
+        (Role::Conv | Role::Codebook, _) => F16,
+        (Role::EmbeddingOrHead, _) => at_most(Q8_0),
+        (Role::Matrix, t) => at_most(t),
+    }
+}
+
+/// The file types a user can request.
+pub const FILE_TYPES: [GgmlType; 4] =
+    [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_K];
+
+/// Parses a `--type` argument, naming the allowed values on error.
+pub fn parse_file_type(s: &str) -> Result<GgmlType, String> {
+    GgmlType::parse(s)
+        .filter(|t| FILE_TYPES.contains(t))
+        .ok_or_else(|| format!("unknown type '{s}' (expected one of: f32, f16, q8_0, q4_k)"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn renames_are_short_and_readable() {
+        let cases = [
+            (
+                "talker.model.layers.3.self_attn.q_proj.weight",
+                "talker.blk.3.attn_q.weight",
+            ),
+            ("talker.model.norm.weight", "talker.output_norm.weight"),
+            (
+                "talker.code_predictor.model.norm.weight",
+                "cp.output_norm.weight",
+            ),
+            (
+                "talker.code_predictor.model.layers.4.post_attention_layernorm.weight",
+                "cp.blk.4.ffn_norm.weight",
+            ),
+            (
+                "talker.code_predictor.model.codec_embedding.7.weight",
+                "cp.codec_embd.7.weight",
+            ),
+            (
+                "talker.code_predictor.lm_head.14.weight",
+                "cp.head.14.weight",
+            ),
+            (
+                "talker.code_predictor.small_to_mtp_projection.bias",
+                "cp.mtp_proj.bias",
+            ),
+            (
+                "talker.text_projection.linear_fc2.bias",
+                "talker.text_proj.fc2.bias",
+            ),
+            ("talker.codec_head.weight", "talker.codec_head.weight"),
+            (
+                "speaker_encoder.blocks.3.res2net_block.blocks.6.conv.weight",
+                "spk.blocks.3.res2net_block.blocks.6.conv.weight",
+            ),
+            (
+                "decoder.upsample.1.1.norm.weight",
+                "dec.upsample.1.1.norm.weight",
+            ),
+            (
+                "decoder.pre_transformer.norm.weight",
+                "dec.pre_transformer.output_norm.weight",
+            ),
+            (
+                "decoder.pre_transformer.layers.7.mlp_layer_scale.scale",
+                "dec.pre_transformer.blk.7.ffn_scale",
+            ),
+            (
+                "encoder.encoder_transformer.layers.7.post_attention_layernorm.bias",
+                "enc.tfm.blk.7.ffn_norm.bias",
+            ),
+            (
+                "encoder.quantizer.acoustic_residual_vector_quantizer.input_proj.weight",
+                "enc.rvq_rest.input_proj.weight",
+            ),
+        ];
+        for (hf, want) in cases {
+            assert_eq!(gguf_name(hf), want, "{hf}");
+        }
+    }
+
+    #[test]
+    fn codebooks_resolve_to_one_tensor() {
+        let enc = codebook_source(
+            "encoder.quantizer.acoustic_residual_vector_quantizer.layers.14.codebook.embed_sum",
+        )
+        .unwrap();
+        assert_eq!(enc.gguf, "enc.rvq_rest.blk.14.codebook.embed");
+        assert_eq!(
+            enc.cluster_usage,
+            "encoder.quantizer.acoustic_residual_vector_quantizer.layers.14.codebook.cluster_usage"
+        );
+        let dec =
+            codebook_source("decoder.quantizer.rvq_first.vq.layers.0._codebook.embedding_sum")
+                .unwrap();
+        assert_eq!(dec.gguf, "dec.rvq_first.blk.0.codebook.embed");
+        assert!(dec.gguf.len() < crate::ggml::MAX_NAME);
+        assert!(codebook_source("decoder.pre_conv.conv.weight").is_none());
+    }
+
+    #[test]
+    fn precision_rules() {
+        use GgmlType::*;
+        assert_eq!(role("talker.blk.0.attn_norm.weight", 1), Role::Vector);
+        assert_eq!(role("talker.text_embd.weight", 2), Role::EmbeddingOrHead);
+        assert_eq!(role("cp.head.3.weight", 2), Role::EmbeddingOrHead);
+        assert_eq!(role("talker.codec_head.weight", 2), Role::EmbeddingOrHead);
+        assert_eq!(role("dec.decoder.1.block.1.conv.weight", 3), Role::Conv);
+        assert_eq!(role("dec.rvq_rest.blk.2.codebook.embed", 2), Role::Codebook);
+        assert_eq!(role("talker.blk.0.ffn_up.weight", 2), Role::Matrix);
+
+        assert_eq!(storage_type(Role::Vector, Q4_K, 1024), F32);
+        assert_eq!(storage_type(Role::Conv, Q8_0, 1024), F16);
+        assert_eq!(storage_type(Role::Conv, F32, 1024), F32);
+        assert_eq!(storage_type(Role::Codebook, Q4_K, 256), F16);
+        assert_eq!(storage_type(Role::EmbeddingOrHead, Q4_K, 1024), Q8_0);
+        assert_eq!(storage_type(Role::Matrix, Q4_K, 1024), Q4_K);
+        assert_eq!(storage_type(Role::Matrix, Q4_K, 96), Q8_0);
+        assert_eq!(storage_type(Role::Matrix, Q4_K, 20), F16);
+        assert_eq!(storage_type(Role::Matrix, Q8_0, 20), F16);
+        assert_eq!(storage_type(Role::Matrix, F16, 20), F16);
+    }
+
+    #[test]
+    fn file_type_parsing() {
+        assert_eq!(parse_file_type("Q8_0"), Ok(GgmlType::Q8_0));
+        assert!(parse_file_type("q5_k").unwrap_err().contains("q8_0"));
+        assert!(parse_file_type("i32").is_err());
+    }
+}
