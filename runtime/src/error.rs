@@ -4,12 +4,10 @@ use std::path::PathBuf;
 
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
-    Io {
-        path: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
+    // The I/O error is part of the message rather than a `source`, so that
+    // `{:#}` chains do not print it twice.
+    #[error("{path}: {err}")]
+    Io { path: PathBuf, err: std::io::Error },
     #[error("{path}: not a valid GGUF file: {reason}")]
     InvalidGguf { path: PathBuf, reason: String },
     #[error("{path}: {reason}")]

@@ -188,7 +188,9 @@ pub fn role(gguf_name: &str, rank: usize) -> Role {
         Role::Vector
     } else if gguf_name.contains(".codebook.") || gguf_name.ends_with(".embed") {
         Role::Codebook
-    } else if rank >= 3 {
+    } else if rank >= 3 || gguf_name.contains(".conv.") {
+        // (A conv with one output channel, e.g. the vocoder's last one, looks
+        // 2-D once ggml drops its trailing unit dimension.)
         Role::Conv
     } else if gguf_name.contains("_embd")
         || gguf_name.contains(".head.")
@@ -222,6 +224,13 @@ pub fn storage_type(role: Role, requested: GgmlType, row_len: usize) -> GgmlType
         (Role::EmbeddingOrHead, _) => at_most(Q8_0),
         (Role::Matrix, t) => at_most(t),
     }
+}
+
+/// The storage type of the tensor `gguf_name` with ggml dims `ne` in a file of
+/// the requested type (the one rule the converter and the quantizer share).
+pub fn tensor_storage_type(gguf_name: &str, ne: &[i64], requested: GgmlType) -> GgmlType {
+    let rank = ne.iter().rposition(|&d| d != 1).map_or(1, |p| p + 1);
+    storage_type(role(gguf_name, rank), requested, ne[0] as usize)
 }
 
 /// The file types a user can request.
@@ -329,6 +338,7 @@ mod tests {
         assert_eq!(role("cp.head.3.weight", 2), Role::EmbeddingOrHead);
         assert_eq!(role("talker.codec_head.weight", 2), Role::EmbeddingOrHead);
         assert_eq!(role("dec.decoder.1.block.1.conv.weight", 3), Role::Conv);
+        assert_eq!(role("dec.decoder.6.conv.weight", 2), Role::Conv);
         assert_eq!(role("dec.rvq_rest.blk.2.codebook.embed", 2), Role::Codebook);
         assert_eq!(role("talker.blk.0.ffn_up.weight", 2), Role::Matrix);
 

@@ -240,22 +240,66 @@ pub fn check_output(path: &Path, overwrite: Overwrite) -> Result<()> {
     Ok(())
 }
 
+/// A fully written GGUF file still under its temporary name. Dropping it
+/// deletes it; [`PendingFile::commit`] renames it into place.
+pub struct PendingFile {
+    tmp: tempfile::NamedTempFile,
+    path: PathBuf,
+    overwrite: Overwrite,
+}
+
+impl PendingFile {
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Moves the file to its final name.
+    pub fn commit(self) -> Result<()> {
+        let path = self.path;
+        let result = match self.overwrite {
+            Overwrite::Replace => self.tmp.persist(&path).map(|_| ()),
+            Overwrite::Refuse => self.tmp.persist_noclobber(&path).map(|_| ()),
+        };
+        result.map_err(|e| Error::io(&path, e.error))
+    }
+}
+
 /// Writes a GGUF file: `metadata`, then each tensor of `plan` whose data the
 /// callback `produce(i, plan, out)` streams into `out` (exactly
 /// `plan.n_bytes()` bytes). The file is written under a temporary name in the
-/// same directory and renamed at the end; on any error nothing is left behind.
+/// same directory; the returned [`PendingFile`] is renamed into place by
+/// `commit`, and on any error (or drop) nothing is left behind.
 pub fn write_gguf<F>(
     path: &Path,
     metadata: &[(String, Value)],
     plan: &[TensorPlan],
     overwrite: Overwrite,
+    produce: F,
+) -> Result<PendingFile>
+where
+    F: FnMut(usize, &TensorPlan, &mut dyn Write) -> Result<()>,
+{
+    write_gguf_with_base(path, None, metadata, plan, overwrite, produce)
+}
+
+/// Like [`write_gguf`], but first copies every metadata pair of `base` (the
+/// pairs in `metadata` then override them).
+pub fn write_gguf_with_base<F>(
+    path: &Path,
+    base: Option<&GgufHeader>,
+    metadata: &[(String, Value)],
+    plan: &[TensorPlan],
+    overwrite: Overwrite,
     mut produce: F,
-) -> Result<()>
+) -> Result<PendingFile>
 where
     F: FnMut(usize, &TensorPlan, &mut dyn Write) -> Result<()>,
 {
     check_output(path, overwrite)?;
     let mut builder = GgufBuilder::new(plan.len().max(1));
+    if let Some(base) = base {
+        builder.copy_metadata_from(base);
+    }
     for (k, v) in metadata {
         builder.set(k, v);
     }
@@ -308,11 +352,19 @@ where
         out.flush().map_err(io)?;
     }
     tmp.as_file().sync_all().map_err(|e| Error::io(path, e))?;
-    let result = match overwrite {
-        Overwrite::Replace => tmp.persist(path).map(|_| ()),
-        Overwrite::Refuse => tmp.persist_noclobber(path).map(|_| ()),
-    };
-    result.map_err(|e| Error::io(path, e.error))
+    // Temporary files are created private (0600); a model file is not secret.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        let _ = tmp
+            .as_file()
+            .set_permissions(std::fs::Permissions::from_mode(0o644));
+    }
+    Ok(PendingFile {
+        tmp,
+        path: path.to_path_buf(),
+        overwrite,
+    })
 }
 
 struct CountingWriter<W: Write> {
