@@ -157,15 +157,27 @@ impl GgufHeader {
                         ),
                         sys::GGUF_TYPE_INT32 => {
                             let p = sys::gguf_get_arr_data(ctx, id) as *const i32;
-                            Value::ArrI32(std::slice::from_raw_parts(p, n).to_vec())
+                            Value::ArrI32(if n == 0 || p.is_null() {
+                                Vec::new()
+                            } else {
+                                std::slice::from_raw_parts(p, n).to_vec()
+                            })
                         }
                         sys::GGUF_TYPE_UINT32 => {
                             let p = sys::gguf_get_arr_data(ctx, id) as *const u32;
-                            Value::ArrU32(std::slice::from_raw_parts(p, n).to_vec())
+                            Value::ArrU32(if n == 0 || p.is_null() {
+                                Vec::new()
+                            } else {
+                                std::slice::from_raw_parts(p, n).to_vec()
+                            })
                         }
                         sys::GGUF_TYPE_FLOAT32 => {
                             let p = sys::gguf_get_arr_data(ctx, id) as *const f32;
-                            Value::ArrF32(std::slice::from_raw_parts(p, n).to_vec())
+                            Value::ArrF32(if n == 0 || p.is_null() {
+                                Vec::new()
+                            } else {
+                                std::slice::from_raw_parts(p, n).to_vec()
+                            })
                         }
                         other => Value::ArrOther {
                             elem_type: other as u32,

@@ -1,0 +1,195 @@
+//! `qwen3-tts-convert` as a user runs it: bad input gives a clear error, a
+//! non-zero exit code and no output files.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+fn fixture(variant: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures")
+        .join(format!("tiny-{variant}"))
+}
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_qwen3-tts-convert"))
+        .args(args)
+        .output()
+        .unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Copies a checkpoint dir, following the fixtures' symlinks.
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let p = e.unwrap().path();
+        let dest = to.join(p.file_name().unwrap());
+        if p.is_dir() {
+            copy_dir(&p, &dest);
+        } else {
+            std::fs::copy(&p, &dest).unwrap();
+        }
+    }
+}
+
+fn entries(dir: &Path) -> Vec<String> {
+    match std::fs::read_dir(dir) {
+        Ok(rd) => rd
+            .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+#[test]
+fn converts_a_checkpoint_and_refuses_to_overwrite() {
+    let out = tempfile::tempdir().unwrap();
+    let o = out.path().to_str().unwrap();
+    let input = fixture("0.6B-CustomVoice");
+    let r = run(&[
+        "--input",
+        input.to_str().unwrap(),
+        "--outdir",
+        o,
+        "--type",
+        "q8_0",
+        "-q",
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let mut files = entries(out.path());
+    files.sort();
+    assert_eq!(files, ["tokenizer-f16.gguf", "tts-q8_0.gguf"]);
+    let summary = String::from_utf8_lossy(&r.stdout);
+    assert!(
+        summary.contains("tts-q8_0.gguf") && summary.contains("q8_0:"),
+        "{summary}"
+    );
+
+    let before = std::fs::read(out.path().join("tts-q8_0.gguf")).unwrap();
+    let r = run(&[
+        "--input",
+        input.to_str().unwrap(),
+        "--outdir",
+        o,
+        "--type",
+        "q8_0",
+    ]);
+    assert!(!r.status.success());
+    assert!(
+        stderr(&r).contains("already exists") && stderr(&r).contains("--force"),
+        "{}",
+        stderr(&r)
+    );
+    assert_eq!(
+        std::fs::read(out.path().join("tts-q8_0.gguf")).unwrap(),
+        before
+    );
+    let r = run(&[
+        "--input",
+        input.to_str().unwrap(),
+        "--outdir",
+        o,
+        "--type",
+        "q8_0",
+        "--force",
+        "-q",
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+}
+
+#[test]
+fn missing_config_json() {
+    let tmp = tempfile::tempdir().unwrap();
+    let input = tmp.path().join("ckpt");
+    copy_dir(&fixture("0.6B-Base"), &input);
+    std::fs::remove_file(input.join("config.json")).unwrap();
+    let out = tmp.path().join("out");
+    let r = run(&["-i", input.to_str().unwrap(), "-o", out.to_str().unwrap()]);
+    assert!(!r.status.success());
+    let e = stderr(&r);
+    assert!(e.contains("config.json") && e.contains("not found"), "{e}");
+    assert!(entries(&out).is_empty());
+}
+
+#[test]
+fn speech_tokenizer_dir_given_as_the_model() {
+    let out = tempfile::tempdir().unwrap();
+    let input = fixture("0.6B-Base").join("speech_tokenizer");
+    let r = run(&[
+        "-i",
+        input.to_str().unwrap(),
+        "-o",
+        out.path().to_str().unwrap(),
+    ]);
+    assert!(!r.status.success());
+    let e = stderr(&r);
+    assert!(e.contains("speech-tokenizer directory"), "{e}");
+    assert!(entries(out.path()).is_empty());
+}
+
+#[test]
+fn truncated_safetensors_leaves_nothing_behind() {
+    for (which, file) in [
+        ("model", "model.safetensors"),
+        ("tokenizer", "speech_tokenizer/model.safetensors"),
+    ] {
+        let tmp = tempfile::tempdir().unwrap();
+        let input = tmp.path().join("ckpt");
+        copy_dir(&fixture("1.7B-Base"), &input);
+        let path = input.join(file);
+        let bytes = std::fs::read(&path).unwrap();
+        std::fs::write(&path, &bytes[..bytes.len() * 2 / 3]).unwrap();
+        let out = tmp.path().join("out");
+        let r = run(&[
+            "-i",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+            "-t",
+            "f16",
+        ]);
+        assert!(!r.status.success(), "{which}");
+        let e = stderr(&r);
+        assert!(
+            e.contains("model.safetensors")
+                && (e.contains("truncated") || e.contains("not a valid")),
+            "{which}: {e}"
+        );
+        assert!(
+            entries(&out).is_empty(),
+            "{which}: left {:?}",
+            entries(&out)
+        );
+    }
+}
+
+#[test]
+fn unknown_type() {
+    let out = tempfile::tempdir().unwrap();
+    let input = fixture("0.6B-Base");
+    let r = run(&[
+        "-i",
+        input.to_str().unwrap(),
+        "-o",
+        out.path().to_str().unwrap(),
+        "--type",
+        "q5_k",
+    ]);
+    assert_eq!(r.status.code(), Some(2));
+    let e = stderr(&r);
+    assert!(
+        e.contains("unknown type 'q5_k'") && e.contains("q4_k"),
+        "{e}"
+    );
+    assert!(entries(out.path()).is_empty());
+}
+
+#[test]
+fn not_a_directory() {
+    let r = run(&["-i", "/nonexistent/qwen3", "-o", "/tmp"]);
+    assert!(!r.status.success());
+    assert!(stderr(&r).contains("/nonexistent/qwen3"), "{}", stderr(&r));
+}
