@@ -124,8 +124,14 @@ impl Safetensors {
         for path in paths {
             let map =
                 MappedFile::open(path).with_context(|| format!("opening {}", path.display()))?;
-            let (header_len, meta) = SafeTensors::read_metadata(map.bytes()).map_err(|e| {
-                anyhow::anyhow!("{}: not a valid safetensors file: {e:?}", path.display())
+            let (header_len, meta) = SafeTensors::read_metadata(map.bytes()).map_err(|e| match e {
+                safetensors::SafeTensorError::MetadataIncompleteBuffer
+                | safetensors::SafeTensorError::HeaderTooSmall => anyhow::anyhow!(
+                    "{}: truncated safetensors file ({} bytes; its header describes more data)",
+                    path.display(),
+                    map.len()
+                ),
+                other => anyhow::anyhow!("{}: not a valid safetensors file: {other:?}", path.display()),
             })?;
             let data_start = 8 + header_len;
             let mut entries = BTreeMap::new();
