@@ -5,6 +5,8 @@
 //! [`qwen3_tts::gguf_schema`].
 
 pub mod metadata;
+#[cfg(feature = "python")]
+mod python;
 pub mod source;
 
 use std::collections::BTreeMap;
@@ -18,7 +20,7 @@ use qwen3_tts::gguf_schema::{self as schema, keys};
 use qwen3_tts::model_file::{check_output, write_gguf, Overwrite, PendingFile, TensorPlan};
 use serde_json::Value as Json;
 
-pub use source::{Safetensors, SourceDType, SourceTensor, TensorSource};
+pub use source::{MemorySource, Safetensors, SourceDType, SourceTensor, TensorSource};
 
 /// Which of the two files to write.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -521,4 +523,34 @@ pub fn convert(opts: &Options) -> Result<Vec<FileSummary>> {
         p.commit()?;
     }
     Ok(jobs.iter().map(|(plan, _)| summarize(plan)).collect())
+}
+
+/// Which file a tensor source holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FileKind {
+    /// `tts-<type>.gguf`: JSON files and vocab from a model directory.
+    Tts,
+    /// `tokenizer-<type>.gguf`: JSON files from a speech-tokenizer directory.
+    Tokenizer,
+}
+
+/// Converts tensors from any source (e.g. an in-memory state dict), taking the
+/// JSON / vocabulary files from `config_dir`. Returns the written file.
+pub fn convert_source(
+    kind: FileKind,
+    config_dir: &Path,
+    src: &dyn TensorSource,
+    ty: GgmlType,
+    outdir: &Path,
+    overwrite: Overwrite,
+) -> Result<FileSummary> {
+    std::fs::create_dir_all(outdir)
+        .with_context(|| format!("{}: cannot create output directory", outdir.display()))?;
+    let plan = match kind {
+        FileKind::Tts => plan_tts(config_dir, src, ty, outdir)?,
+        FileKind::Tokenizer => plan_tokenizer(config_dir, src, ty, outdir)?,
+    };
+    check_output(&plan.path, overwrite)?;
+    write_plan(&plan, src, overwrite, &indicatif::ProgressBar::hidden())?.commit()?;
+    Ok(summarize(&plan))
 }

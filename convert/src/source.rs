@@ -124,15 +124,19 @@ impl Safetensors {
         for path in paths {
             let map =
                 MappedFile::open(path).with_context(|| format!("opening {}", path.display()))?;
-            let (header_len, meta) = SafeTensors::read_metadata(map.bytes()).map_err(|e| match e {
-                safetensors::SafeTensorError::MetadataIncompleteBuffer
-                | safetensors::SafeTensorError::HeaderTooSmall => anyhow::anyhow!(
-                    "{}: truncated safetensors file ({} bytes; its header describes more data)",
-                    path.display(),
-                    map.len()
-                ),
-                other => anyhow::anyhow!("{}: not a valid safetensors file: {other:?}", path.display()),
-            })?;
+            let (header_len, meta) =
+                SafeTensors::read_metadata(map.bytes()).map_err(|e| match e {
+                    safetensors::SafeTensorError::MetadataIncompleteBuffer
+                    | safetensors::SafeTensorError::HeaderTooSmall => anyhow::anyhow!(
+                        "{}: truncated safetensors file ({} bytes; its header describes more data)",
+                        path.display(),
+                        map.len()
+                    ),
+                    other => anyhow::anyhow!(
+                        "{}: not a valid safetensors file: {other:?}",
+                        path.display()
+                    ),
+                })?;
             let data_start = 8 + header_len;
             let mut entries = BTreeMap::new();
             for (name, info) in meta.tensors() {
@@ -222,5 +226,61 @@ impl TensorSource for Safetensors {
         if let Ok((shard, (_, _, range))) = self.entry(name) {
             shard.map.release(range.start, range.len());
         }
+    }
+}
+
+/// Tensors held in memory (e.g. a state dict handed over from Python).
+#[derive(Default)]
+pub struct MemorySource {
+    tensors: BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+}
+
+impl MemorySource {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds a tensor with PyTorch-order `shape` and row-major `data`.
+    pub fn insert(&mut self, name: &str, shape: Vec<usize>, data: Vec<f32>) -> Result<()> {
+        let n: usize = shape.iter().product();
+        if n != data.len() {
+            bail!(
+                "tensor '{name}': shape {shape:?} needs {n} values, got {}",
+                data.len()
+            );
+        }
+        if self
+            .tensors
+            .insert(name.to_string(), (shape, data))
+            .is_some()
+        {
+            bail!("tensor '{name}' given twice");
+        }
+        Ok(())
+    }
+}
+
+impl TensorSource for MemorySource {
+    fn tensors(&self) -> Vec<SourceTensor> {
+        self.tensors
+            .iter()
+            .map(|(name, (shape, _))| SourceTensor {
+                name: name.clone(),
+                shape: shape.clone(),
+                dtype: Some(SourceDType::F32),
+            })
+            .collect()
+    }
+
+    fn read_f32(&self, name: &str, start: usize, out: &mut [f32]) -> Result<()> {
+        let (_, data) = self
+            .tensors
+            .get(name)
+            .with_context(|| format!("tensor '{name}' not given"))?;
+        let src = data
+            .get(start..start + out.len())
+            .with_context(|| format!("read past the end of tensor '{name}'"))?;
+        out.copy_from_slice(src);
+        Ok(())
     }
 }

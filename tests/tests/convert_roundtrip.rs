@@ -333,3 +333,53 @@ fn quantizer_matches_direct_conversion() {
         Some(config["encoder_valid_num_quantizers"].as_u64().unwrap() as usize),
     );
 }
+
+#[test]
+fn in_memory_state_dict_converts_like_the_files() {
+    // The path the Python module takes: tensors handed over in memory.
+    use qwen3_tts_convert::{convert_source, FileKind, MemorySource};
+    let out = tempfile::tempdir().unwrap();
+    let dir = tiny_checkpoint("0.6B-Base");
+    for (kind, cfg_dir, parts) in [
+        (FileKind::Tts, dir.clone(), Parts::TtsOnly),
+        (
+            FileKind::Tokenizer,
+            dir.join("speech_tokenizer"),
+            Parts::TokenizerOnly,
+        ),
+    ] {
+        let files = Safetensors::open_dir(&cfg_dir).unwrap();
+        let mut mem = MemorySource::new();
+        for t in files.tensors() {
+            mem.insert(&t.name, t.shape.clone(), read_all(&files, &t.name))
+                .unwrap();
+        }
+        let from_mem = convert_source(
+            kind,
+            &cfg_dir,
+            &mem,
+            GgmlType::Q8_0,
+            &out.path().join("mem"),
+            Overwrite::Refuse,
+        )
+        .unwrap()
+        .path;
+        let from_files = convert(&Options {
+            input: dir.clone(),
+            outdir: out.path().join("files"),
+            ty: GgmlType::Q8_0,
+            tokenizer_ty: GgmlType::Q8_0,
+            overwrite: Overwrite::Refuse,
+            parts,
+            progress: false,
+        })
+        .unwrap()
+        .remove(0)
+        .path;
+        assert_eq!(
+            std::fs::read(&from_mem).unwrap(),
+            std::fs::read(&from_files).unwrap(),
+            "{kind:?}"
+        );
+    }
+}

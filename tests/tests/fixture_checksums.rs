@@ -28,15 +28,30 @@ fn fixtures_match_recorded_checksums() {
     let sums = std::fs::read_to_string(root.join("SHA256SUMS")).expect("tests/fixtures/SHA256SUMS");
     let mut recorded = BTreeSet::new();
     for line in sums.lines().filter(|l| !l.trim().is_empty()) {
-        let (hash, path) = line.split_once("  ").unwrap_or_else(|| panic!("bad SHA256SUMS line: {line}"));
+        let (hash, path) = line
+            .split_once("  ")
+            .unwrap_or_else(|| panic!("bad SHA256SUMS line: {line}"));
         let bytes = std::fs::read(root.join(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
-        let got: String = Sha256::digest(&bytes).iter().map(|b| format!("{b:02x}")).collect();
-        assert_eq!(got, hash, "{path}: checksum differs from SHA256SUMS (regenerate with scripts/make_fixtures.sh)");
+        let got: String = Sha256::digest(&bytes)
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
+        assert_eq!(
+            got, hash,
+            "{path}: checksum differs from SHA256SUMS (regenerate with scripts/make_fixtures.sh)"
+        );
         recorded.insert(path.to_string());
     }
     let mut present = BTreeSet::new();
     listed_files(&root, "", &mut present);
     let unlisted: Vec<_> = present.difference(&recorded).collect();
-    assert!(unlisted.is_empty(), "fixtures missing from SHA256SUMS: {unlisted:?}");
-    assert!(recorded.len() > 50, "suspiciously few fixtures: {}", recorded.len());
+    assert!(
+        unlisted.is_empty(),
+        "fixtures missing from SHA256SUMS: {unlisted:?}"
+    );
+    assert!(
+        recorded.len() > 50,
+        "suspiciously few fixtures: {}",
+        recorded.len()
+    );
 }
