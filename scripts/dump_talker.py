@@ -279,7 +279,7 @@ def main():
             "output_wav_samples": int(len(wavs[0])),
             "sample_rate": sr,
             "torch": torch.__version__, "transformers": transformers.__version__,
-            "wall_s": round(dt, 2),
+            "threads": args.threads,
         }
         with open(os.path.join(args.out_dir, f"{name}.json"), "w", encoding="utf-8") as f:
             json.dump(meta, f, ensure_ascii=False, indent=1)

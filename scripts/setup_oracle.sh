@@ -11,7 +11,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PY" -m venv "$VENV"
 fi
 PIP="$VENV/bin/python -m pip"
-$PIP install --upgrade pip
+$PIP install "pip==26.3"
 # 1) torch pinned first (unpinned, qwen-tts would resolve a torch newer than torchaudio 2.11).
 $PIP install "$(grep -E '^torch==' "$REQ")" "$(grep -E '^torchaudio==' "$REQ")"
 # 2) the official package without its declared deps (skips the gradio demo stack).

@@ -71,11 +71,17 @@ pub fn decode_into(dtype: SourceDType, bytes: &[u8], out: &mut [f32]) {
     }
 }
 
+/// A tensor's header entry: dtype, shape and absolute byte range in the file.
+struct Entry {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    range: std::ops::Range<usize>,
+}
+
 struct Shard {
     path: PathBuf,
     map: MappedFile,
-    /// name → (dtype, shape, absolute byte range in the file)
-    entries: BTreeMap<String, (Dtype, Vec<usize>, std::ops::Range<usize>)>,
+    entries: BTreeMap<String, Entry>,
 }
 
 /// One or more memory-mapped safetensors files.
@@ -156,7 +162,14 @@ impl Safetensors {
                         path.display()
                     );
                 }
-                entries.insert(name.clone(), (info.dtype, info.shape.clone(), range));
+                entries.insert(
+                    name.clone(),
+                    Entry {
+                        dtype: info.dtype,
+                        shape: info.shape.clone(),
+                        range,
+                    },
+                );
             }
             shards.push(Shard {
                 path: path.clone(),
@@ -167,7 +180,7 @@ impl Safetensors {
         Ok(Self { shards, index })
     }
 
-    fn entry(&self, name: &str) -> Result<(&Shard, &(Dtype, Vec<usize>, std::ops::Range<usize>))> {
+    fn entry(&self, name: &str) -> Result<(&Shard, &Entry)> {
         let &i = self
             .index
             .get(name)
@@ -191,18 +204,18 @@ impl TensorSource for Safetensors {
         self.index
             .keys()
             .map(|name| {
-                let (_, (dtype, shape, _)) = self.entry(name).expect("indexed");
+                let (_, e) = self.entry(name).expect("indexed");
                 SourceTensor {
                     name: name.clone(),
-                    shape: shape.clone(),
-                    dtype: map_dtype(*dtype),
+                    shape: e.shape.clone(),
+                    dtype: map_dtype(e.dtype),
                 }
             })
             .collect()
     }
 
     fn read_f32(&self, name: &str, start: usize, out: &mut [f32]) -> Result<()> {
-        let (shard, (dtype, _, range)) = self.entry(name)?;
+        let (shard, Entry { dtype, range, .. }) = self.entry(name)?;
         let dt = map_dtype(*dtype).with_context(|| {
             format!(
                 "{}: tensor '{name}' has unsupported dtype {dtype:?}",
@@ -223,7 +236,7 @@ impl TensorSource for Safetensors {
     }
 
     fn release(&self, name: &str) {
-        if let Ok((shard, (_, _, range))) = self.entry(name) {
+        if let Ok((shard, Entry { range, .. })) = self.entry(name) {
             shard.map.release(range.start, range.len());
         }
     }

@@ -207,7 +207,7 @@ pub fn role(gguf_name: &str, rank: usize) -> Role {
 /// a block size: Q4_K → Q8_0 → F16 (documented in docs/gguf.md).
 pub fn storage_type(role: Role, requested: GgmlType, row_len: usize) -> GgmlType {
     use GgmlType::*;
-    let fits = |t: GgmlType| row_len % t.block_size() == 0;
+    let fits = |t: GgmlType| row_len.is_multiple_of(t.block_size());
     let at_most = |t: GgmlType| -> GgmlType {
         if fits(t) {
             t

@@ -49,7 +49,7 @@ impl GgufFile {
                 ))
             })?;
             let n: i64 = t.ne.iter().product();
-            if n <= 0 || t.ne[0] as usize % ty.block_size() != 0 {
+            if n <= 0 || !(t.ne[0] as usize).is_multiple_of(ty.block_size()) {
                 return Err(invalid(format!(
                     "tensor '{}' has invalid shape {:?}",
                     t.name, t.ne

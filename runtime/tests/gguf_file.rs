@@ -1,6 +1,5 @@
 //! Our GGUF writer and validating reader: round trip and clear rejections.
 
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use qwen3_tts::ggml::gguf::Value;

@@ -180,13 +180,13 @@ impl GgufHeader {
                             })
                         }
                         other => Value::ArrOther {
-                            elem_type: other as u32,
+                            elem_type: other,
                             len: n,
                         },
                     }
                 }
                 other => Value::ArrOther {
-                    elem_type: other as u32,
+                    elem_type: other,
                     len: 0,
                 },
             }
@@ -321,7 +321,7 @@ impl GgufBuilder {
             return Err(format!("too many tensors (capacity {})", self.capacity));
         }
         let first = ne.first().copied().unwrap_or(1) as usize;
-        if first % ty.block_size() != 0 {
+        if !first.is_multiple_of(ty.block_size()) {
             return Err(format!(
                 "tensor '{name}': row length {first} is not a multiple of the {} block size",
                 ty.name()

@@ -41,7 +41,7 @@ impl GgmlType {
 
     /// ggml's numeric id of the type (as stored in GGUF files).
     pub fn id(self) -> u32 {
-        self.raw() as u32
+        self.raw()
     }
 
     /// The type for ggml's numeric id, if this crate handles it.
@@ -90,11 +90,11 @@ impl GgmlType {
 /// Quantises (or converts) `src`, made of rows of `n_per_row` floats, to `ty`.
 pub fn quantize(ty: GgmlType, src: &[f32], n_per_row: usize) -> Vec<u8> {
     assert!(
-        n_per_row > 0 && src.len() % n_per_row == 0,
+        n_per_row > 0 && src.len().is_multiple_of(n_per_row),
         "quantize: ragged rows"
     );
     assert!(
-        n_per_row % ty.block_size() == 0,
+        n_per_row.is_multiple_of(ty.block_size()),
         "quantize: row length {n_per_row} not a multiple of the {} block size {}",
         ty.name(),
         ty.block_size()
@@ -129,7 +129,7 @@ pub fn quantize(ty: GgmlType, src: &[f32], n_per_row: usize) -> Vec<u8> {
 /// Converts `n` elements of `ty` stored in `data` to f32.
 pub fn dequantize(ty: GgmlType, data: &[u8], n: usize) -> Vec<f32> {
     assert!(
-        n % ty.block_size() == 0,
+        n.is_multiple_of(ty.block_size()),
         "dequantize: {n} not a multiple of the block size"
     );
     assert_eq!(
