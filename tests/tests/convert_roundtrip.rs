@@ -383,3 +383,76 @@ fn in_memory_state_dict_converts_like_the_files() {
         );
     }
 }
+
+#[test]
+fn sharded_f16_checkpoint_converts() {
+    // Re-save a tiny checkpoint as two F16 shards with an index file, the way
+    // large Hugging Face checkpoints ship, and convert it at F32.
+    use safetensors::tensor::TensorView;
+    let tmp = tempfile::tempdir().unwrap();
+    let src_dir = tiny_checkpoint("1.7B-VoiceDesign");
+    let dir = tmp.path().join("ckpt");
+    std::fs::create_dir(&dir).unwrap();
+    for f in [
+        "config.json",
+        "generation_config.json",
+        "tokenizer_config.json",
+        "vocab.json",
+        "merges.txt",
+    ] {
+        std::fs::copy(src_dir.join(f), dir.join(f)).unwrap();
+    }
+    let files = Safetensors::open_dir(&src_dir).unwrap();
+    let all = files.tensors();
+    let mut weight_map = serde_json::Map::new();
+    for (shard, part) in all.chunks(all.len() / 2 + 1).enumerate() {
+        let file = format!("model-0000{}-of-00002.safetensors", shard + 1);
+        let data: Vec<(String, Vec<u8>, Vec<usize>)> = part
+            .iter()
+            .map(|t| {
+                let bytes = read_all(&files, &t.name)
+                    .iter()
+                    .flat_map(|v| half::f16::from_f32(*v).to_le_bytes())
+                    .collect();
+                weight_map.insert(t.name.clone(), Json::String(file.clone()));
+                (t.name.clone(), bytes, t.shape.clone())
+            })
+            .collect();
+        let views: Vec<(String, TensorView<'_>)> = data
+            .iter()
+            .map(|(n, b, s)| {
+                (
+                    n.clone(),
+                    TensorView::new(safetensors::Dtype::F16, s.clone(), b).unwrap(),
+                )
+            })
+            .collect();
+        safetensors::serialize_to_file(views, None, &dir.join(&file)).unwrap();
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(dir.join("model.safetensors.index.json"), index.to_string()).unwrap();
+
+    let summary = convert(&Options {
+        input: dir.clone(),
+        outdir: tmp.path().join("out"),
+        ty: GgmlType::F32,
+        tokenizer_ty: GgmlType::F32,
+        overwrite: Overwrite::Refuse,
+        parts: Parts::TtsOnly,
+        progress: false,
+    })
+    .unwrap();
+    let gguf = GgufFile::open_arch(&summary[0].path, schema::ARCH_TTS).unwrap();
+    assert_eq!(gguf.tensors().len(), all.len());
+    for t in &all {
+        let want: Vec<f32> = read_all(&files, &t.name)
+            .iter()
+            .map(|v| half::f16::from_f32(*v).to_f32())
+            .collect();
+        assert!(
+            gguf.tensor_f32(&schema::gguf_name(&t.name)).unwrap() == want,
+            "{}",
+            t.name
+        );
+    }
+}
