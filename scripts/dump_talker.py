@@ -240,7 +240,7 @@ def main():
             t = tensors[k]
             tensors[k] = t.contiguous().to(torch.int64 if not t.is_floating_point() else torch.float32)
         save_file(tensors, os.path.join(args.out_dir, f"{name}.safetensors"),
-                  metadata={"variant": args.variant, "case": name})
+                  metadata={"fixture": f"{args.variant}/{name}"})  # one key: the header order stays fixed
 
         ins_given = kwargs.get("instruct")
         meta = {

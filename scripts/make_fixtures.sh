@@ -4,6 +4,7 @@
 #
 #   scripts/make_fixtures.sh            # everything
 #   SKIP_CODEC=1 scripts/make_fixtures.sh   # talker side only (keeps existing codec dumps)
+#   SUMS_ONLY=1 scripts/make_fixtures.sh    # only rewrite SHA256SUMS (e.g. after editing README.md)
 #
 # Inputs that are NOT regenerated (committed as-is): tests/fixtures/audio/*.wav (espeak-ng speech).
 # Order: tokenizer files -> tiny speech tokenizer (scripts/build_speech_tokenizer.py) -> five tiny
@@ -20,6 +21,17 @@ cd "$REPO"
 
 [ -x "$PY" ] || { echo "no oracle venv at $VENV (run scripts/setup_oracle.sh)" >&2; exit 1; }
 log() { echo "[make_fixtures $(date +%T)] $*" >&2; }
+
+write_sums() {  # every regular file and file symlink (hashed through the link), sorted, relative paths
+  (
+    cd "$FX"
+    find . \( -type f -o -type l \) ! -name SHA256SUMS -print | sed 's|^\./||' | LC_ALL=C sort | while read -r p; do
+      [ -d "$p" ] && continue   # directory symlinks (speech_tokenizer) are covered by their target
+      sha256sum "$p"
+    done > SHA256SUMS
+  )
+}
+if [ -n "${SUMS_ONLY:-}" ]; then write_sums; log "SHA256SUMS only ($(wc -l < "$FX/SHA256SUMS") files)"; exit 0; fi
 
 # 1) tokenizer files (one copy; checkpoints link to them)
 mkdir -p "$FX/tokenizer"
@@ -75,13 +87,7 @@ if [ -f scripts/dump_codec.py ] && [ -z "${SKIP_CODEC:-}" ]; then
   "$PY" scripts/dump_codec.py
 fi
 
-# 7) checksums: every regular file and file symlink (hashed through the link), sorted, relative paths
+# 7) checksums
 log "SHA256SUMS"
-(
-  cd "$FX"
-  find . \( -type f -o -type l \) ! -name SHA256SUMS -print | sed 's|^\./||' | LC_ALL=C sort | while read -r p; do
-    [ -d "$p" ] && continue   # directory symlinks (speech_tokenizer) are covered by their target
-    sha256sum "$p"
-  done > SHA256SUMS
-)
+write_sums
 log "done: $(du -sh "$FX" | cut -f1) in tests/fixtures ($(wc -l < "$FX/SHA256SUMS") files)"

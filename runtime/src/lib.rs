@@ -9,5 +9,7 @@ pub mod error;
 pub mod ggml;
 pub mod gguf_schema;
 pub mod model_file;
+pub mod sampler;
+pub mod text_tokenizer;
 
 pub use error::{Error, Result};

@@ -301,6 +301,64 @@ impl Context {
         };
         self.wrap(p)
     }
+    pub fn sub<'a>(&'a self, a: Tensor<'a>, b: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_sub(self.raw(), a.raw(), b.raw()) })
+    }
+    pub fn div<'a>(&'a self, a: Tensor<'a>, b: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_div(self.raw(), a.raw(), b.raw()) })
+    }
+    /// 1 where `a > 0`, else 0.
+    pub fn step<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_step(self.raw(), a.raw()) })
+    }
+    /// Index of the maximum of each row (first one on ties), I32.
+    pub fn argmax<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_argmax(self.raw(), a.raw()) })
+    }
+    /// Indices that sort each row in descending order, I32.
+    pub fn argsort_desc<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_argsort(self.raw(), a.raw(), sys::GGML_SORT_ORDER_DESC) })
+    }
+    pub fn concat<'a>(&'a self, a: Tensor<'a>, b: Tensor<'a>, dim: i32) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_concat(self.raw(), a.raw(), b.raw(), dim) })
+    }
+    /// Writes the rows of `src` into `dst` at the row indices `rows` (I64/I32);
+    /// returns a view of `dst` that must be part of the graph.
+    pub fn set_rows<'a>(
+        &'a self,
+        dst: Tensor<'a>,
+        src: Tensor<'a>,
+        rows: Tensor<'a>,
+    ) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_set_rows(self.raw(), dst.raw(), src.raw(), rows.raw()) })
+    }
+    /// A view of `a` with dims `ne` (up to 3), byte strides `nb` (for dims 1..)
+    /// and byte `offset`.
+    pub fn view<'a>(
+        &'a self,
+        a: Tensor<'a>,
+        ne: &[i64],
+        nb: &[usize],
+        offset: usize,
+    ) -> Tensor<'a> {
+        let p = unsafe {
+            match ne.len() {
+                1 => sys::ggml_view_1d(self.raw(), a.raw(), ne[0], offset),
+                2 => sys::ggml_view_2d(self.raw(), a.raw(), ne[0], ne[1], nb[0], offset),
+                _ => sys::ggml_view_3d(
+                    self.raw(),
+                    a.raw(),
+                    ne[0],
+                    ne[1],
+                    ne[2],
+                    nb[0],
+                    nb[1],
+                    offset,
+                ),
+            }
+        };
+        self.wrap(p)
+    }
     /// Casts (copies) `a` to type `ty`.
     pub fn cast<'a>(&'a self, a: Tensor<'a>, ty: GgmlType) -> Tensor<'a> {
         self.wrap(unsafe { sys::ggml_cast(self.raw(), a.raw(), ty.raw()) })
@@ -333,6 +391,14 @@ impl<'ctx> Tensor<'ctx> {
     }
     pub fn n_bytes(&self) -> usize {
         unsafe { sys::ggml_nbytes(self.raw()) }
+    }
+    /// Byte strides in ggml order.
+    pub fn nb(&self) -> [usize; MAX_DIMS] {
+        self.inner().nb
+    }
+    /// Bytes per element (for plain types).
+    pub fn element_size(&self) -> usize {
+        unsafe { sys::ggml_element_size(self.raw()) }
     }
     pub fn name(&self) -> String {
         let raw = &self.inner().name;
@@ -552,5 +618,94 @@ impl Scheduler {
 impl Drop for Scheduler {
     fn drop(&mut self) {
         unsafe { sys::ggml_backend_sched_free(self.ptr.as_ptr()) };
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Persistent tensors and reusable graphs
+
+/// Tensors that live across graph executions (weights, KV caches): a
+/// metadata context plus one backend buffer holding all their data.
+pub struct TensorStore {
+    // Field order: the buffer is freed before the context.
+    buffer: Option<BackendBuffer>,
+    ctx: Context,
+}
+
+impl TensorStore {
+    /// Creates tensors with `specs` (name, type, ggml dims) and allocates them
+    /// on `backend` (contents uninitialised until set).
+    pub fn new(backend: &Backend, specs: &[(String, GgmlType, Vec<i64>)]) -> Self {
+        let ctx = Context::new(specs.len().max(1), 0);
+        for (name, ty, ne) in specs {
+            ctx.new_tensor(*ty, ne).set_name(name);
+        }
+        let buffer = (!specs.is_empty()).then(|| ctx.alloc_tensors(backend));
+        Self { buffer, ctx }
+    }
+
+    /// The tensor called `name`, if any.
+    pub fn get(&self, name: &str) -> Option<Tensor<'_>> {
+        self.ctx.get_tensor(name)
+    }
+
+    /// Bytes of backend memory held.
+    pub fn size(&self) -> usize {
+        self.buffer.as_ref().map_or(0, BackendBuffer::size)
+    }
+
+    /// Fills every byte of every tensor with `value` (e.g. to clear a cache).
+    pub fn clear(&self, value: u8) {
+        if let Some(b) = &self.buffer {
+            unsafe { sys::ggml_backend_buffer_clear(b.ptr.as_ptr(), value) };
+        }
+    }
+}
+
+/// A graph that owns its context and keeps the tensor stores it reads from
+/// alive, so it can be built once and computed many times.
+pub struct OwnedGraph {
+    graph: NonNull<sys::ggml_cgraph>,
+    ctx: Context,
+    _stores: Vec<std::sync::Arc<TensorStore>>,
+}
+
+unsafe impl Send for OwnedGraph {}
+
+impl OwnedGraph {
+    /// Builds a graph of at most `max_nodes` nodes: `build` creates the
+    /// inputs (named, so they can be found again) and returns the outputs.
+    pub fn build<F>(max_nodes: usize, stores: Vec<std::sync::Arc<TensorStore>>, build: F) -> Self
+    where
+        F: for<'a> FnOnce(&'a Context, &'a [std::sync::Arc<TensorStore>]) -> Vec<Tensor<'a>>,
+    {
+        let ctx = Context::new(max_nodes * 2, max_nodes);
+        let graph = {
+            let outputs = build(&ctx, &stores);
+            for t in &outputs {
+                t.set_output();
+            }
+            let g = ctx.build_graph(&outputs, max_nodes);
+            g.ptr
+        };
+        Self {
+            graph,
+            ctx,
+            _stores: stores,
+        }
+    }
+
+    /// A named tensor of the graph (an input to fill or an output to read).
+    pub fn tensor(&self, name: &str) -> Tensor<'_> {
+        self.ctx
+            .get_tensor(name)
+            .unwrap_or_else(|| panic!("graph has no tensor named '{name}'"))
+    }
+
+    pub fn graph(&self) -> Graph<'_> {
+        Graph {
+            ptr: self.graph,
+            _ctx: PhantomData,
+        }
     }
 }
