@@ -40,3 +40,100 @@ pub fn rel_rms(got: &[f32], want: &[f32]) -> f64 {
         (num / den).sqrt()
     }
 }
+
+/// A reference dump: named tensors of one `.safetensors` file as f32 / i64.
+pub struct Dump {
+    pub bytes: Vec<u8>,
+}
+
+impl Dump {
+    pub fn open(path: &std::path::Path) -> Self {
+        Self {
+            bytes: std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        }
+    }
+    fn view(&self, name: &str) -> Option<safetensors::tensor::TensorView<'_>> {
+        safetensors::SafeTensors::deserialize(&self.bytes)
+            .ok()?
+            .tensor(name)
+            .ok()
+    }
+    pub fn has(&self, name: &str) -> bool {
+        self.view(name).is_some()
+    }
+    pub fn shape(&self, name: &str) -> Vec<usize> {
+        self.view(name)
+            .unwrap_or_else(|| panic!("dump has no '{name}'"))
+            .shape()
+            .to_vec()
+    }
+    pub fn f32(&self, name: &str) -> Vec<f32> {
+        let v = self
+            .view(name)
+            .unwrap_or_else(|| panic!("dump has no '{name}'"));
+        assert_eq!(v.dtype(), safetensors::Dtype::F32, "{name}");
+        v.data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect()
+    }
+    pub fn i64(&self, name: &str) -> Vec<i64> {
+        let v = self
+            .view(name)
+            .unwrap_or_else(|| panic!("dump has no '{name}'"));
+        assert_eq!(v.dtype(), safetensors::Dtype::I64, "{name}");
+        v.data()
+            .chunks_exact(8)
+            .map(|c| i64::from_le_bytes(c.try_into().unwrap()))
+            .collect()
+    }
+}
+
+/// max |a − b| / max |b|.
+pub fn max_rel_diff(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len(), "length mismatch");
+    let scale = want.iter().fold(0f32, |m, v| m.max(v.abs()));
+    got.iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max)
+        / scale
+}
+
+/// Cosine similarity.
+pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
+    let dot: f64 = a.iter().zip(b).map(|(x, y)| *x as f64 * *y as f64).sum();
+    let na: f64 = a.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    let nb: f64 = b.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+    dot / (na * nb)
+}
+
+/// Converts a tiny variant's TTS model to `ty` in `dir` (once per dir).
+pub fn convert_tiny(
+    variant: &str,
+    ty: qwen3_tts::ggml::GgmlType,
+    dir: &std::path::Path,
+) -> PathBuf {
+    let path = dir.join(format!("tts-{}.gguf", ty.name()));
+    if !path.exists() {
+        qwen3_tts_convert::convert(&qwen3_tts_convert::Options {
+            input: tiny_checkpoint(variant),
+            outdir: dir.to_path_buf(),
+            ty,
+            tokenizer_ty: qwen3_tts::ggml::GgmlType::F16,
+            overwrite: qwen3_tts::model_file::Overwrite::Refuse,
+            parts: qwen3_tts_convert::Parts::TtsOnly,
+            progress: false,
+        })
+        .unwrap_or_else(|e| panic!("converting {variant}: {e:#}"));
+    }
+    path
+}
+
+/// Serialises compute-heavy tests within one test binary: ggml's CPU threads
+/// spin at barriers, so two graphs computing at once on a small machine
+/// slow each other down by orders of magnitude.
+pub fn serial() -> std::sync::MutexGuard<'static, ()> {
+    static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -5,11 +5,21 @@
 //! shared by the converter and the loaders; [`model_file`] reads and writes
 //! our GGUF files.
 
+// `Arc` shares weights, caches and the backend between the parts of one
+// model (shared ownership, one thread at a time), not across threads.
+#![allow(clippy::arc_with_non_send_sync)]
+
+pub mod code_predictor;
+pub mod config;
 pub mod error;
 pub mod ggml;
 pub mod gguf_schema;
+pub mod layers;
 pub mod model_file;
+pub mod pipeline;
+pub mod prompt;
 pub mod sampler;
+pub mod talker;
 pub mod text_tokenizer;
 
 pub use error::{Error, Result};

@@ -239,6 +239,18 @@ impl Sampler {
         }
     }
 
+    /// `n` standard Gumbel draws `−ln(−ln u)`: adding them to logits and
+    /// taking the argmax samples from their softmax (used for in-graph
+    /// sampling in the code predictor).
+    pub fn gumbel_noise(&mut self, n: usize) -> Vec<f32> {
+        (0..n)
+            .map(|_| {
+                let u = self.rng.random::<f64>().max(f64::MIN_POSITIVE);
+                (-(-u.ln()).ln()) as f32
+            })
+            .collect()
+    }
+
     /// Picks one token id from `logits` (which are modified in place by the
     /// warpers).
     ///

@@ -307,6 +307,14 @@ impl Context {
     pub fn div<'a>(&'a self, a: Tensor<'a>, b: Tensor<'a>) -> Tensor<'a> {
         self.wrap(unsafe { sys::ggml_div(self.raw(), a.raw(), b.raw()) })
     }
+    /// `a·s + b` elementwise.
+    pub fn scale_bias<'a>(&'a self, a: Tensor<'a>, s: f32, b: f32) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_scale_bias(self.raw(), a.raw(), s, b) })
+    }
+    /// Running sum along `ne[0]`.
+    pub fn cumsum<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_cumsum(self.raw(), a.raw()) })
+    }
     /// 1 where `a > 0`, else 0.
     pub fn step<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
         self.wrap(unsafe { sys::ggml_step(self.raw(), a.raw()) })
@@ -662,20 +670,31 @@ impl TensorStore {
     }
 }
 
-/// A graph that owns its context and keeps the tensor stores it reads from
-/// alive, so it can be built once and computed many times.
+/// A graph that owns its context and its scheduler, and keeps the tensor
+/// stores it reads from alive, so it can be built once and computed many
+/// times. (Each reusable graph has its own scheduler: a scheduler that
+/// allocated other graphs in between may have reallocated its compute buffer,
+/// leaving this graph's tensors pointing at freed memory.)
 pub struct OwnedGraph {
+    sched: Scheduler,
     graph: NonNull<sys::ggml_cgraph>,
     ctx: Context,
     _stores: Vec<std::sync::Arc<TensorStore>>,
+    _backend: std::sync::Arc<Backend>,
 }
 
 unsafe impl Send for OwnedGraph {}
 
 impl OwnedGraph {
-    /// Builds a graph of at most `max_nodes` nodes: `build` creates the
-    /// inputs (named, so they can be found again) and returns the outputs.
-    pub fn build<F>(max_nodes: usize, stores: Vec<std::sync::Arc<TensorStore>>, build: F) -> Self
+    /// Builds a graph of at most `max_nodes` nodes for `backend`: `build`
+    /// creates the inputs (named, so they can be found again) and returns the
+    /// outputs.
+    pub fn build<F>(
+        backend: &std::sync::Arc<Backend>,
+        max_nodes: usize,
+        stores: Vec<std::sync::Arc<TensorStore>>,
+        build: F,
+    ) -> Self
     where
         F: for<'a> FnOnce(&'a Context, &'a [std::sync::Arc<TensorStore>]) -> Vec<Tensor<'a>>,
     {
@@ -689,9 +708,11 @@ impl OwnedGraph {
             g.ptr
         };
         Self {
+            sched: Scheduler::new(&[backend], max_nodes * 2),
             graph,
             ctx,
             _stores: stores,
+            _backend: backend.clone(),
         }
     }
 
@@ -707,5 +728,16 @@ impl OwnedGraph {
             ptr: self.graph,
             _ctx: PhantomData,
         }
+    }
+
+    /// Allocates the graph, lets `set_inputs` fill its inputs, computes it.
+    pub fn compute(&mut self, set_inputs: impl FnOnce(&OwnedGraph)) -> Result<(), String> {
+        let g = Graph {
+            ptr: self.graph,
+            _ctx: PhantomData,
+        };
+        self.sched.alloc_graph(&g)?;
+        set_inputs(self);
+        self.sched.compute(&g)
     }
 }

@@ -1,0 +1,332 @@
+//! Model hyper-parameters and special ids, read from the GGUF metadata that
+//! `qwen3-tts-convert` flattened from `config.json` / `generation_config.json`.
+//! Nothing here has a built-in default that a released config carries.
+
+use crate::error::{Error, Result};
+use crate::ggml::gguf::Value;
+use crate::gguf_schema::{keys, ARCH_TTS};
+use crate::model_file::GgufFile;
+
+/// One Qwen3 decoder stack (talker or code predictor).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TransformerConfig {
+    pub hidden: usize,
+    pub layers: usize,
+    pub heads: usize,
+    pub kv_heads: usize,
+    pub head_dim: usize,
+    pub intermediate: usize,
+    pub rms_eps: f32,
+    pub rope_theta: f32,
+}
+
+/// The variant family member (`tts_model_type`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelType {
+    Base,
+    CustomVoice,
+    VoiceDesign,
+}
+
+/// A preset speaker (CustomVoice): its codec row and optional dialect.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Speaker {
+    pub name: String,
+    pub codec_id: u32,
+    /// Language name whose id replaces the requested one for Chinese/auto.
+    pub dialect: Option<String>,
+}
+
+/// Codec-vocabulary control ids of the talker.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CodecIds {
+    pub pad: u32,
+    pub bos: u32,
+    pub eos: u32,
+    pub think: u32,
+    pub nothink: u32,
+    pub think_bos: u32,
+    pub think_eos: u32,
+}
+
+/// Text-side special ids.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TextIds {
+    pub tts_pad: u32,
+    pub tts_bos: u32,
+    pub tts_eos: u32,
+}
+
+/// Sampling defaults from `generation_config.json` (the wrapper's hard
+/// defaults fill keys the file lacks: spec/01 §8).
+#[derive(Clone, Debug, PartialEq)]
+pub struct GenerationDefaults {
+    pub do_sample: bool,
+    pub temperature: f32,
+    pub top_k: usize,
+    pub top_p: f32,
+    pub repetition_penalty: f32,
+    pub subtalker_do_sample: bool,
+    pub subtalker_temperature: f32,
+    pub subtalker_top_k: usize,
+    pub subtalker_top_p: f32,
+    pub max_new_tokens: usize,
+}
+
+/// Everything the talker and code predictor need.
+#[derive(Clone, Debug)]
+pub struct TtsConfig {
+    pub model_type: ModelType,
+    /// `0b6` or `1b7` (0b6 ignores instructions, as the reference does).
+    pub model_size: String,
+    pub talker: TransformerConfig,
+    pub code_predictor: TransformerConfig,
+    /// Talker codec vocabulary (codebook size + 1024).
+    pub codec_vocab: usize,
+    /// Code-predictor vocabulary (the codebook size).
+    pub codebook_size: usize,
+    pub num_code_groups: usize,
+    pub text_hidden: usize,
+    pub codec: CodecIds,
+    pub text: TextIds,
+    /// Language name (lower case) → codec id, dialects included.
+    pub languages: Vec<(String, u32)>,
+    pub speakers: Vec<Speaker>,
+    pub generation: GenerationDefaults,
+}
+
+struct Reader<'a> {
+    file: &'a GgufFile,
+}
+
+impl Reader<'_> {
+    fn key(&self, path: &str) -> String {
+        keys::config(ARCH_TTS, path)
+    }
+    fn int(&self, path: &str) -> Result<usize> {
+        let k = self.key(path);
+        let v = self.file.get_int(&k)?;
+        usize::try_from(v).map_err(|_| self.bad(&k, format!("negative value {v}")))
+    }
+    fn id(&self, path: &str) -> Result<u32> {
+        Ok(self.int(path)? as u32)
+    }
+    fn float(&self, path: &str) -> Result<f32> {
+        let k = self.key(path);
+        match self.file.get(&k) {
+            Some(Value::I32(v)) => Ok(v as f32),
+            Some(Value::I64(v)) => Ok(v as f32),
+            _ => Ok(self.file.get_float(&k)? as f32),
+        }
+    }
+    fn string(&self, path: &str) -> Result<String> {
+        self.file.get_str(&self.key(path))
+    }
+    fn bad(&self, key: &str, reason: String) -> Error {
+        Error::Metadata {
+            path: self.file.path().to_path_buf(),
+            key: key.to_string(),
+            reason,
+        }
+    }
+    fn transformer(&self, prefix: &str) -> Result<TransformerConfig> {
+        let p = |k: &str| format!("{prefix}.{k}");
+        Ok(TransformerConfig {
+            hidden: self.int(&p("hidden_size"))?,
+            layers: self.int(&p("num_hidden_layers"))?,
+            heads: self.int(&p("num_attention_heads"))?,
+            kv_heads: self.int(&p("num_key_value_heads"))?,
+            head_dim: self.int(&p("head_dim"))?,
+            intermediate: self.int(&p("intermediate_size"))?,
+            rms_eps: self.float(&p("rms_norm_eps"))?,
+            rope_theta: self.float(&p("rope_theta"))?,
+        })
+    }
+    fn generation(&self) -> GenerationDefaults {
+        let get = |k: &str| self.file.get(&keys::generation(k));
+        let f = |k: &str, d: f32| match get(k) {
+            Some(Value::F64(v)) => v as f32,
+            Some(Value::F32(v)) => v,
+            Some(Value::I32(v)) => v as f32,
+            _ => d,
+        };
+        let i = |k: &str, d: usize| match get(k) {
+            Some(Value::I32(v)) if v >= 0 => v as usize,
+            Some(Value::I64(v)) if v >= 0 => v as usize,
+            _ => d,
+        };
+        let b = |k: &str, d: bool| match get(k) {
+            Some(Value::Bool(v)) => v,
+            _ => d,
+        };
+        // Fallbacks = `Qwen3TTSModel._merge_generate_kwargs` hard defaults.
+        GenerationDefaults {
+            do_sample: b("do_sample", true),
+            temperature: f("temperature", 0.9),
+            top_k: i("top_k", 50),
+            top_p: f("top_p", 1.0),
+            repetition_penalty: f("repetition_penalty", 1.05),
+            subtalker_do_sample: b("subtalker_dosample", true),
+            subtalker_temperature: f("subtalker_temperature", 0.9),
+            subtalker_top_k: i("subtalker_top_k", 50),
+            subtalker_top_p: f("subtalker_top_p", 1.0),
+            max_new_tokens: i("max_new_tokens", 2048),
+        }
+    }
+}
+
+fn array_str(file: &GgufFile, key: &str) -> Result<Vec<String>> {
+    match file.get(key) {
+        Some(Value::ArrStr(v)) => Ok(v),
+        other => Err(Error::Metadata {
+            path: file.path().to_path_buf(),
+            key: key.into(),
+            reason: format!("expected a string array, found {other:?}"),
+        }),
+    }
+}
+
+fn array_i32(file: &GgufFile, key: &str) -> Result<Vec<i32>> {
+    match file.get(key) {
+        Some(Value::ArrI32(v)) => Ok(v),
+        other => Err(Error::Metadata {
+            path: file.path().to_path_buf(),
+            key: key.into(),
+            reason: format!("expected an i32 array, found {other:?}"),
+        }),
+    }
+}
+
+impl TtsConfig {
+    /// Reads the configuration of a `qwen3-tts` GGUF file.
+    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+        let r = Reader { file };
+        let model_type = match r.string("tts_model_type")?.as_str() {
+            "base" => ModelType::Base,
+            "custom_voice" => ModelType::CustomVoice,
+            "voice_design" => ModelType::VoiceDesign,
+            other => {
+                return Err(r.bad(
+                    &r.key("tts_model_type"),
+                    format!("unknown model type '{other}'"),
+                ));
+            }
+        };
+        let talker = r.transformer("talker_config")?;
+        let code_predictor = r.transformer("talker_config.code_predictor_config")?;
+        let lang_names = array_str(file, keys::LANGUAGE_NAMES)?;
+        let lang_ids = array_i32(file, keys::LANGUAGE_IDS)?;
+        let spk_names = array_str(file, keys::SPEAKER_NAMES)?;
+        let spk_ids = array_i32(file, keys::SPEAKER_IDS)?;
+        let spk_dialects = array_str(file, keys::SPEAKER_DIALECTS)?;
+        if lang_names.len() != lang_ids.len()
+            || spk_names.len() != spk_ids.len()
+            || spk_names.len() != spk_dialects.len()
+        {
+            return Err(r.bad(
+                keys::SPEAKER_NAMES,
+                "language/speaker arrays differ in length".into(),
+            ));
+        }
+        let cfg = TtsConfig {
+            model_type,
+            model_size: r.string("tts_model_size")?,
+            codec_vocab: r.int("talker_config.vocab_size")?,
+            codebook_size: r.int("talker_config.code_predictor_config.vocab_size")?,
+            num_code_groups: r.int("talker_config.num_code_groups")?,
+            text_hidden: r.int("talker_config.text_hidden_size")?,
+            codec: CodecIds {
+                pad: r.id("talker_config.codec_pad_id")?,
+                bos: r.id("talker_config.codec_bos_id")?,
+                eos: r.id("talker_config.codec_eos_token_id")?,
+                think: r.id("talker_config.codec_think_id")?,
+                nothink: r.id("talker_config.codec_nothink_id")?,
+                think_bos: r.id("talker_config.codec_think_bos_id")?,
+                think_eos: r.id("talker_config.codec_think_eos_id")?,
+            },
+            text: TextIds {
+                tts_pad: r.id("tts_pad_token_id")?,
+                tts_bos: r.id("tts_bos_token_id")?,
+                tts_eos: r.id("tts_eos_token_id")?,
+            },
+            languages: lang_names
+                .into_iter()
+                .zip(lang_ids.into_iter().map(|i| i as u32))
+                .collect(),
+            speakers: spk_names
+                .into_iter()
+                .zip(spk_ids)
+                .zip(spk_dialects)
+                .map(|((name, id), dialect)| Speaker {
+                    name,
+                    codec_id: id as u32,
+                    dialect: (!dialect.is_empty()).then_some(dialect),
+                })
+                .collect(),
+            generation: r.generation(),
+            talker,
+            code_predictor,
+        };
+        cfg.validate(file)?;
+        Ok(cfg)
+    }
+
+    fn validate(&self, file: &GgufFile) -> Result<()> {
+        let bad = |reason: String| Error::WrongModel {
+            path: file.path().to_path_buf(),
+            reason,
+        };
+        for (name, t) in [
+            ("talker", &self.talker),
+            ("code predictor", &self.code_predictor),
+        ] {
+            if t.heads == 0 || t.kv_heads == 0 || t.heads % t.kv_heads != 0 || t.head_dim % 2 != 0 {
+                return Err(bad(format!("{name}: unsupported head layout {t:?}")));
+            }
+        }
+        if self.codec_vocab != self.codebook_size + 1024 {
+            return Err(bad(format!(
+                "codec vocabulary {} is not codebook size {} + 1024",
+                self.codec_vocab, self.codebook_size
+            )));
+        }
+        if self.num_code_groups < 2 {
+            return Err(bad(format!("num_code_groups {} < 2", self.num_code_groups)));
+        }
+        Ok(())
+    }
+
+    /// Codec id of a language name (case-insensitive), `None` for "auto".
+    pub fn language_id(&self, language: &str) -> Option<Option<u32>> {
+        let l = language.to_lowercase();
+        if l == "auto" {
+            return Some(None);
+        }
+        self.languages
+            .iter()
+            .find(|(n, _)| *n == l)
+            .map(|(_, id)| Some(*id))
+    }
+
+    /// Languages a user may ask for: "auto" plus every non-dialect name.
+    pub fn supported_languages(&self) -> Vec<String> {
+        std::iter::once("auto".to_string())
+            .chain(
+                self.languages
+                    .iter()
+                    .map(|(n, _)| n.clone())
+                    .filter(|n| !n.contains("dialect")),
+            )
+            .collect()
+    }
+
+    pub fn speaker(&self, name: &str) -> Option<&Speaker> {
+        let n = name.to_lowercase();
+        self.speakers.iter().find(|s| s.name == n)
+    }
+
+    /// The range of codec ids generation never samples (except EOS).
+    pub fn suppressed_ids(&self) -> std::ops::Range<u32> {
+        (self.codec_vocab - 1024) as u32..self.codec_vocab as u32
+    }
+}
