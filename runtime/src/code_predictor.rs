@@ -105,7 +105,8 @@ fn pick<'a>(ctx: &'a Context, logits: Tensor<'a>, s: usize, params: &SamplingPar
 }
 
 pub struct CodePredictor {
-    graph: Option<(SamplingParams, OwnedGraph)>,
+    /// The frame graph for the sampling settings (and teacher forcing) in use.
+    graph: Option<((SamplingParams, bool), OwnedGraph)>,
     weights: Arc<TensorStore>,
     cfg: TtsConfig,
     backend: Arc<Backend>,
@@ -125,7 +126,9 @@ impl CodePredictor {
         (cfg.num_code_groups - 1) * (cfg.code_predictor.layers * 48 + 64) + 256
     }
 
-    fn build(&self, params: &SamplingParams) -> OwnedGraph {
+    /// `forced`: the passes read their inputs from the `forced` input (given
+    /// codes 1..15, teacher forcing) instead of their own picks.
+    fn build(&self, params: &SamplingParams, forced: bool) -> OwnedGraph {
         let cfg = self.cfg.clone();
         let params = params.clone();
         OwnedGraph::build(
@@ -152,6 +155,11 @@ impl CodePredictor {
                     .new_tensor(GgmlType::F32, &[2, 2])
                     .set_name("mask0")
                     .set_input();
+                let given = forced.then(|| {
+                    ctx.new_tensor(GgmlType::I32, &[groups as i64])
+                        .set_name("forced")
+                        .set_input()
+                });
                 let proj = (t.hidden != c.hidden).then(|| {
                     (
                         weight(w, "cp.mtp_proj.weight"),
@@ -191,7 +199,12 @@ impl CodePredictor {
                         .mul_mat(weight(w, &format!("cp.head.{s}.weight")), y)
                         .set_name(&format!("logits_{s}"));
                     let code = pick(ctx, logits, s, &params).set_name(&format!("code_{s}"));
-                    let e = ctx.get_rows(weight(w, &format!("cp.codec_embd.{s}.weight")), code);
+                    // teacher forcing feeds the given code instead of the pick
+                    let input = match given {
+                        Some(g) => ctx.view(g, &[1], &[], s * 4),
+                        None => code,
+                    };
+                    let e = ctx.get_rows(weight(w, &format!("cp.codec_embd.{s}.weight")), input);
                     frame = ctx.add(frame, e);
                     if s + 1 < groups {
                         x = project(e);
@@ -214,6 +227,36 @@ impl CodePredictor {
         params: &SamplingParams,
         rng: &mut Sampler,
     ) -> Result<FrameCodes> {
+        self.run(hidden, c0, None, params, rng)
+    }
+
+    /// Teacher forcing: the passes are fed the given codes 1..15 (the frame
+    /// embedding sums them too); `codes` are still what each pass would pick.
+    pub fn predict_forced(
+        &mut self,
+        hidden: &[f32],
+        frame: &[u32],
+        params: &SamplingParams,
+        rng: &mut Sampler,
+    ) -> Result<FrameCodes> {
+        let cb = self.cfg.codebook_size;
+        if frame.len() != self.cfg.num_code_groups || frame[1..].iter().any(|&c| c as usize >= cb) {
+            return Err(Error::Other(format!(
+                "forced frame {frame:?} is not {} codes below {cb}",
+                self.cfg.num_code_groups
+            )));
+        }
+        self.run(hidden, frame[0], Some(&frame[1..]), params, rng)
+    }
+
+    fn run(
+        &mut self,
+        hidden: &[f32],
+        c0: u32,
+        forced: Option<&[u32]>,
+        params: &SamplingParams,
+        rng: &mut Sampler,
+    ) -> Result<FrameCodes> {
         let (t, cb) = (self.cfg.talker.hidden, self.cfg.codebook_size);
         if hidden.len() != t {
             return Err(Error::Other(format!(
@@ -229,8 +272,9 @@ impl CodePredictor {
         params
             .validate()
             .map_err(|e| Error::Other(format!("sub-talker sampling: {e}")))?;
-        if self.graph.as_ref().is_none_or(|(p, _)| p != params) {
-            self.graph = Some((params.clone(), self.build(params)));
+        let key = (params.clone(), forced.is_some());
+        if self.graph.as_ref().is_none_or(|(k, _)| *k != key) {
+            self.graph = Some((key.clone(), self.build(params, forced.is_some())));
         }
         let (_, g) = self.graph.as_mut().expect("built above");
         let groups = self.cfg.num_code_groups - 1;
@@ -246,6 +290,10 @@ impl CodePredictor {
                 .set_i32(&(0..=groups as i32).collect::<Vec<_>>());
             g.tensor("mask0")
                 .set_f32(&[0.0, f32::NEG_INFINITY, 0.0, 0.0]);
+            if let Some(f) = forced {
+                g.tensor("forced")
+                    .set_i32(&f.iter().map(|&c| c as i32).collect::<Vec<_>>());
+            }
             for (s, n) in noise.iter().enumerate() {
                 g.tensor(&format!("noise_{s}")).set_f32(n);
                 if params.top_p < 1.0 {

@@ -178,6 +178,9 @@ pub enum Role {
     Codebook,
     /// Embedding tables and output heads: at least Q8_0.
     EmbeddingOrHead,
+    /// The talker's codec embedding and codec head: small (2 × 3072 rows)
+    /// and their precision decides code 0, so F16 unless F32 requested.
+    CodecTable,
     /// Linear-layer weights: the requested type where the row length allows.
     Matrix,
 }
@@ -186,6 +189,10 @@ pub enum Role {
 pub fn role(gguf_name: &str, rank: usize) -> Role {
     if rank <= 1 {
         Role::Vector
+    } else if gguf_name.starts_with("talker.codec_embd.")
+        || gguf_name.starts_with("talker.codec_head.")
+    {
+        Role::CodecTable
     } else if gguf_name.contains(".codebook.") || gguf_name.ends_with(".embed") {
         Role::Codebook
     } else if rank >= 3 || gguf_name.contains(".conv.") {
@@ -220,7 +227,7 @@ pub fn storage_type(role: Role, requested: GgmlType, row_len: usize) -> GgmlType
     match (role, requested) {
         (Role::Vector, _) | (_, F32) => F32,
         (_, F16) | (_, BF16) => F16,
-        (Role::Conv | Role::Codebook, _) => F16,
+        (Role::Conv | Role::Codebook | Role::CodecTable, _) => F16,
         (Role::EmbeddingOrHead, _) => at_most(Q8_0),
         (Role::Matrix, t) => at_most(t),
     }
@@ -336,7 +343,10 @@ mod tests {
         assert_eq!(role("talker.blk.0.attn_norm.weight", 1), Role::Vector);
         assert_eq!(role("talker.text_embd.weight", 2), Role::EmbeddingOrHead);
         assert_eq!(role("cp.head.3.weight", 2), Role::EmbeddingOrHead);
-        assert_eq!(role("talker.codec_head.weight", 2), Role::EmbeddingOrHead);
+        assert_eq!(role("talker.codec_head.weight", 2), Role::CodecTable);
+        assert_eq!(role("talker.codec_embd.weight", 2), Role::CodecTable);
+        assert_eq!(storage_type(Role::CodecTable, Q4_K, 1024), F16);
+        assert_eq!(storage_type(Role::CodecTable, F32, 1024), F32);
         assert_eq!(role("dec.decoder.1.block.1.conv.weight", 3), Role::Conv);
         assert_eq!(role("dec.decoder.6.conv.weight", 2), Role::Conv);
         assert_eq!(role("dec.rvq_rest.blk.2.codebook.embed", 2), Role::Codebook);

@@ -180,6 +180,33 @@ impl TtsModel {
         prompt: &Prompt,
         opts: &GenerateOptions,
         trace_steps: usize,
+        on_frame: impl FnMut(usize, &[u32]),
+    ) -> Result<(Vec<Vec<u32>>, Trace)> {
+        self.decode(prompt, opts, None, trace_steps, on_frame)
+    }
+
+    /// Teacher forcing: feeds `frames` back in (instead of the model's own
+    /// picks) and returns what the model predicts at every frame given the
+    /// reference history: how reduced-precision files are compared with the
+    /// reference without one early near-tie derailing the rest.
+    pub fn predict_forced(
+        &mut self,
+        prompt: &Prompt,
+        opts: &GenerateOptions,
+        frames: &[Vec<u32>],
+    ) -> Result<Vec<Vec<u32>>> {
+        let mut o = opts.clone();
+        o.max_new_tokens = frames.len() + 1;
+        o.min_new_tokens = o.max_new_tokens;
+        Ok(self.decode(prompt, &o, Some(frames), 0, |_, _| {})?.0)
+    }
+
+    fn decode(
+        &mut self,
+        prompt: &Prompt,
+        opts: &GenerateOptions,
+        forced: Option<&[Vec<u32>]>,
+        trace_steps: usize,
         mut on_frame: impl FnMut(usize, &[u32]),
     ) -> Result<(Vec<Vec<u32>>, Trace)> {
         opts.talker
@@ -212,13 +239,25 @@ impl TtsModel {
             let mut logits = step.logits;
             processors.apply(&mut logits, &history);
             let c0 = rng.sample(&mut logits, &opts.talker);
-            history.push(c0);
+            // Teacher forcing: the penalty history is the reference's code 0.
+            let fed = forced
+                .and_then(|f| f.get(history.len()))
+                .map_or(c0, |f| f[0]);
+            history.push(fed);
             if c0 == self.config.codec.eos || history.len() >= opts.max_new_tokens {
                 break;
             }
-            let fc = self
-                .code_predictor
-                .predict(&step.hidden, c0, &opts.subtalker, &mut rng)?;
+            let fc = match forced.and_then(|f| f.get(frames.len())) {
+                Some(given) => self.code_predictor.predict_forced(
+                    &step.hidden,
+                    given,
+                    &opts.subtalker,
+                    &mut rng,
+                )?,
+                None => self
+                    .code_predictor
+                    .predict(&step.hidden, c0, &opts.subtalker, &mut rng)?,
+            };
             if frames.is_empty() && trace_steps > 0 {
                 trace.cp_logits = fc.logits.clone();
             }
