@@ -11,7 +11,8 @@ use qwen3_tts_tests::{convert_tiny, cosine, fixtures, serial, Dump, VARIANTS};
 /// VoiceDesign case, or the x-vector case of Base.
 fn first_case(variant: &str) -> (Dump, Request) {
     let dir = fixtures().join("reference/talker").join(variant);
-    let (case, voice_fn): (&str, Box<dyn Fn(&Dump) -> Voice>) = match variant {
+    type VoiceOf = Box<dyn Fn(&Dump) -> Voice>;
+    let (case, voice_fn): (&str, VoiceOf) = match variant {
         v if v.ends_with("Base") => (
             "xvec",
             Box::new(|d: &Dump| Voice::XVector(d.f32("x_vector"))),
@@ -162,7 +163,7 @@ fn request_errors_are_clear() {
         non_streaming: None,
     };
     let err =
-        |m: &mut TtsModel, r: &Request| m.prompt(r).err().expect("expected an error").to_string();
+        |m: &mut TtsModel, r: &Request| m.prompt(r).expect_err("expected an error").to_string();
     let e = err(&mut cv, &base_req(Voice::Speaker("nobody".into())));
     assert!(
         e.contains("unknown speaker 'nobody'") && e.contains("ryan"),
