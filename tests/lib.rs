@@ -137,3 +137,39 @@ pub fn serial() -> std::sync::MutexGuard<'static, ()> {
     static LOCK: std::sync::Mutex<()> = std::sync::Mutex::new(());
     LOCK.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+/// The request a reference case made, rebuilt from its JSON and dump.
+pub fn request(case: &serde_json::Value, dump: &Dump) -> qwen3_tts::prompt::Request {
+    use qwen3_tts::prompt::{Request, Voice};
+    let kw = &case["api_kwargs"];
+    let s = |k: &str| kw[k].as_str().map(str::to_string);
+    let voice = match case["api"].as_str().unwrap() {
+        "Qwen3TTSModel.generate_voice_clone" => {
+            let x_vector = dump.f32("x_vector");
+            if kw["x_vector_only_mode"].as_bool().unwrap_or(false) {
+                Voice::XVector(x_vector)
+            } else {
+                let codes = dump.i64("ref_codes");
+                let ref_codes = codes
+                    .chunks(16)
+                    .map(|f| f.iter().map(|&c| c as u32).collect())
+                    .collect();
+                Voice::Icl {
+                    x_vector,
+                    ref_codes,
+                    ref_text: s("ref_text").unwrap(),
+                }
+            }
+        }
+        "Qwen3TTSModel.generate_custom_voice" => Voice::Speaker(s("speaker").unwrap_or_default()),
+        _ => Voice::None,
+    };
+    Request {
+        text: s("text").unwrap(),
+        language: s("language").unwrap_or_else(|| "auto".into()),
+        voice,
+        instruct: s("instruct"),
+        non_streaming: kw["non_streaming_mode"].as_bool(),
+    }
+}
+
