@@ -172,4 +172,3 @@ pub fn request(case: &serde_json::Value, dump: &Dump) -> qwen3_tts::prompt::Requ
         non_streaming: kw["non_streaming_mode"].as_bool(),
     }
 }
-

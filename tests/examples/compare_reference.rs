@@ -21,8 +21,10 @@ fn main() {
     let gguf = PathBuf::from(&args[1]);
     let stem = PathBuf::from(&args[2]);
     let threads: usize = args.get(3).map_or(2, |t| t.parse().expect("threads"));
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(stem.with_extension("json")).expect("dump json")).expect("json");
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(stem.with_extension("json")).expect("dump json"),
+    )
+    .expect("json");
     let dump = Dump::open(&stem.with_extension("safetensors"));
 
     let t = Instant::now();
@@ -39,13 +41,27 @@ fn main() {
     opts.min_new_tokens = opts.max_new_tokens;
 
     let t = Instant::now();
-    let (frames, trace) = model.generate(&prompt, &opts, 1, |_, _| {}).unwrap_or_else(|e| panic!("{e}"));
+    let (frames, trace) = model
+        .generate(&prompt, &opts, 1, |_, _| {})
+        .unwrap_or_else(|e| panic!("{e}"));
     let gen_s = t.elapsed().as_secs_f64();
     let v = model.config.codec_vocab;
     let ref_logits = &dump.f32("talker_logits")[..v];
-    let free = frames.concat().iter().zip(&want).filter(|(a, b)| a == b).count();
-    let forced = model.predict_forced(&prompt, &opts, &frames_ref).unwrap_or_else(|e| panic!("{e}"));
-    let forced_same = forced.concat().iter().zip(&want).filter(|(a, b)| a == b).count();
+    let free = frames
+        .concat()
+        .iter()
+        .zip(&want)
+        .filter(|(a, b)| a == b)
+        .count();
+    let forced = model
+        .predict_forced(&prompt, &opts, &frames_ref)
+        .unwrap_or_else(|e| panic!("{e}"));
+    let forced_same = forced
+        .concat()
+        .iter()
+        .zip(&want)
+        .filter(|(a, b)| a == b)
+        .count();
     println!(
         "{}: load {load_s:.1} s | prefill rel diff {prefill:.2e} | step-0 logits rel diff {:.2e}, cosine {:.6} | \
          codes identical: free-running {free}/{n} ({:.1} %), teacher-forced {forced_same}/{n} ({:.2} %) | \

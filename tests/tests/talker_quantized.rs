@@ -200,3 +200,58 @@ fn request_errors_are_clear() {
     let e = err(&mut base, &base_req(Voice::Speaker("ryan".into())));
     assert!(e.contains("CustomVoice"), "{e}");
 }
+
+#[test]
+fn model_load_errors_name_the_problem() {
+    use qwen3_tts::model_file::{write_gguf_with_base, GgufFile, Overwrite, TensorPlan};
+    let _serial = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let good = convert_tiny("0.6B-CustomVoice", GgmlType::F32, tmp.path());
+
+    // A speech-tokenizer file is not a TTS model.
+    let tok = qwen3_tts_convert::convert(&qwen3_tts_convert::Options {
+        input: qwen3_tts_tests::tiny_checkpoint("0.6B-CustomVoice"),
+        outdir: tmp.path().join("tok"),
+        ty: GgmlType::F16,
+        tokenizer_ty: GgmlType::F16,
+        overwrite: Overwrite::Refuse,
+        parts: qwen3_tts_convert::Parts::TokenizerOnly,
+        progress: false,
+    })
+    .unwrap()
+    .remove(0)
+    .path;
+    let e = TtsModel::load(&tok, 1).err().unwrap().to_string();
+    assert!(e.contains("architecture is 'qwen3-tts-tokenizer'"), "{e}");
+
+    // The same model without one weight.
+    let src = GgufFile::open(&good).unwrap();
+    let missing = "talker.blk.1.ffn_down.weight";
+    let plan: Vec<TensorPlan> = src
+        .tensors()
+        .iter()
+        .filter(|t| t.name != missing)
+        .map(|t| TensorPlan {
+            name: t.name.clone(),
+            ty: src.tensor_type(&t.name).unwrap(),
+            ne: t.ne.clone(),
+        })
+        .collect();
+    let broken = tmp.path().join("broken.gguf");
+    write_gguf_with_base(
+        &broken,
+        Some(src.header()),
+        &[],
+        &plan,
+        Overwrite::Refuse,
+        |_, t, out| {
+            out.write_all(src.tensor_bytes(&t.name)?)
+                .map_err(|e| qwen3_tts::Error::io(&broken, e))
+        },
+    )
+    .unwrap()
+    .commit()
+    .unwrap();
+    let e = TtsModel::load(&broken, 1).err().unwrap().to_string();
+    assert!(e.contains(missing) && e.contains("missing"), "{e}");
+}

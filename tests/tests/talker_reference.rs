@@ -6,7 +6,9 @@ use std::path::Path;
 
 use qwen3_tts::ggml::GgmlType;
 use qwen3_tts::pipeline::{GenerateOptions, TtsModel};
-use qwen3_tts_tests::{convert_tiny, cosine, fixtures, max_rel_diff, request, serial, Dump, VARIANTS};
+use qwen3_tts_tests::{
+    convert_tiny, cosine, fixtures, max_rel_diff, request, serial, Dump, VARIANTS,
+};
 use serde_json::Value as Json;
 
 fn cases(variant: &str) -> Vec<(String, Json, Dump)> {
@@ -100,6 +102,9 @@ fn check_variant_f32(variant: &str, tmp: &Path) {
             "{what}: {same}/{} codes identical",
             want.len()
         );
+        // Teacher forcing reproduces the same frames at F32.
+        let forced = model.predict_forced(&prompt, &opts, &frames).unwrap();
+        assert_eq!(forced, frames, "{what}: teacher-forced prediction differs");
         eprintln!("{what}: prefill/logits within {tol}, 100/100 frames identical");
     }
 }
