@@ -17,7 +17,9 @@ use anyhow::{bail, Context, Result};
 use qwen3_tts::ggml::gguf::Value;
 use qwen3_tts::ggml::{quantize, GgmlType, MAX_NAME};
 use qwen3_tts::gguf_schema::{self as schema, keys};
-use qwen3_tts::model_file::{check_output, write_gguf, Overwrite, PendingFile, TensorPlan};
+use qwen3_tts::model_file::{
+    check_output, write_gguf, FileSummary, Overwrite, PendingFile, TensorPlan,
+};
 use serde_json::Value as Json;
 
 pub use source::{MemorySource, Safetensors, SourceDType, SourceTensor, TensorSource};
@@ -42,14 +44,6 @@ pub struct Options {
     pub overwrite: Overwrite,
     pub parts: Parts,
     pub progress: bool,
-}
-
-/// Per-file outcome: tensor counts and bytes by storage type.
-#[derive(Clone, Debug, Default)]
-pub struct FileSummary {
-    pub path: PathBuf,
-    pub file_bytes: u64,
-    pub by_type: BTreeMap<&'static str, (usize, usize)>,
 }
 
 /// How one output tensor is made from the checkpoint.
@@ -431,19 +425,9 @@ pub fn write_plan(
     Ok(pending)
 }
 
-/// Summarises a plan (counts and bytes per storage type).
+/// Summarises a written plan (counts and bytes per storage type).
 pub fn summarize(plan: &FilePlan) -> FileSummary {
-    let mut s = FileSummary {
-        path: plan.path.clone(),
-        ..Default::default()
-    };
-    for t in &plan.tensors {
-        let e = s.by_type.entry(t.ty.name()).or_default();
-        e.0 += 1;
-        e.1 += t.n_bytes();
-    }
-    s.file_bytes = std::fs::metadata(&plan.path).map(|m| m.len()).unwrap_or(0);
-    s
+    FileSummary::from_plan(&plan.path, &plan.tensors)
 }
 
 fn progress_bar(total: u64, show: bool) -> indicatif::ProgressBar {

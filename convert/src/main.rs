@@ -65,13 +65,7 @@ fn main() -> ExitCode {
     match convert(&opts) {
         Ok(summaries) => {
             for s in &summaries {
-                println!("{} ({:.1} MB)", s.path.display(), s.file_bytes as f64 / 1e6);
-                for (ty, (count, bytes)) in &s.by_type {
-                    println!(
-                        "  {ty:>5}: {count:4} tensors, {:10.1} MB",
-                        *bytes as f64 / 1e6
-                    );
-                }
+                print!("{s}");
             }
             println!("done in {:.1} s", start.elapsed().as_secs_f64());
             ExitCode::SUCCESS

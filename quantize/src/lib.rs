@@ -2,25 +2,16 @@
 //! precision rules as the converter ([`qwen3_tts::gguf_schema`]) and copying
 //! all metadata.
 
-use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use qwen3_tts::ggml::gguf::Value;
 use qwen3_tts::ggml::{quantize, GgmlType};
 use qwen3_tts::gguf_schema::{self as schema, keys};
-use qwen3_tts::model_file::{write_gguf_with_base, GgufFile, Overwrite, TensorPlan};
+use qwen3_tts::model_file::{write_gguf_with_base, FileSummary, GgufFile, Overwrite, TensorPlan};
 
 /// Rows converted at a time, in elements (bounds peak memory).
 const CHUNK_ELEMENTS: usize = 1 << 22;
-
-/// Counts and bytes per storage type of the written file.
-#[derive(Debug, Default)]
-pub struct Summary {
-    pub path: PathBuf,
-    pub file_bytes: u64,
-    pub by_type: BTreeMap<&'static str, (usize, usize)>,
-}
 
 /// Re-quantises `input` into `output` as file type `ty`.
 pub fn requantize(
@@ -29,7 +20,7 @@ pub fn requantize(
     ty: GgmlType,
     overwrite: Overwrite,
     progress: bool,
-) -> Result<Summary> {
+) -> Result<FileSummary> {
     let src = GgufFile::open(input)?;
     let arch = src.architecture();
     if arch != schema::ARCH_TTS && arch != schema::ARCH_TOKENIZER {
@@ -94,15 +85,5 @@ pub fn requantize(
     pb.finish_and_clear();
     pending.commit()?;
 
-    let mut summary = Summary {
-        path: output.to_path_buf(),
-        file_bytes: std::fs::metadata(output).map(|m| m.len()).unwrap_or(0),
-        ..Default::default()
-    };
-    for t in &plan {
-        let e = summary.by_type.entry(t.ty.name()).or_default();
-        e.0 += 1;
-        e.1 += t.n_bytes();
-    }
-    Ok(summary)
+    Ok(FileSummary::from_plan(output, &plan))
 }

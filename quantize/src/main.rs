@@ -40,13 +40,7 @@ fn main() -> ExitCode {
     let progress = !cli.quiet && std::io::stderr().is_terminal();
     match qwen3_tts_quantize::requantize(&cli.input, &cli.output, cli.ty, overwrite, progress) {
         Ok(s) => {
-            println!("{} ({:.1} MB)", s.path.display(), s.file_bytes as f64 / 1e6);
-            for (ty, (count, bytes)) in &s.by_type {
-                println!(
-                    "  {ty:>5}: {count:4} tensors, {:10.1} MB",
-                    *bytes as f64 / 1e6
-                );
-            }
+            print!("{s}");
             ExitCode::SUCCESS
         }
         Err(e) => {

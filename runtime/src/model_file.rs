@@ -382,3 +382,47 @@ impl<W: Write> Write for CountingWriter<W> {
         self.inner.flush()
     }
 }
+
+/// What was written: tensor counts and bytes per storage type.
+#[derive(Clone, Debug, Default)]
+pub struct FileSummary {
+    pub path: PathBuf,
+    pub file_bytes: u64,
+    pub by_type: std::collections::BTreeMap<&'static str, (usize, usize)>,
+}
+
+impl FileSummary {
+    /// Summarises the tensors of `plan` written to `path`.
+    pub fn from_plan(path: &Path, plan: &[TensorPlan]) -> Self {
+        let mut s = FileSummary {
+            path: path.to_path_buf(),
+            file_bytes: std::fs::metadata(path).map(|m| m.len()).unwrap_or(0),
+            ..Default::default()
+        };
+        for t in plan {
+            let e = s.by_type.entry(t.ty.name()).or_default();
+            e.0 += 1;
+            e.1 += t.n_bytes();
+        }
+        s
+    }
+}
+
+impl std::fmt::Display for FileSummary {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        writeln!(
+            f,
+            "{} ({:.1} MB)",
+            self.path.display(),
+            self.file_bytes as f64 / 1e6
+        )?;
+        for (ty, (count, bytes)) in &self.by_type {
+            writeln!(
+                f,
+                "  {ty:>5}: {count:4} tensors, {:10.1} MB",
+                *bytes as f64 / 1e6
+            )?;
+        }
+        Ok(())
+    }
+}
