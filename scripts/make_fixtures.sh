@@ -8,7 +8,7 @@
 #
 # Inputs that are NOT regenerated (committed as-is): tests/fixtures/audio/*.wav (espeak-ng speech).
 # Order: tokenizer files -> tiny speech tokenizer (scripts/build_speech_tokenizer.py) -> five tiny
-# main checkpoints -> tokenizer cases -> talker dumps -> codec dumps (scripts/dump_codec.py) -> SHA256SUMS.
+# main checkpoints -> tokenizer cases -> talker dumps -> codec dumps (scripts/dump_codec.py, scripts/dump_icl_cut.py) -> SHA256SUMS.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${QWEN3_TTS_ORACLE_VENV:-$REPO/.venv-oracle}"
@@ -85,6 +85,7 @@ find "$FX/reference/talker" -type f -exec chmod 644 {} +
 if [ -f scripts/dump_codec.py ] && [ -z "${SKIP_CODEC:-}" ]; then
   log "codec dumps"
   "$PY" scripts/dump_codec.py
+  "$PY" scripts/dump_icl_cut.py --threads 1   # ICL decode of concat(ref, frames) + cut (needs talker icl dump)
 fi
 
 # 7) checksums
