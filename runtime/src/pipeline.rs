@@ -60,6 +60,9 @@ pub struct GenerateOptions {
     /// EOS is blocked until this many samples (reference: 2).
     pub min_new_tokens: usize,
     pub seed: u64,
+    /// Frames the talker's KV cache is first sized for; it grows (doubling)
+    /// past that, so long texts cost memory only when they happen.
+    pub reserve_frames: usize,
 }
 
 impl GenerateOptions {
@@ -83,6 +86,7 @@ impl GenerateOptions {
             max_new_tokens: g.max_new_tokens,
             min_new_tokens: 2,
             seed: 0,
+            reserve_frames: 256,
         }
     }
 
@@ -226,7 +230,9 @@ impl TtsModel {
         };
         let mut rng = Sampler::new(opts.seed);
         let len = prompt.len();
-        self.talker.reset(len + opts.max_new_tokens);
+        // Reserve for a first stretch of audio; the cache grows if needed.
+        self.talker
+            .reset(len + opts.max_new_tokens.min(opts.reserve_frames));
         let mut step = self.talker.forward(&prompt.prefill, 0)?;
         let mut trace = Trace::default();
         let mut history: Vec<u32> = Vec::new();

@@ -75,27 +75,50 @@ impl Talker {
         }
     }
 
-    /// Starts a new sequence that can hold `positions` positions in total.
+    /// Starts a new sequence, reserving cache for `positions` positions (the
+    /// cache grows later if the sequence gets longer).
     pub fn reset(&mut self, positions: usize) {
         let capacity = positions.div_ceil(KV_BUCKET) * KV_BUCKET;
         if capacity > self.capacity || self.cache.is_none() {
-            let t = &self.cfg.talker;
-            let width = (t.head_dim * t.kv_heads) as i64;
-            let specs: Vec<_> = (0..t.layers)
-                .flat_map(|l| {
-                    [
-                        (format!("k{l}"), GgmlType::F32, vec![width, capacity as i64]),
-                        (format!("v{l}"), GgmlType::F32, vec![width, capacity as i64]),
-                    ]
-                })
-                .collect();
-            self.graphs.clear();
-            self.cache = Some(Arc::new(TensorStore::new(&self.backend, &specs)));
-            self.capacity = capacity;
+            self.replace_cache(capacity, 0);
         }
         if let Some(c) = &self.cache {
             c.clear(0);
         }
+    }
+
+    /// Allocates a cache of `capacity` positions, keeping the first `keep`
+    /// positions of the current one. Cached graphs point at the old cache and
+    /// are dropped.
+    fn replace_cache(&mut self, capacity: usize, keep: usize) {
+        let t = &self.cfg.talker;
+        let width = t.head_dim * t.kv_heads;
+        let names: Vec<String> = (0..t.layers)
+            .flat_map(|l| [format!("k{l}"), format!("v{l}")])
+            .collect();
+        let specs: Vec<_> = names
+            .iter()
+            .map(|n| {
+                (
+                    n.clone(),
+                    GgmlType::F32,
+                    vec![width as i64, capacity as i64],
+                )
+            })
+            .collect();
+        let new = TensorStore::new(&self.backend, &specs);
+        if let Some(old) = &self.cache {
+            new.clear(0);
+            for n in &names {
+                let bytes = old.get(n).expect("cache tensor").get_bytes();
+                new.get(n)
+                    .expect("cache tensor")
+                    .set_bytes_at(0, &bytes[..keep * width * 4]);
+            }
+        }
+        self.graphs.clear();
+        self.cache = Some(Arc::new(new));
+        self.capacity = capacity;
     }
 
     fn build_step_graph(&self, n: usize, n_kv: usize) -> OwnedGraph {
@@ -154,12 +177,13 @@ impl Talker {
                 embeds.len()
             )));
         }
+        if self.cache.is_none() {
+            return Err(Error::Other("talker: reset() must start a sequence".into()));
+        }
         if start + n > self.capacity {
-            return Err(Error::Other(format!(
-                "sequence of {} positions exceeds the reserved {}",
-                start + n,
-                self.capacity
-            )));
+            // Grow geometrically so long outputs reallocate only a few times.
+            let needed = (start + n).max(self.capacity * 2).div_ceil(KV_BUCKET) * KV_BUCKET;
+            self.replace_cache(needed, start);
         }
         let n_kv = ((start + n).div_ceil(KV_BUCKET) * KV_BUCKET).min(self.capacity);
         let mut mask = vec![f32::NEG_INFINITY; n_kv * n];
@@ -233,19 +257,20 @@ impl Talker {
                 )));
             }
         }
-        let mut out = vec![0f32; frames.len() * self.cfg.talker.hidden];
-        for g in 0..groups {
-            let ids: Vec<u32> = frames.iter().map(|f| f[g]).collect();
-            let table = if g == 0 {
-                "talker.codec_embd.weight".to_string()
-            } else {
-                format!("cp.codec_embd.{}.weight", g - 1)
+        // One graph: group-major ids, one lookup per codebook table, summed.
+        let n = frames.len();
+        let ids: Vec<u32> = (0..groups)
+            .flat_map(|g| frames.iter().map(move |f| f[g]))
+            .collect();
+        self.run_embedding(&ids, |ctx, w, ids| {
+            let table = |g: usize| match g {
+                0 => weight(w, "talker.codec_embd.weight"),
+                g => weight(w, &format!("cp.codec_embd.{}.weight", g - 1)),
             };
             let rows =
-                self.run_embedding(&ids, |ctx, w, ids| ctx.get_rows(weight(w, &table), ids))?;
-            out.iter_mut().zip(rows).for_each(|(o, r)| *o += r);
-        }
-        Ok(out)
+                |g: usize| ctx.get_rows(table(g), ctx.view(ids, &[n as i64], &[], g * n * 4));
+            (1..groups).fold(rows(0), |sum, g| ctx.add(sum, rows(g)))
+        })
     }
 
     fn check_ids(&self, ids: &[u32], table: &str) -> Result<()> {
@@ -270,9 +295,10 @@ impl Talker {
             return Ok(Vec::new());
         }
         let n = ids.len();
+        // Room for the 16-table frame sum (views, lookups, adds).
         let mut g = OwnedGraph::build(
             &self.backend,
-            32,
+            128,
             vec![self.weights.clone()],
             |ctx, stores| {
                 let t = ctx
