@@ -56,7 +56,7 @@ fi
 if [ ! -x target/release/qwen3-tts-run ]; then
     echo >&2
     echo "Converted: models/tts-$TYPE.gguf, models/tokenizer-f16.gguf." >&2
-    echo "Synthesis (qwen3-tts-run) is not implemented yet: it lands with the talker and vocoder issues." >&2
+    echo "Speech codes work (library); the vocoder and qwen3-tts-run land with the next issue (#4)." >&2
     exit 2
 fi
 say "Synthesizing to $OUT"
