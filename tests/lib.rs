@@ -130,6 +130,53 @@ pub fn convert_tiny(
     path
 }
 
+/// Converts the tiny speech tokenizer to `tokenizer-<ty>.gguf` in `dir` (once per dir).
+pub fn convert_tiny_tokenizer(ty: qwen3_tts::ggml::GgmlType, dir: &std::path::Path) -> PathBuf {
+    let path = dir.join(format!("tokenizer-{}.gguf", ty.name()));
+    if !path.exists() {
+        qwen3_tts_convert::convert(&qwen3_tts_convert::Options {
+            input: tiny_checkpoint("0.6B-Base"),
+            outdir: dir.to_path_buf(),
+            ty: qwen3_tts::ggml::GgmlType::F32,
+            tokenizer_ty: ty,
+            overwrite: qwen3_tts::model_file::Overwrite::Refuse,
+            parts: qwen3_tts_convert::Parts::TokenizerOnly,
+            progress: false,
+        })
+        .unwrap_or_else(|e| panic!("converting the tiny speech tokenizer: {e:#}"));
+    }
+    path
+}
+
+/// Signal-to-noise ratio of `got` against `want` in dB.
+pub fn snr_db(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len(), "lengths differ");
+    let signal: f64 = want.iter().map(|w| (*w as f64).powi(2)).sum();
+    let noise: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(g, w)| (*g as f64 - *w as f64).powi(2))
+        .sum();
+    10.0 * (signal / noise.max(1e-300)).log10()
+}
+
+/// Largest absolute difference.
+pub fn max_abs_diff(got: &[f32], want: &[f32]) -> f32 {
+    assert_eq!(got.len(), want.len(), "lengths differ");
+    got.iter()
+        .zip(want)
+        .map(|(g, w)| (g - w).abs())
+        .fold(0.0, f32::max)
+}
+
+/// Frames of 16 codes from a `[frames, 16]` I64 dump tensor.
+pub fn frames_of(codes: &[i64]) -> Vec<Vec<u32>> {
+    codes
+        .chunks(16)
+        .map(|f| f.iter().map(|&c| c as u32).collect())
+        .collect()
+}
+
 /// Serialises compute-heavy tests within one test binary: ggml's CPU threads
 /// spin at barriers, so two graphs computing at once on a small machine
 /// slow each other down by orders of magnitude.

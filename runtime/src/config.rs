@@ -4,7 +4,7 @@
 
 use crate::error::{Error, Result};
 use crate::ggml::gguf::Value;
-use crate::gguf_schema::{keys, ARCH_TTS};
+use crate::gguf_schema::{keys, ARCH_TOKENIZER, ARCH_TTS};
 use crate::model_file::GgufFile;
 
 /// One Qwen3 decoder stack (talker or code predictor).
@@ -18,6 +18,16 @@ pub struct TransformerConfig {
     pub intermediate: usize,
     pub rms_eps: f32,
     pub rope_theta: f32,
+}
+
+impl TransformerConfig {
+    /// Query heads in whole groups per KV head, and an even head size (RoPE).
+    pub fn has_valid_heads(&self) -> bool {
+        self.kv_heads > 0
+            && self.heads > 0
+            && self.heads.is_multiple_of(self.kv_heads)
+            && self.head_dim.is_multiple_of(2)
+    }
 }
 
 /// The variant family member (`tts_model_type`).
@@ -97,11 +107,19 @@ pub struct TtsConfig {
 
 struct Reader<'a> {
     file: &'a GgufFile,
+    arch: &'a str,
 }
 
 impl Reader<'_> {
     fn key(&self, path: &str) -> String {
-        keys::config(ARCH_TTS, path)
+        keys::config(self.arch, path)
+    }
+    fn ints(&self, path: &str) -> Result<Vec<usize>> {
+        let k = self.key(path);
+        array_i32(self.file, &k)?
+            .into_iter()
+            .map(|v| usize::try_from(v).map_err(|_| self.bad(&k, format!("negative value {v}"))))
+            .collect()
     }
     fn int(&self, path: &str) -> Result<usize> {
         let k = self.key(path);
@@ -200,7 +218,10 @@ fn array_i32(file: &GgufFile, key: &str) -> Result<Vec<i32>> {
 impl TtsConfig {
     /// Reads the configuration of a `qwen3-tts` GGUF file.
     pub fn from_gguf(file: &GgufFile) -> Result<Self> {
-        let r = Reader { file };
+        let r = Reader {
+            file,
+            arch: ARCH_TTS,
+        };
         let model_type = match r.string("tts_model_type")?.as_str() {
             "base" => ModelType::Base,
             "custom_voice" => ModelType::CustomVoice,
@@ -280,7 +301,7 @@ impl TtsConfig {
             ("talker", &self.talker),
             ("code predictor", &self.code_predictor),
         ] {
-            if t.heads == 0 || t.kv_heads == 0 || t.heads % t.kv_heads != 0 || t.head_dim % 2 != 0 {
+            if !t.has_valid_heads() {
                 return Err(bad(format!("{name}: unsupported head layout {t:?}")));
             }
         }
@@ -328,5 +349,74 @@ impl TtsConfig {
     /// The range of codec ids generation never samples (except EOS).
     pub fn suppressed_ids(&self) -> std::ops::Range<u32> {
         (self.codec_vocab - 1024) as u32..self.codec_vocab as u32
+    }
+}
+
+/// The speech-tokenizer decoder (vocoder), from `decoder_config` (spec/06).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CodecDecoderConfig {
+    /// Codebooks per frame (semantic first).
+    pub num_quantizers: usize,
+    pub num_semantic_quantizers: usize,
+    pub codebook_size: usize,
+    /// The sliding-window pre-transformer (no q/k norm, LayerScale).
+    pub transformer: TransformerConfig,
+    /// Attention window of the pre-transformer: a frame sees itself and the
+    /// `sliding_window − 1` frames before it.
+    pub sliding_window: usize,
+    /// Strides of the transposed convs before the ConvNeXt blocks.
+    pub upsampling_ratios: Vec<usize>,
+    /// Strides of the waveform decoder blocks.
+    pub upsample_rates: Vec<usize>,
+    /// Output samples per frame (product of all strides).
+    pub samples_per_frame: usize,
+    pub sample_rate: u32,
+}
+
+impl CodecDecoderConfig {
+    /// Reads the decoder configuration of a `qwen3-tts-tokenizer` GGUF file.
+    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+        let r = Reader {
+            file,
+            arch: ARCH_TOKENIZER,
+        };
+        let d = |k: &str| format!("decoder_config.{k}");
+        let cfg = Self {
+            num_quantizers: r.int(&d("num_quantizers"))?,
+            num_semantic_quantizers: r.int(&d("num_semantic_quantizers"))?,
+            codebook_size: r.int(&d("codebook_size"))?,
+            transformer: r.transformer("decoder_config")?,
+            sliding_window: r.int(&d("sliding_window"))?,
+            upsampling_ratios: r.ints(&d("upsampling_ratios"))?,
+            upsample_rates: r.ints(&d("upsample_rates"))?,
+            samples_per_frame: r.int("decode_upsample_rate")?,
+            sample_rate: r.int("output_sample_rate")? as u32,
+        };
+        let strides: usize = cfg
+            .upsampling_ratios
+            .iter()
+            .chain(&cfg.upsample_rates)
+            .product();
+        let bad = |reason: String| Error::WrongModel {
+            path: file.path().to_path_buf(),
+            reason,
+        };
+        if strides != cfg.samples_per_frame || strides == 0 {
+            return Err(bad(format!(
+                "decoder strides {:?} × {:?} do not give decode_upsample_rate {}",
+                cfg.upsampling_ratios, cfg.upsample_rates, cfg.samples_per_frame
+            )));
+        }
+        if cfg.num_semantic_quantizers == 0 || cfg.num_semantic_quantizers >= cfg.num_quantizers {
+            return Err(bad(format!(
+                "decoder: {} semantic of {} quantizers",
+                cfg.num_semantic_quantizers, cfg.num_quantizers
+            )));
+        }
+        let t = &cfg.transformer;
+        if !t.has_valid_heads() {
+            return Err(bad(format!("decoder: unsupported head layout {t:?}")));
+        }
+        Ok(cfg)
     }
 }

@@ -79,12 +79,16 @@ pub struct BlockWeights<'a> {
     pub k: Tensor<'a>,
     pub v: Tensor<'a>,
     pub o: Tensor<'a>,
-    pub q_norm: Tensor<'a>,
-    pub k_norm: Tensor<'a>,
+    /// Per-head q/k RMSNorm (Qwen3; absent in the codec's transformers).
+    pub q_norm: Option<Tensor<'a>>,
+    pub k_norm: Option<Tensor<'a>>,
     pub ffn_norm: Tensor<'a>,
     pub gate: Tensor<'a>,
     pub up: Tensor<'a>,
     pub down: Tensor<'a>,
+    /// LayerScale of the attention / MLP branch (codec transformers only).
+    pub attn_scale: Option<Tensor<'a>>,
+    pub ffn_scale: Option<Tensor<'a>>,
 }
 
 /// The GGUF names of one Qwen3 decoder block (for load-time checks).
@@ -108,26 +112,30 @@ pub fn block_weight_names(prefix: &str) -> Vec<String> {
 }
 
 impl<'a> BlockWeights<'a> {
+    /// The block under `prefix`; the optional parts are used when present.
     pub fn new(store: &'a TensorStore, prefix: &str) -> Self {
         let w = |s: &str| weight(store, &format!("{prefix}.{s}.weight"));
+        let opt = |s: &str| store.get(&format!("{prefix}.{s}"));
         Self {
             attn_norm: w("attn_norm"),
             q: w("attn_q"),
             k: w("attn_k"),
             v: w("attn_v"),
             o: w("attn_o"),
-            q_norm: w("attn_q_norm"),
-            k_norm: w("attn_k_norm"),
+            q_norm: opt("attn_q_norm.weight"),
+            k_norm: opt("attn_k_norm.weight"),
             ffn_norm: w("ffn_norm"),
             gate: w("ffn_gate"),
             up: w("ffn_up"),
             down: w("ffn_down"),
+            attn_scale: opt("attn_scale"),
+            ffn_scale: opt("ffn_scale"),
         }
     }
 }
 
-/// Qwen3 self-attention over `x` `[hidden, n]` at positions `pos` (I32 `[n]`):
-/// per-head RMSNorm on q and k, NEOX RoPE, grouped-query attention with
+/// Self-attention over `x` `[hidden, n]` at positions `pos` (I32 `[n]`):
+/// per-head RMSNorm on q and k (Qwen3, when present), NEOX RoPE, grouped-query attention with
 /// `mask` (`[n_kv, n]`, additive) or none, output projection.
 pub fn self_attention<'a>(
     ctx: &'a Context,
@@ -143,8 +151,8 @@ pub fn self_attention<'a>(
     let q = ctx.reshape(ctx.mul_mat(w.q, x), &[hd, nh, n]);
     let k = ctx.reshape(ctx.mul_mat(w.k, x), &[hd, nkv, n]);
     let v = ctx.reshape(ctx.mul_mat(w.v, x), &[hd, nkv, n]);
-    let q = rms_norm(ctx, q, w.q_norm, cfg.rms_eps);
-    let k = rms_norm(ctx, k, w.k_norm, cfg.rms_eps);
+    let q = w.q_norm.map_or(q, |qn| rms_norm(ctx, q, qn, cfg.rms_eps));
+    let k = w.k_norm.map_or(k, |kn| rms_norm(ctx, k, kn, cfg.rms_eps));
     let q = ctx.rope_neox(q, pos, cfg.head_dim as i32, cfg.rope_theta);
     let k = ctx.rope_neox(k, pos, cfg.head_dim as i32, cfg.rope_theta);
 
@@ -195,7 +203,8 @@ pub fn self_attention<'a>(
     }
 }
 
-/// One pre-norm Qwen3 decoder block. Returns the block output and the keys /
+/// One pre-norm decoder block (Qwen3; with LayerScale where the weights
+/// have it). Returns the block output and the keys /
 /// values (for in-graph caches).
 pub fn decoder_block<'a>(
     ctx: &'a Context,
@@ -208,12 +217,240 @@ pub fn decoder_block<'a>(
 ) -> AttentionOut<'a> {
     let h = rms_norm(ctx, x, w.attn_norm, cfg.rms_eps);
     let a = self_attention(ctx, cfg, w, h, pos, kv, mask);
-    let x = ctx.add(x, a.out);
+    let scaled = |y, s: Option<Tensor<'a>>| s.map_or(y, |s| ctx.mul(y, s));
+    let x = ctx.add(x, scaled(a.out, w.attn_scale));
     let h = rms_norm(ctx, x, w.ffn_norm, cfg.rms_eps);
-    let out = ctx.add(x, swiglu_mlp(ctx, h, w.gate, w.up, w.down));
+    let mlp = swiglu_mlp(ctx, h, w.gate, w.up, w.down);
+    let out = ctx.add(x, scaled(mlp, w.ffn_scale));
     AttentionOut {
         out,
         k: a.k,
         v: a.v,
     }
+}
+
+// ---- convolutional layers (codec) -------------------------------------------
+//
+// Activations are `[channels, time]` (channels fastest), the transformer's
+// layout, so no transposes are needed between the parts. Kernels are
+// rearranged at load time (see `codec_decoder::prepare`) so that every conv is
+// one matrix product over a view of its input.
+
+/// Where the causal layers of a graph get their left context from.
+pub struct CausalContext<'a> {
+    /// Persistent `[channels, pad]` tensors by layer name holding the last
+    /// input columns of the previous call (streaming); `None`: zero padding.
+    states: Option<&'a TensorStore>,
+    updates: std::cell::RefCell<Vec<Tensor<'a>>>,
+}
+
+impl<'a> CausalContext<'a> {
+    /// Zero left padding: every call is a fresh, stateless pass.
+    pub fn zeros() -> Self {
+        Self {
+            states: None,
+            updates: Default::default(),
+        }
+    }
+
+    /// Left context from `states`, which the graph updates for the next call.
+    pub fn streaming(states: &'a TensorStore) -> Self {
+        Self {
+            states: Some(states),
+            updates: Default::default(),
+        }
+    }
+
+    /// The state writes the graph must run (add them to its outputs).
+    pub fn into_updates(self) -> Vec<Tensor<'a>> {
+        self.updates.into_inner()
+    }
+
+    /// `x` `[c, n]` with `pad` columns of left context prepended (and, when
+    /// streaming, the last `pad` columns saved as `name`'s next context).
+    pub fn extend(&self, ctx: &'a Context, name: &str, x: Tensor<'a>, pad: usize) -> Tensor<'a> {
+        if pad == 0 {
+            return x;
+        }
+        let Some(states) = self.states else {
+            return ctx.pad(x, [0, pad as i32, 0, 0], [0; 4]);
+        };
+        let state = weight(states, &state_name(name));
+        let [c, n, ..] = x.ne();
+        assert_eq!(state.ne()[..2], [c, pad as i64], "state shape of {name}");
+        let full = ctx.concat(state, x, 1);
+        let es = full.element_size();
+        let tail = ctx.view(
+            full,
+            &[c, pad as i64],
+            &[c as usize * es],
+            n as usize * c as usize * es,
+        );
+        self.updates.borrow_mut().push(ctx.cpy(tail, state));
+        full
+    }
+}
+
+/// Name of the streaming-state tensor of the causal layer `layer`.
+pub fn state_name(layer: &str) -> String {
+    format!("{layer}.state")
+}
+
+/// Causal conv (stride 1) over `x` `[c_in, n]` → `[c_out, n]`. `w` is
+/// `[c_in, k, c_out]`; left context `(k − 1)·dilation`.
+pub fn causal_conv1d<'a>(
+    ctx: &'a Context,
+    cc: &CausalContext<'a>,
+    name: &str,
+    x: Tensor<'a>,
+    w: Tensor<'a>,
+    b: Option<Tensor<'a>>,
+    dilation: usize,
+) -> Tensor<'a> {
+    let [c_in, k, c_out, _] = w.ne();
+    let n = x.ne()[1];
+    let pad = (k as usize - 1) * dilation;
+    let xp = cc.extend(ctx, name, x, pad);
+    let es = xp.element_size();
+    let row = c_in as usize * es;
+    // One product per tap, summed. (ggml views cannot overlap, so there is no
+    // copy-free im2col in this layout; the taps need no extra memory.)
+    let wes = w.element_size();
+    let mut acc: Option<Tensor<'a>> = None;
+    for j in 0..k as usize {
+        let wj = ctx.view(
+            w,
+            &[c_in, c_out],
+            &[c_in as usize * k as usize * wes],
+            j * c_in as usize * wes,
+        );
+        let xj = ctx.view(xp, &[c_in, n], &[row], j * dilation * row);
+        let yj = ctx.mul_mat(wj, xj);
+        acc = Some(acc.map_or(yj, |a| ctx.add(a, yj)));
+    }
+    let y = acc.expect("kernel of at least one tap");
+    match b {
+        Some(b) => ctx.add(y, b),
+        None => y,
+    }
+}
+
+/// Causal transposed conv with stride `s` over `x` `[c_in, n]` → `[c_out, s·n]`
+/// (the reference's ConvTranspose1d with the last `k − s` samples dropped).
+/// `w` is `[c_in, c_out, k]` with `k` a multiple of `s`.
+pub fn causal_transposed_conv1d<'a>(
+    ctx: &'a Context,
+    cc: &CausalContext<'a>,
+    name: &str,
+    x: Tensor<'a>,
+    w: Tensor<'a>,
+    b: Option<Tensor<'a>>,
+    s: usize,
+) -> Tensor<'a> {
+    let [c_in, c_out, k, _] = w.ne();
+    let (k, c_out) = (k as usize, c_out as usize);
+    assert!(
+        k % s == 0,
+        "{name}: kernel {k} not a multiple of stride {s}"
+    );
+    let m = k / s; // input frames that overlap one output stretch
+    let n = x.ne()[1] as usize;
+    let xp = cc.extend(ctx, name, x, m - 1);
+    // z[:, t] = every tap's contribution of input column t, ordered (tap, c_out).
+    let z = ctx.mul_mat(ctx.reshape(w, &[c_in, (c_out * k) as i64]), xp);
+    let es = z.element_size();
+    let mut y: Option<Tensor<'a>> = None;
+    for q in 0..m {
+        // Taps q·s..(q+1)·s of input column t − q land on output stretch t.
+        let offset = ((m - 1 - q) * c_out * k + q * c_out * s) * es;
+        let part = ctx.view(
+            z,
+            &[(c_out * s) as i64, n as i64],
+            &[c_out * k * es],
+            offset,
+        );
+        y = Some(y.map_or(part, |a| ctx.add(a, part)));
+    }
+    let y = y.expect("m ≥ 1");
+    let y = if m == 1 { ctx.cont(y) } else { y };
+    let y = ctx.reshape(y, &[c_out as i64, (s * n) as i64]);
+    match b {
+        Some(b) => ctx.add(y, b),
+        None => y,
+    }
+}
+
+/// Depthwise causal conv over `x` `[c, n]`; `w` is `[c, k]`.
+pub fn causal_depthwise_conv1d<'a>(
+    ctx: &'a Context,
+    cc: &CausalContext<'a>,
+    name: &str,
+    x: Tensor<'a>,
+    w: Tensor<'a>,
+    b: Option<Tensor<'a>>,
+) -> Tensor<'a> {
+    let [c, k, ..] = w.ne();
+    let n = x.ne()[1];
+    let xp = cc.extend(ctx, name, x, k as usize - 1);
+    let (es, wes) = (xp.element_size(), w.element_size());
+    let mut acc: Option<Tensor<'a>> = None;
+    for j in 0..k as usize {
+        let xj = ctx.view(xp, &[c, n], &[c as usize * es], j * c as usize * es);
+        let wj = ctx.view(w, &[c], &[], j * c as usize * wes);
+        let yj = ctx.mul(xj, wj);
+        acc = Some(acc.map_or(yj, |a| ctx.add(a, yj)));
+    }
+    let y = acc.expect("kernel of at least one tap");
+    match b {
+        Some(b) => ctx.add(y, b),
+        None => y,
+    }
+}
+
+/// SnakeBeta with the exponentials folded at load time:
+/// `x + inv_beta ⊙ sin(alpha ⊙ x)²` per channel (`alpha`, `inv_beta`: `[c]`).
+pub fn snake<'a>(
+    ctx: &'a Context,
+    x: Tensor<'a>,
+    alpha: Tensor<'a>,
+    inv_beta: Tensor<'a>,
+) -> Tensor<'a> {
+    ctx.add(x, ctx.mul(ctx.sqr(ctx.sin(ctx.mul(x, alpha))), inv_beta))
+}
+
+/// LayerNorm over channels (`ne[0]`) with weight and bias.
+pub fn layer_norm<'a>(
+    ctx: &'a Context,
+    x: Tensor<'a>,
+    w: Tensor<'a>,
+    b: Tensor<'a>,
+    eps: f32,
+) -> Tensor<'a> {
+    ctx.add(ctx.mul(ctx.norm(x, eps), w), b)
+}
+
+/// ConvNeXt block: `x + γ ⊙ pw2(GELU(pw1(LayerNorm(dwconv(x)))))`, weights
+/// under `prefix` (`dwconv.conv`, `norm`, `pwconv1`, `pwconv2`, `gamma`).
+pub fn convnext_block<'a>(
+    ctx: &'a Context,
+    cc: &CausalContext<'a>,
+    w: &'a TensorStore,
+    prefix: &str,
+    x: Tensor<'a>,
+) -> Tensor<'a> {
+    let p = |s: &str| weight(w, &format!("{prefix}.{s}"));
+    let dw = format!("{prefix}.dwconv");
+    let h = causal_depthwise_conv1d(
+        ctx,
+        cc,
+        &dw,
+        x,
+        p("dwconv.conv.weight"),
+        Some(p("dwconv.conv.bias")),
+    );
+    // LayerNorm eps 1e-6 (nn.LayerNorm in the reference block).
+    let h = layer_norm(ctx, h, p("norm.weight"), p("norm.bias"), 1e-6);
+    let h = ctx.gelu_erf(linear(ctx, h, p("pwconv1.weight"), Some(p("pwconv1.bias"))));
+    let h = linear(ctx, h, p("pwconv2.weight"), Some(p("pwconv2.bias")));
+    ctx.add(x, ctx.mul(h, p("gamma")))
 }

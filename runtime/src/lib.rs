@@ -10,6 +10,7 @@
 #![allow(clippy::arc_with_non_send_sync)]
 
 pub mod code_predictor;
+pub mod codec_decoder;
 pub mod config;
 pub mod error;
 pub mod ggml;
@@ -21,5 +22,6 @@ pub mod prompt;
 pub mod sampler;
 pub mod talker;
 pub mod text_tokenizer;
+pub mod weights;
 
 pub use error::{Error, Result};

@@ -7,29 +7,14 @@ use std::sync::Arc;
 use crate::code_predictor::{self, CodePredictor};
 use crate::config::TtsConfig;
 use crate::error::{Error, Result};
-use crate::ggml::{Backend, GgmlType, TensorStore};
+use crate::ggml::{Backend, TensorStore};
 use crate::gguf_schema::ARCH_TTS;
 use crate::model_file::GgufFile;
 use crate::prompt::{self, Prompt, Request};
 use crate::sampler::{Sampler, SamplingParams, TalkerProcessors};
 use crate::talker::{self, Talker};
 use crate::text_tokenizer::TextTokenizer;
-
-/// Loads every tensor of `file` into one backend buffer (one upload).
-pub fn load_weights(file: &GgufFile, backend: &Backend) -> Result<TensorStore> {
-    let specs: Vec<(String, GgmlType, Vec<i64>)> = file
-        .tensors()
-        .iter()
-        .map(|t| Ok((t.name.clone(), file.tensor_type(&t.name)?, t.ne.clone())))
-        .collect::<Result<_>>()?;
-    let store = TensorStore::new(backend, &specs);
-    for (name, _, _) in &specs {
-        let t = store.get(name).expect("just created");
-        t.set_bytes(file.tensor_bytes(name)?);
-        file.release_tensor(name);
-    }
-    Ok(store)
-}
+use crate::weights::load_weights;
 
 /// Checks that `names` exist with the expected leading dims where given.
 fn require(file: &GgufFile, names: &[String], shapes: &[(&str, Vec<i64>)]) -> Result<()> {

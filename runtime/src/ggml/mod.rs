@@ -367,6 +367,38 @@ impl Context {
         };
         self.wrap(p)
     }
+    pub fn sin<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_sin(self.raw(), a.raw()) })
+    }
+    pub fn sqr<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_sqr(self.raw(), a.raw()) })
+    }
+    /// Elementwise clamp to `[min, max]`.
+    pub fn clamp<'a>(&'a self, a: Tensor<'a>, min: f32, max: f32) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_clamp(self.raw(), a.raw(), min, max) })
+    }
+    /// Copies `src` into `dst` (same element count); returns a view of `dst`
+    /// that must be part of the graph for the copy to happen.
+    pub fn cpy<'a>(&'a self, src: Tensor<'a>, dst: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_cpy(self.raw(), src.raw(), dst.raw()) })
+    }
+    /// Zero padding: `left[i]` / `right[i]` elements before / after dim `i`.
+    pub fn pad<'a>(&'a self, a: Tensor<'a>, left: [i32; 4], right: [i32; 4]) -> Tensor<'a> {
+        self.wrap(unsafe {
+            sys::ggml_pad_ext(
+                self.raw(),
+                a.raw(),
+                left[0],
+                right[0],
+                left[1],
+                right[1],
+                left[2],
+                right[2],
+                left[3],
+                right[3],
+            )
+        })
+    }
     /// Casts (copies) `a` to type `ty`.
     pub fn cast<'a>(&'a self, a: Tensor<'a>, ty: GgmlType) -> Tensor<'a> {
         self.wrap(unsafe { sys::ggml_cast(self.raw(), a.raw(), ty.raw()) })

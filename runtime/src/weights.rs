@@ -1,0 +1,89 @@
+//! Uploading GGUF tensors into backend memory, as stored or rearranged into
+//! the layout a model part computes with.
+
+use crate::error::Result;
+use crate::ggml::Backend;
+use crate::ggml::{GgmlType, TensorStore};
+use crate::model_file::GgufFile;
+
+/// A tensor as it will live in backend memory.
+pub struct Prepared {
+    pub ty: GgmlType,
+    pub ne: Vec<i64>,
+    pub bytes: Vec<u8>,
+}
+
+/// Loads every tensor of `file` into one backend buffer (one upload).
+pub fn load_weights(file: &GgufFile, backend: &Backend) -> Result<TensorStore> {
+    load_weights_with(file, backend, |_| true, |_, _| Ok(None))
+}
+
+/// Loads the tensors whose names pass `keep`; `prepare` may return a
+/// rearranged version of a tensor (given its name and stored bytes) to upload
+/// instead of the stored one.
+pub fn load_weights_with(
+    file: &GgufFile,
+    backend: &Backend,
+    keep: impl Fn(&str) -> bool,
+    prepare: impl Fn(&str, &[u8]) -> Result<Option<Prepared>>,
+) -> Result<TensorStore> {
+    let mut specs = Vec::new();
+    let mut prepared = Vec::new();
+    for t in file.tensors().iter().filter(|t| keep(&t.name)) {
+        let ty = file.tensor_type(&t.name)?;
+        let p = prepare(&t.name, file.tensor_bytes(&t.name)?)?;
+        match &p {
+            Some(p) => specs.push((t.name.clone(), p.ty, p.ne.clone())),
+            None => specs.push((t.name.clone(), ty, t.ne.clone())),
+        }
+        prepared.push(p);
+    }
+    let store = TensorStore::new(backend, &specs);
+    for ((name, _, _), p) in specs.iter().zip(prepared) {
+        let t = store.get(name).expect("just created");
+        match p {
+            Some(p) => t.set_bytes(&p.bytes),
+            None => t.set_bytes(file.tensor_bytes(name)?),
+        }
+        file.release_tensor(name);
+    }
+    Ok(store)
+}
+
+/// Reorders a 3-D array of `elem`-byte elements with dims `ne` (ggml order,
+/// `ne[0]` fastest): output dim `i` is input dim `order[i]`.
+pub fn permute3(bytes: &[u8], elem: usize, ne: [usize; 3], order: [usize; 3]) -> Vec<u8> {
+    assert_eq!(bytes.len(), elem * ne[0] * ne[1] * ne[2]);
+    let stride_in = [elem, elem * ne[0], elem * ne[0] * ne[1]];
+    let (on, os) = (order.map(|d| ne[d]), order.map(|d| stride_in[d]));
+    let mut out = Vec::with_capacity(bytes.len());
+    for i2 in 0..on[2] {
+        for i1 in 0..on[1] {
+            for i0 in 0..on[0] {
+                let at = i0 * os[0] + i1 * os[1] + i2 * os[2];
+                out.extend_from_slice(&bytes[at..at + elem]);
+            }
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::permute3;
+
+    #[test]
+    fn permute3_moves_axes() {
+        // ne [2, 3, 1]: element (i0, i1) = 10·i1 + i0
+        let a: Vec<u8> = vec![0, 1, 10, 11, 20, 21];
+        assert_eq!(
+            permute3(&a, 1, [2, 3, 1], [1, 0, 2]),
+            vec![0, 10, 20, 1, 11, 21]
+        );
+        assert_eq!(permute3(&a, 1, [2, 3, 1], [0, 1, 2]), a);
+        // two-byte elements stay whole
+        let b: Vec<u8> = vec![1, 2, 3, 4];
+        assert_eq!(permute3(&b, 2, [2, 1, 1], [1, 0, 2]), b);
+        assert_eq!(permute3(&b, 2, [1, 1, 2], [2, 1, 0]), b);
+    }
+}
