@@ -22,6 +22,15 @@ pub struct GgufFile {
     index: HashMap<String, usize>,
 }
 
+/// What a file of architecture `arch` is, in words (for error messages).
+fn describe_arch(arch: &str) -> &'static str {
+    match arch {
+        crate::gguf_schema::ARCH_TTS => "a TTS model file, tts-<type>.gguf",
+        crate::gguf_schema::ARCH_TOKENIZER => "a speech-tokenizer file, tokenizer-<type>.gguf",
+        _ => "not a Qwen3-TTS file",
+    }
+}
+
 impl GgufFile {
     /// Opens and validates `path`: magic, header, every tensor's type and
     /// extent inside the file.
@@ -90,7 +99,11 @@ impl GgufFile {
         if found != arch {
             return Err(Error::WrongModel {
                 path: file.path.clone(),
-                reason: format!("architecture is '{found}', expected '{arch}'"),
+                reason: format!(
+                    "architecture is '{found}' ({}), expected '{arch}' ({})",
+                    describe_arch(&found),
+                    describe_arch(arch)
+                ),
             });
         }
         Ok(file)

@@ -3,14 +3,16 @@
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::Instant;
 
 use crate::code_predictor::{self, CodePredictor};
+use crate::codec_decoder::CodecDecoder;
 use crate::config::TtsConfig;
 use crate::error::{Error, Result};
 use crate::ggml::{Backend, TensorStore};
 use crate::gguf_schema::ARCH_TTS;
 use crate::model_file::GgufFile;
-use crate::prompt::{self, Prompt, Request};
+use crate::prompt::{self, Prompt, Request, Voice};
 use crate::sampler::{Sampler, SamplingParams, TalkerProcessors};
 use crate::talker::{self, Talker};
 use crate::text_tokenizer::TextTokenizer;
@@ -204,6 +206,12 @@ impl TtsModel {
         opts.subtalker
             .validate()
             .map_err(|e| Error::Other(format!("sub-talker sampling: {e}")))?;
+        if !(opts.repetition_penalty.is_finite() && opts.repetition_penalty > 0.0) {
+            return Err(Error::Other(format!(
+                "repetition penalty must be a finite number > 0 (1 = off), got {}",
+                opts.repetition_penalty
+            )));
+        }
         if opts.max_new_tokens == 0 {
             return Err(Error::Other("max_new_tokens must be at least 1".into()));
         }
@@ -263,5 +271,112 @@ impl TtsModel {
             step = self.talker.forward(&next, len + frames.len() - 1)?;
         }
         Ok((frames, trace))
+    }
+}
+
+/// Samples of the reference part to drop after an ICL decode: the
+/// reference's own formula, `int(T_ref / max(T_ref + T, 1) · n_samples)` in
+/// float64 (spec/07 §5; about 4 % of (T_ref, T) pairs give 1920·T_ref − 1).
+pub fn icl_cut(ref_frames: usize, frames: usize, n_samples: usize) -> usize {
+    let ratio = ref_frames as f64 / (ref_frames + frames).max(1) as f64;
+    (ratio * n_samples as f64) as usize
+}
+
+/// Wall time of each stage of a synthesis, in seconds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct Timings {
+    pub prompt: f64,
+    pub generate: f64,
+    pub vocode: f64,
+}
+
+/// The result of [`Synthesizer::synthesize`].
+#[derive(Clone, Debug)]
+pub struct Synthesis {
+    /// Mono samples in [−1, 1].
+    pub samples: Vec<f32>,
+    pub sample_rate: u32,
+    /// The generated frames (16 codes each).
+    pub frames: Vec<Vec<u32>>,
+    pub timings: Timings,
+}
+
+impl Synthesis {
+    pub fn seconds(&self) -> f64 {
+        self.samples.len() as f64 / self.sample_rate as f64
+    }
+}
+
+/// Text in, 24 kHz audio out: the TTS model and the speech-tokenizer
+/// decoder, as the reference's `generate_*` APIs combine them.
+pub struct Synthesizer {
+    pub model: TtsModel,
+    pub vocoder: CodecDecoder,
+}
+
+impl Synthesizer {
+    /// Opens `tts-*.gguf` and `tokenizer-*.gguf` and checks they belong together.
+    pub fn load(
+        tts_path: impl AsRef<Path>,
+        tokenizer_path: impl AsRef<Path>,
+        threads: usize,
+    ) -> Result<Self> {
+        let model = TtsModel::load(tts_path, threads)?;
+        let vocoder = CodecDecoder::load(tokenizer_path.as_ref(), threads)?;
+        let (m, v) = (&model.config, &vocoder.config);
+        if m.codebook_size != v.codebook_size || m.num_code_groups != v.num_quantizers {
+            return Err(Error::WrongModel {
+                path: tokenizer_path.as_ref().to_path_buf(),
+                reason: format!(
+                    "speech tokenizer has {} codebooks of {} codes, the TTS model makes {} of {}: \
+                     not this model's tokenizer",
+                    v.num_quantizers, v.codebook_size, m.num_code_groups, m.codebook_size
+                ),
+            });
+        }
+        Ok(Self { model, vocoder })
+    }
+
+    pub fn set_threads(&self, threads: usize) {
+        self.model.set_threads(threads);
+        self.vocoder.set_threads(threads);
+    }
+
+    /// Generates speech for `req`; `on_frame(n)` is called after each of
+    /// the `n` frames generated so far.
+    pub fn synthesize(
+        &mut self,
+        req: &Request,
+        opts: &GenerateOptions,
+        mut on_frame: impl FnMut(usize),
+    ) -> Result<Synthesis> {
+        let t0 = Instant::now();
+        let prompt = self.model.prompt(req)?;
+        let t1 = Instant::now();
+        let (frames, _) = self
+            .model
+            .generate(&prompt, opts, 0, |i, _| on_frame(i + 1))?;
+        let t2 = Instant::now();
+        let samples = match &req.voice {
+            // ICL: vocode with the reference as left context, then cut it off.
+            Voice::Icl { ref_codes, .. } => {
+                let all: Vec<Vec<u32>> = ref_codes.iter().chain(&frames).cloned().collect();
+                let wav = self.vocoder.decode(&all)?;
+                let cut = icl_cut(ref_codes.len(), frames.len(), wav.len());
+                wav[cut..].to_vec()
+            }
+            _ => self.vocoder.decode(&frames)?,
+        };
+        let t3 = Instant::now();
+        Ok(Synthesis {
+            samples,
+            sample_rate: self.vocoder.sample_rate(),
+            frames,
+            timings: Timings {
+                prompt: (t1 - t0).as_secs_f64(),
+                generate: (t2 - t1).as_secs_f64(),
+                vocode: (t3 - t2).as_secs_f64(),
+            },
+        })
     }
 }

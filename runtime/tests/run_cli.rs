@@ -1,0 +1,213 @@
+//! `qwen3-tts-run` as a user runs it (issue #4): tiny fixture models to a
+//! WAV equal to the reference pipeline's waveform for the same greedy codes
+//! (SNR ≥ 50 dB at F32), and clear errors for bad input.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+use qwen3_tts::ggml::GgmlType;
+use qwen3_tts_tests::{
+    convert_tiny, convert_tiny_tokenizer, fixtures, frames_of, serial, snr_db, Dump,
+};
+
+fn run(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_qwen3-tts-run"))
+        .args(args)
+        .output()
+        .expect("start qwen3-tts-run")
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn read_wav(path: &Path) -> (hound::WavSpec, Vec<f32>) {
+    let mut r = hound::WavReader::open(path).expect("a valid WAV");
+    let spec = r.spec();
+    let samples = match spec.sample_format {
+        hound::SampleFormat::Float => r.samples::<f32>().map(Result::unwrap).collect(),
+        hound::SampleFormat::Int => r
+            .samples::<i16>()
+            .map(|s| s.unwrap() as f32 / 32767.0)
+            .collect(),
+    };
+    (spec, samples)
+}
+
+/// Tiny models of `variant` converted at F32 into `dir`: (tts, tokenizer).
+fn models(variant: &str, dir: &Path) -> (PathBuf, PathBuf) {
+    (
+        convert_tiny(variant, GgmlType::F32, dir),
+        convert_tiny_tokenizer(GgmlType::F32, dir),
+    )
+}
+
+/// Runs an end-to-end reference case and compares the waveform.
+fn end_to_end(variant: &str, case: &str) {
+    let _g = serial();
+    let dir = fixtures().join("reference/e2e");
+    let json: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(dir.join(format!("{variant}_{case}.json"))).unwrap(),
+    )
+    .unwrap();
+    let dump = Dump::open(&dir.join(format!("{variant}_{case}.safetensors")));
+    let frames = frames_of(&dump.i64("codes")).len();
+    let want = dump.f32("wav");
+    let tmp = tempfile::tempdir().unwrap();
+    let (tts, tok) = models(variant, tmp.path());
+    let out = tmp.path().join("out.wav");
+    let kw = &json["api_kwargs"];
+    let n = frames.to_string();
+    let mut args = vec![
+        "-m",
+        tts.to_str().unwrap(),
+        "-t",
+        tok.to_str().unwrap(),
+        "--text",
+        kw["text"].as_str().unwrap(),
+        "--language",
+        kw["language"].as_str().unwrap(),
+        "--greedy",
+        "--max-frames",
+        &n,
+        "--min-frames",
+        &n,
+        "--format",
+        "f32",
+        "--threads",
+        "2",
+        "-o",
+        out.to_str().unwrap(),
+    ];
+    if let Some(s) = kw["speaker"].as_str() {
+        args.extend(["--speaker", s]);
+    }
+    if let Some(s) = kw["instruct"].as_str() {
+        args.extend(["--instruct", s]);
+    }
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(stderr(&o).contains("RTF"), "summary line: {}", stderr(&o));
+    let (spec, got) = read_wav(&out);
+    assert_eq!(
+        (spec.channels, spec.sample_rate, spec.bits_per_sample),
+        (1, 24000, 32)
+    );
+    assert_eq!(got.len(), frames * 1920);
+    let snr = snr_db(&got, &want);
+    eprintln!("{variant} {case}: end-to-end SNR {snr:.1} dB");
+    assert!(snr >= 50.0, "SNR {snr:.1} dB < 50");
+
+    // Default 16-bit, and standard output gives the same file.
+    let out16 = tmp.path().join("out16.wav");
+    let fmt = args.iter().position(|a| *a == "--format").unwrap();
+    args.drain(fmt..fmt + 2);
+    let o_at = args.iter().position(|a| *a == "-o").unwrap();
+    args[o_at + 1] = out16.to_str().unwrap();
+    assert!(run(&args).status.success());
+    let (spec, got16) = read_wav(&out16);
+    assert_eq!(spec.bits_per_sample, 16);
+    assert!(snr_db(&got16, &want) >= 40.0);
+    args[o_at + 1] = "-";
+    let o = run(&args);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(o.stdout, std::fs::read(&out16).unwrap());
+}
+
+#[test]
+fn custom_voice_matches_reference_pipeline() {
+    end_to_end("0.6B-CustomVoice", "ryan_english");
+}
+
+#[test]
+fn bad_input_gives_clear_errors() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let (tts, tok) = models("0.6B-CustomVoice", tmp.path());
+    let (tts, tok) = (tts.to_str().unwrap(), tok.to_str().unwrap());
+    let out = tmp.path().join("out.wav");
+    let out_s = out.to_str().unwrap();
+    let base = ["--text", "Hello.", "--speaker", "ryan", "--max-frames", "3"];
+    let fails = |args: &[&str], needle: &str| {
+        let o = run(args);
+        assert!(!o.status.success(), "{args:?} succeeded");
+        let e = stderr(&o);
+        assert!(e.contains(needle), "{args:?}: '{needle}' not in: {e}");
+    };
+    let with = |m: &str, t: &str, o: &str| -> Vec<String> {
+        let mut v: Vec<String> = ["-m", m, "-t", t, "-o", o].map(String::from).to_vec();
+        v.extend(base.map(String::from));
+        v
+    };
+
+    let missing = tmp.path().join("missing.gguf");
+    fails(
+        &strs(&with(missing.to_str().unwrap(), tok, out_s)),
+        "missing.gguf",
+    );
+    fails(
+        &strs(&with(tts, missing.to_str().unwrap(), out_s)),
+        "missing.gguf",
+    );
+    fails(&strs(&with(tts, tts, out_s)), "speech-tokenizer file");
+    fails(&strs(&with(tok, tok, out_s)), "a TTS model file");
+    let nodir = tmp.path().join("no/such/dir/out.wav");
+    fails(
+        &strs(&with(tts, tok, nodir.to_str().unwrap())),
+        "no/such/dir",
+    );
+    let mut v = with(tts, tok, out_s);
+    v.extend(["--ref-audio", "ref.wav"].map(String::from));
+    fails(&strs(&v), "not supported yet");
+    fails(
+        &[
+            "-m",
+            tts,
+            "-t",
+            tok,
+            "-o",
+            out_s,
+            "--text-file",
+            "nope.txt",
+            "--speaker",
+            "ryan",
+        ],
+        "nope.txt",
+    );
+    fails(
+        &["-m", tts, "-t", tok, "-o", out_s, "--text", "Hi"],
+        "--speaker",
+    );
+
+    // An existing output is never replaced without --force, and a run that
+    // fails after loading leaves no file behind.
+    std::fs::write(&out, b"keep me").unwrap();
+    fails(&strs(&with(tts, tok, out_s)), "--force");
+    let mut v = with(tts, tok, out_s);
+    v.extend(["--force", "--top-p", "2"].map(String::from));
+    fails(&strs(&v), "top_p");
+    assert_eq!(std::fs::read(&out).unwrap(), b"keep me");
+    let fresh = tmp.path().join("fresh.wav");
+    let mut v = with(tts, tok, fresh.to_str().unwrap());
+    v.extend(["--top-p", "2"].map(String::from));
+    fails(&strs(&v), "top_p");
+    assert!(!fresh.exists());
+    let leftovers: Vec<_> = std::fs::read_dir(tmp.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".part"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+
+    // --force replaces it with a real WAV of frames × 1920 samples.
+    let mut v = with(tts, tok, out_s);
+    v.extend(["--force", "--seed", "7", "--min-frames", "3"].map(String::from));
+    let o = run(&strs(&v));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (_, samples) = read_wav(&out);
+    assert_eq!(samples.len(), 3 * 1920);
+}
