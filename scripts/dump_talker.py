@@ -87,6 +87,45 @@ def cases_for(variant, wav):
     return c
 
 
+def greedy_kwargs(frames):
+    """Generation kwargs passed through the public API: fully greedy, F = frames (HF: N new tokens -> N-1 frames)."""
+    return dict(do_sample=False, subtalker_dosample=False, max_new_tokens=frames + 1)
+
+
+def load_genuine_tts(model_dir):
+    """Qwen3TTSModel (float32, CPU, eval) with its processor reloaded with the genuine Qwen2 regex (module doc)."""
+    import torch
+    from transformers import AutoProcessor
+    from qwen_tts.inference.qwen3_tts_model import Qwen3TTSModel
+
+    tts = Qwen3TTSModel.from_pretrained(model_dir, dtype=torch.float32)
+    tts.model.eval()
+    pkg_regex_processor = tts.processor
+    tts.processor = AutoProcessor.from_pretrained(model_dir, fix_mistral_regex=False)
+    state = json.loads(tts.processor.tokenizer.backend_tokenizer.to_str())
+    regex = [p["pattern"]["Regex"] for p in state["pre_tokenizer"]["pretokenizers"] if p["type"] == "Split"]
+    assert regex and "(?i:'s|'t|'re|'ve|'m|'ll|'d)" in regex[0], regex
+    del pkg_regex_processor
+    return tts
+
+
+def force_eos_off(model, observe=None):
+    """Wrap model.talker.generate: the one deviation (module doc), min_new_tokens = max_new_tokens, so the
+    package's own MinNewTokensLengthLogitsProcessor masks EOS at every step. `observe(kw)` (record-only)
+    sees the package's kwargs before the change. Returns the original method."""
+    orig_talker_generate = model.talker.generate
+
+    def talker_generate(*a, **kw):
+        kw = dict(kw)
+        if observe is not None:
+            observe(kw)
+        # the one deviation: EOS masked at every step (same processor, threshold raised)
+        kw["min_new_tokens"] = kw["max_new_tokens"]
+        return orig_talker_generate(*a, **kw)
+    model.talker.generate = talker_generate
+    return orig_talker_generate
+
+
 def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--model-dir", required=True)
@@ -102,8 +141,6 @@ def main():
     import torch
     import transformers
     from safetensors.torch import save_file
-    from transformers import AutoProcessor
-    from qwen_tts.inference.qwen3_tts_model import Qwen3TTSModel
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -111,17 +148,9 @@ def main():
     wav = args.wav or os.path.join(repo, "tests/fixtures/audio/ref_24k.wav")
     wav_rel = os.path.relpath(os.path.abspath(wav), os.path.join(repo, "tests/fixtures"))
 
-    tts = Qwen3TTSModel.from_pretrained(args.model_dir, dtype=torch.float32)
+    tts = load_genuine_tts(args.model_dir)  # float32, eval, genuine Qwen2 tokenizer (see module doc)
     model = tts.model
-    model.eval()
     attn_impl = getattr(model.config, "_attn_implementation", None)
-    # genuine Qwen2 tokenizer (see module doc)
-    pkg_regex_processor = tts.processor
-    tts.processor = AutoProcessor.from_pretrained(args.model_dir, fix_mistral_regex=False)
-    state = json.loads(tts.processor.tokenizer.backend_tokenizer.to_str())
-    regex = [p["pattern"]["Regex"] for p in state["pre_tokenizer"]["pretokenizers"] if p["type"] == "Split"]
-    assert regex and "(?i:'s|'t|'re|'ve|'m|'ll|'d)" in regex[0], regex
-    del pkg_regex_processor
 
     tcfg = model.config.talker_config
     V = tcfg.vocab_size
@@ -139,10 +168,7 @@ def main():
         return out
     model.generate = model_generate
 
-    orig_talker_generate = model.talker.generate
-
-    def talker_generate(*a, **kw):
-        kw = dict(kw)
+    def talker_observe(kw):
         rec["talker_kwargs_package"] = {k: v for k, v in kw.items()
                                         if k not in ("inputs_embeds", "attention_mask", "trailing_text_hidden",
                                                      "tts_pad_embed", "suppress_tokens")}
@@ -151,10 +177,7 @@ def main():
         rec["attention_mask"] = kw["attention_mask"].detach().clone()
         rec["trailing_text_hidden"] = kw["trailing_text_hidden"].detach().clone()
         rec["tts_pad_embed"] = kw["tts_pad_embed"].detach().clone()
-        # the one deviation: EOS masked at every step (same processor, threshold raised)
-        kw["min_new_tokens"] = kw["max_new_tokens"]
-        return orig_talker_generate(*a, **kw)
-    model.talker.generate = talker_generate
+    force_eos_off(model, talker_observe)
 
     def codec_head_hook(mod, inp, out):
         rec.setdefault("talker_hidden", []).append(inp[0][0, -1].detach().clone())
@@ -180,7 +203,7 @@ def main():
         if wanted is not None and name not in wanted:
             continue
         rec.clear()
-        gen = dict(do_sample=False, subtalker_dosample=False, max_new_tokens=args.frames + 1)
+        gen = greedy_kwargs(args.frames)
         t0 = time.time()
         torch.manual_seed(0)
         wavs, sr = getattr(tts, api)(**kwargs, **gen)

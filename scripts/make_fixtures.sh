@@ -3,12 +3,13 @@
 # tests/fixtures/SHA256SUMS. Needs the oracle venv (scripts/setup_oracle.sh). CPU only, ~15 min here.
 #
 #   scripts/make_fixtures.sh            # everything
-#   SKIP_CODEC=1 scripts/make_fixtures.sh   # talker side only (keeps existing codec dumps)
+#   SKIP_CODEC=1 scripts/make_fixtures.sh   # talker side only (keeps existing codec and e2e dumps)
 #   SUMS_ONLY=1 scripts/make_fixtures.sh    # only rewrite SHA256SUMS (e.g. after editing README.md)
 #
 # Inputs that are NOT regenerated (committed as-is): tests/fixtures/audio/*.wav (espeak-ng speech).
 # Order: tokenizer files -> tiny speech tokenizer (scripts/build_speech_tokenizer.py) -> five tiny
-# main checkpoints -> tokenizer cases -> talker dumps -> codec dumps (scripts/dump_codec.py, scripts/dump_icl_cut.py) -> SHA256SUMS.
+# main checkpoints -> tokenizer cases -> talker dumps -> codec dumps (scripts/dump_codec.py, scripts/dump_icl_cut.py)
+# -> e2e dumps (scripts/dump_e2e.py) -> SHA256SUMS.
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${QWEN3_TTS_ORACLE_VENV:-$REPO/.venv-oracle}"
@@ -88,7 +89,15 @@ if [ -f scripts/dump_codec.py ] && [ -z "${SKIP_CODEC:-}" ]; then
   "$PY" scripts/dump_icl_cut.py --threads 1   # ICL decode of concat(ref, frames) + cut (needs talker icl dump)
 fi
 
-# 7) checksums
+# 7) end-to-end dumps: public API codes + returned waveform (needs the talker dumps and the tiny speech
+#    tokenizer; skipped with SKIP_CODEC, which keeps the existing ones)
+if [ -z "${SKIP_CODEC:-}" ]; then
+  log "e2e dumps"
+  rm -rf "$FX/reference/e2e"
+  "$PY" scripts/dump_e2e.py --threads 1
+fi
+
+# 8) checksums
 log "SHA256SUMS"
 write_sums
 log "done: $(du -sh "$FX" | cut -f1) in tests/fixtures ($(wc -l < "$FX/SHA256SUMS") files)"
