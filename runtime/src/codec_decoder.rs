@@ -46,8 +46,7 @@ fn is_transposed_conv(name: &str) -> bool {
 }
 
 /// Rearranges a stored tensor into the layout the graph computes with:
-/// conv kernels `[k, c_in, c_out]` → `[c_in, k, c_out]`, transposed-conv
-/// kernels `[k, c_out, c_in]` → `[c_in, c_out, k]`, depthwise kernels
+/// transposed-conv kernels `[k, c_out, c_in]` → `[c_in, c_out, k]`, depthwise kernels
 /// `[k, 1, c]` → `[c, k]`, and SnakeBeta's log-scale α, β folded to
 /// `exp(α)` and `1 / (exp(β) + 1e-9)`.
 fn prepare(file: &GgufFile, name: &str, bytes: &[u8]) -> Result<Option<Prepared>> {
@@ -102,15 +101,13 @@ fn prepare(file: &GgufFile, name: &str, bytes: &[u8]) -> Result<Option<Prepared>
             bytes: permute3(crate::ggml::as_bytes(&v), 4, ne, [2, 0, 1]),
         }));
     }
-    let (order, out_ne): ([usize; 3], Vec<i64>) = if is_transposed_conv(name) {
-        ([2, 1, 0], vec![ne[2] as i64, ne[1] as i64, ne[0] as i64])
-    } else {
-        ([1, 0, 2], vec![ne[1] as i64, ne[0] as i64, ne[2] as i64])
-    };
+    if !is_transposed_conv(name) {
+        return Ok(None);
+    }
     Ok(Some(Prepared {
         ty,
-        ne: out_ne,
-        bytes: permute3(bytes, elem, ne, order),
+        ne: vec![ne[2] as i64, ne[1] as i64, ne[0] as i64],
+        bytes: permute3(bytes, elem, ne, [2, 1, 0]),
     }))
 }
 
@@ -232,10 +229,10 @@ fn state_specs(cfg: &CodecDecoderConfig, w: &TensorStore) -> Vec<(String, GgmlTy
             specs.push((state_name(layer), GgmlType::F32, vec![channels, pad as i64]));
         }
     };
-    // conv kernel `[c_in, k, c_out]`: context (k − 1)·dilation
+    // conv kernel `[k, c_in, c_out]`: context (k − 1)·dilation
     let conv = |specs: &mut Vec<_>, layer: &str, dilation: usize| {
         let ne = weight(w, &format!("{layer}.conv.weight")).ne();
-        f32_state(specs, layer, ne[0], (ne[1] as usize - 1) * dilation);
+        f32_state(specs, layer, ne[1], (ne[0] as usize - 1) * dilation);
     };
     // transposed kernel `[c_in, c_out, k]`: context k/stride − 1 input frames
     let tconv = |specs: &mut Vec<_>, layer: &str, stride: usize| {
@@ -325,7 +322,7 @@ fn build_graph(
                 sum = Some(sum.map_or(e, |s| ctx.add(s, e)));
             }
             let w = b.w(proj);
-            let [c_in, _, c_out, _] = w.ne();
+            let [_, c_in, c_out, _] = w.ne(); // a 1×1 conv kernel
             ctx.mul_mat(
                 ctx.reshape(w, &[c_in, c_out]),
                 sum.expect("non-empty branch"),

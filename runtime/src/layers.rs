@@ -3,7 +3,7 @@
 //! decoder block. Tensors are in ggml order: activations `[width, tokens]`.
 
 use crate::config::TransformerConfig;
-use crate::ggml::{Context, Tensor, TensorStore};
+use crate::ggml::{Context, GgmlType, Tensor, TensorStore};
 
 /// Looks a weight up by its GGUF name. Loaders check every required name
 /// when the model is opened, so a miss here is a bug.
@@ -278,7 +278,14 @@ impl<'a> CausalContext<'a> {
         let state = weight(states, &state_name(name));
         let [c, n, ..] = x.ne();
         assert_eq!(state.ne()[..2], [c, pad as i64], "state shape of {name}");
-        let full = ctx.concat(state, x, 1);
+        // Concatenated as [c, 1, t]: ggml's concat splits its work over
+        // dim 2, so along dim 1 it would run on one thread.
+        let full = ctx.concat(
+            ctx.reshape(state, &[c, 1, pad as i64]),
+            ctx.reshape(x, &[c, 1, n]),
+            2,
+        );
+        let full = ctx.reshape(full, &[c, n + pad as i64]);
         let es = full.element_size();
         let tail = ctx.view(
             full,
@@ -297,7 +304,7 @@ pub fn state_name(layer: &str) -> String {
 }
 
 /// Causal conv (stride 1) over `x` `[c_in, n]` → `[c_out, n]`. `w` is
-/// `[c_in, k, c_out]`; left context `(k − 1)·dilation`.
+/// `[k, c_in, c_out]` (as stored); left context `(k − 1)·dilation`.
 pub fn causal_conv1d<'a>(
     ctx: &'a Context,
     cc: &CausalContext<'a>,
@@ -307,28 +314,24 @@ pub fn causal_conv1d<'a>(
     b: Option<Tensor<'a>>,
     dilation: usize,
 ) -> Tensor<'a> {
-    let [c_in, k, c_out, _] = w.ne();
-    let n = x.ne()[1];
+    let [k, c_in, c_out, _] = w.ne();
     let pad = (k as usize - 1) * dilation;
     let xp = cc.extend(ctx, name, x, pad);
-    let es = xp.element_size();
-    let row = c_in as usize * es;
-    // One product per tap, summed. (ggml views cannot overlap, so there is no
-    // copy-free im2col in this layout; the taps need no extra memory.)
-    let wes = w.element_size();
-    let mut acc: Option<Tensor<'a>> = None;
-    for j in 0..k as usize {
-        let wj = ctx.view(
-            w,
-            &[c_in, c_out],
-            &[c_in as usize * k as usize * wes],
-            j * c_in as usize * wes,
-        );
-        let xj = ctx.view(xp, &[c_in, n], &[row], j * dilation * row);
-        let yj = ctx.mul_mat(wj, xj);
-        acc = Some(acc.map_or(yj, |a| ctx.add(a, yj)));
-    }
-    let y = acc.expect("kernel of at least one tap");
+    let y = if k == 1 {
+        ctx.mul_mat(ctx.reshape(w, &[c_in, c_out]), xp)
+    } else {
+        // im2col wants time fastest; its columns come out in the kernel's
+        // (tap, channel) order, in the kernel's type so the product needs no
+        // further conversion.
+        let xt = ctx.cont(ctx.transpose(xp));
+        let ty = if w.ty() == GgmlType::F32 {
+            GgmlType::F32
+        } else {
+            GgmlType::F16
+        };
+        let cols = ctx.im2col_1d(w, xt, dilation as i32, ty);
+        ctx.mul_mat(ctx.reshape(w, &[k * c_in, c_out]), cols)
+    };
     match b {
         Some(b) => ctx.add(y, b),
         None => y,

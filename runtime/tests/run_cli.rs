@@ -211,3 +211,8 @@ fn bad_input_gives_clear_errors() {
     let (_, samples) = read_wav(&out);
     assert_eq!(samples.len(), 3 * 1920);
 }
+
+#[test]
+fn voice_design_matches_reference_pipeline() {
+    end_to_end("1.7B-VoiceDesign", "instruct_english");
+}

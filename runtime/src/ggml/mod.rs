@@ -399,6 +399,31 @@ impl Context {
             )
         })
     }
+    /// 1-D im2col: `data` `[t, c_in]` → `[c_in·k, t_out]` (tap fastest) of
+    /// type `ty`, for a kernel shaped like `kernel` `[k, c_in, c_out]`.
+    pub fn im2col_1d<'a>(
+        &'a self,
+        kernel: Tensor<'a>,
+        data: Tensor<'a>,
+        dilation: i32,
+        ty: GgmlType,
+    ) -> Tensor<'a> {
+        self.wrap(unsafe {
+            sys::ggml_im2col(
+                self.raw(),
+                kernel.raw(),
+                data.raw(),
+                1,
+                0,
+                0,
+                0,
+                dilation,
+                0,
+                false,
+                ty.raw(),
+            )
+        })
+    }
     /// Casts (copies) `a` to type `ty`.
     pub fn cast<'a>(&'a self, a: Tensor<'a>, ty: GgmlType) -> Tensor<'a> {
         self.wrap(unsafe { sys::ggml_cast(self.raw(), a.raw(), ty.raw()) })
