@@ -53,12 +53,12 @@ else
     target/release/qwen3-tts-convert --input "$MODEL_DIR" --outdir models --type "$TYPE" --force
 fi
 
-if [ ! -x target/release/qwen3-tts-run ]; then
-    echo >&2
-    echo "Converted: models/tts-$TYPE.gguf, models/tokenizer-f16.gguf." >&2
-    echo "Speech codes work (library); the vocoder and qwen3-tts-run land with the next issue (#4)." >&2
-    exit 2
+# Never replace a file the user already has: pick the next free name.
+if [ -e "$OUT" ]; then
+    stem=${OUT%.wav}; i=1
+    while [ -e "$stem-$i.wav" ]; do i=$((i + 1)); done
+    OUT="$stem-$i.wav"
 fi
 say "Synthesizing to $OUT"
 target/release/qwen3-tts-run -m "models/tts-$TYPE.gguf" -t models/tokenizer-f16.gguf \
-    --speaker "$SPEAKER" --language "$LANGUAGE" --text "$TEXT" -o "$OUT" --force
+    --speaker "$SPEAKER" --language "$LANGUAGE" --text "$TEXT" -o "$OUT"

@@ -104,3 +104,21 @@ fn bad_codes_and_files_are_errors() {
         .to_string();
     assert!(err.contains("missing.gguf"), "{err}");
 }
+
+#[test]
+fn icl_decode_and_cut_match_reference() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let d = dump("icl_cut_0.6B-Base");
+    let reference = frames_of(&d.i64("ref_codes"));
+    let generated = frames_of(&d.i64("codes"));
+    let all: Vec<Vec<u32>> = reference.iter().chain(&generated).cloned().collect();
+    let want = d.f32("wav_full");
+    let got = decoder(GgmlType::F32, tmp.path()).decode(&all).unwrap();
+    let snr = snr_db(&got, &want);
+    assert!(snr >= 60.0, "SNR {snr:.1} dB");
+    let cut = qwen3_tts::pipeline::icl_cut(reference.len(), generated.len(), got.len());
+    assert_eq!(cut as i64, d.i64("cut")[0]);
+    // The formula, not 1920·T_ref: (1, 48) is one of the pairs one short.
+    assert_eq!(qwen3_tts::pipeline::icl_cut(1, 48, 49 * 1920), 1919);
+}
