@@ -22,7 +22,7 @@ use crate::ggml::{Backend, Context, GgmlType, OwnedGraph, Tensor, TensorStore};
 use crate::gguf_schema::ARCH_TOKENIZER;
 use crate::layers::{
     block_weight_names, causal_conv1d, causal_transposed_conv1d, convnext_block, decoder_block,
-    linear, rms_norm, snake, state_name, weight, BlockWeights, CausalContext, KvCache,
+    linear, rms_norm, snake, state_name, sum, weight, BlockWeights, CausalContext, KvCache,
 };
 use crate::model_file::GgufFile;
 use crate::weights::{load_weights_with, permute3, Prepared};
@@ -315,18 +315,16 @@ fn build_graph(
         // RVQ: per branch, the codebook rows summed in layer order, then the
         // branch's 1×1 output projection (spec/06 §1).
         let branch = |range: std::ops::Range<usize>, proj: &str| {
-            let mut sum: Option<Tensor> = None;
-            for q in range {
-                let ids = ctx.view(codes, &[n as i64], &[], q * n * 4);
-                let e = ctx.get_rows(b.w(&codebook_name(&cfg, q)), ids);
-                sum = Some(sum.map_or(e, |s| ctx.add(s, e)));
-            }
+            let rows = sum(
+                ctx,
+                range.map(|q| {
+                    let ids = ctx.view(codes, &[n as i64], &[], q * n * 4);
+                    ctx.get_rows(b.w(&codebook_name(&cfg, q)), ids)
+                }),
+            );
             let w = b.w(proj);
             let [_, c_in, c_out, _] = w.ne(); // a 1×1 conv kernel
-            ctx.mul_mat(
-                ctx.reshape(w, &[c_in, c_out]),
-                sum.expect("non-empty branch"),
-            )
+            ctx.mul_mat(ctx.reshape(w, &[c_in, c_out]), rows)
         };
         let ns = cfg.num_semantic_quantizers;
         let x = ctx.add(

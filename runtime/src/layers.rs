@@ -18,6 +18,22 @@ pub fn rms_norm<'a>(ctx: &'a Context, x: Tensor<'a>, w: Tensor<'a>, eps: f32) ->
     ctx.mul(ctx.rms_norm(x, eps), w)
 }
 
+/// `y + b`, or `y` without a bias.
+pub fn add_bias<'a>(ctx: &'a Context, y: Tensor<'a>, b: Option<Tensor<'a>>) -> Tensor<'a> {
+    match b {
+        Some(b) => ctx.add(y, b),
+        None => y,
+    }
+}
+
+/// The sum of `terms` (at least one), added in order.
+pub fn sum<'a>(ctx: &'a Context, terms: impl IntoIterator<Item = Tensor<'a>>) -> Tensor<'a> {
+    terms
+        .into_iter()
+        .reduce(|a, t| ctx.add(a, t))
+        .expect("a sum of at least one term")
+}
+
 /// `x Wᵀ (+ b)`.
 pub fn linear<'a>(
     ctx: &'a Context,
@@ -26,10 +42,7 @@ pub fn linear<'a>(
     b: Option<Tensor<'a>>,
 ) -> Tensor<'a> {
     let y = ctx.mul_mat(w, x);
-    match b {
-        Some(b) => ctx.add(y, b),
-        None => y,
-    }
+    add_bias(ctx, y, b)
 }
 
 /// `down(silu(gate x) ⊙ up x)`.
@@ -332,10 +345,7 @@ pub fn causal_conv1d<'a>(
         let cols = ctx.im2col_1d(w, xt, dilation as i32, ty);
         ctx.mul_mat(ctx.reshape(w, &[k * c_in, c_out]), cols)
     };
-    match b {
-        Some(b) => ctx.add(y, b),
-        None => y,
-    }
+    add_bias(ctx, y, b)
 }
 
 /// Causal transposed conv with stride `s` over `x` `[c_in, n]` → `[c_out, s·n]`
@@ -362,25 +372,22 @@ pub fn causal_transposed_conv1d<'a>(
     // z[:, t] = every tap's contribution of input column t, ordered (tap, c_out).
     let z = ctx.mul_mat(ctx.reshape(w, &[c_in, (c_out * k) as i64]), xp);
     let es = z.element_size();
-    let mut y: Option<Tensor<'a>> = None;
-    for q in 0..m {
-        // Taps q·s..(q+1)·s of input column t − q land on output stretch t.
-        let offset = ((m - 1 - q) * c_out * k + q * c_out * s) * es;
-        let part = ctx.view(
-            z,
-            &[(c_out * s) as i64, n as i64],
-            &[c_out * k * es],
-            offset,
-        );
-        y = Some(y.map_or(part, |a| ctx.add(a, part)));
-    }
-    let y = y.expect("m ≥ 1");
+    // Taps q·s..(q+1)·s of input column t − q land on output stretch t.
+    let y = sum(
+        ctx,
+        (0..m).map(|q| {
+            let offset = ((m - 1 - q) * c_out * k + q * c_out * s) * es;
+            ctx.view(
+                z,
+                &[(c_out * s) as i64, n as i64],
+                &[c_out * k * es],
+                offset,
+            )
+        }),
+    );
     let y = if m == 1 { ctx.cont(y) } else { y };
     let y = ctx.reshape(y, &[c_out as i64, (s * n) as i64]);
-    match b {
-        Some(b) => ctx.add(y, b),
-        None => y,
-    }
+    add_bias(ctx, y, b)
 }
 
 /// Depthwise causal conv over `x` `[c, n]`; `w` is `[c, k]`.
@@ -396,18 +403,14 @@ pub fn causal_depthwise_conv1d<'a>(
     let n = x.ne()[1];
     let xp = cc.extend(ctx, name, x, k as usize - 1);
     let (es, wes) = (xp.element_size(), w.element_size());
-    let mut acc: Option<Tensor<'a>> = None;
-    for j in 0..k as usize {
-        let xj = ctx.view(xp, &[c, n], &[c as usize * es], j * c as usize * es);
-        let wj = ctx.view(w, &[c], &[], j * c as usize * wes);
-        let yj = ctx.mul(xj, wj);
-        acc = Some(acc.map_or(yj, |a| ctx.add(a, yj)));
-    }
-    let y = acc.expect("kernel of at least one tap");
-    match b {
-        Some(b) => ctx.add(y, b),
-        None => y,
-    }
+    let y = sum(
+        ctx,
+        (0..k as usize).map(|j| {
+            let xj = ctx.view(xp, &[c, n], &[c as usize * es], j * c as usize * es);
+            ctx.mul(xj, ctx.view(w, &[c], &[], j * c as usize * wes))
+        }),
+    );
+    add_bias(ctx, y, b)
 }
 
 /// SnakeBeta with the exponentials folded at load time:
