@@ -25,6 +25,7 @@ if ! command -v cmake >/dev/null || ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev
     $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq cmake libclang-dev g++
 fi
 cargo build --release --locked
+BIN=${CARGO_TARGET_DIR:-target}/release
 
 if [ ! -f "$MODEL_DIR/config.json" ]; then
     say "Downloading $MODEL to $MODEL_DIR"
@@ -50,7 +51,7 @@ say "Converting $MODEL_DIR to GGUF ($TYPE)"
 if [ -f "models/tts-$TYPE.gguf" ] && [ -f models/tokenizer-f16.gguf ]; then
     echo "models/tts-$TYPE.gguf and models/tokenizer-f16.gguf exist; skipping conversion" >&2
 else
-    target/release/qwen3-tts-convert --input "$MODEL_DIR" --outdir models --type "$TYPE" --force
+    "$BIN/qwen3-tts-convert" --input "$MODEL_DIR" --outdir models --type "$TYPE" --force
 fi
 
 # Never replace a file the user already has: pick the next free name.
@@ -60,5 +61,5 @@ if [ -e "$OUT" ]; then
     OUT="$stem-$i.wav"
 fi
 say "Synthesizing to $OUT"
-target/release/qwen3-tts-run -m "models/tts-$TYPE.gguf" -t models/tokenizer-f16.gguf \
+"$BIN/qwen3-tts-run" -m "models/tts-$TYPE.gguf" -t models/tokenizer-f16.gguf \
     --speaker "$SPEAKER" --language "$LANGUAGE" --text "$TEXT" -o "$OUT"
