@@ -11,6 +11,7 @@
 
 pub mod code_predictor;
 pub mod codec_decoder;
+pub mod audio;
 pub mod config;
 pub mod error;
 pub mod ggml;
