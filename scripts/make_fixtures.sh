@@ -87,6 +87,7 @@ if [ -f scripts/dump_codec.py ] && [ -z "${SKIP_CODEC:-}" ]; then
   log "codec dumps"
   "$PY" scripts/dump_codec.py
   "$PY" scripts/dump_icl_cut.py --threads 1   # ICL decode of concat(ref, frames) + cut (needs talker icl dump)
+  "$PY" scripts/dump_mel64.py                 # speaker-encoder log-mel in float64 (needs encode_ref)
 fi
 
 # 7) end-to-end dumps: public API codes + returned waveform (needs the talker dumps and the tiny speech

@@ -420,3 +420,81 @@ impl CodecDecoderConfig {
         Ok(cfg)
     }
 }
+
+/// The ECAPA-TDNN speaker encoder of the Base models (spec/04). The released
+/// configs carry only `enc_dim` and `sample_rate`; the rest are the
+/// reference class's defaults, used when a key is absent.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SpeakerEncoderConfig {
+    pub mel_dim: usize,
+    /// Output channels of blocks 0..3 and of the MFA layer.
+    pub channels: Vec<usize>,
+    pub kernel_sizes: Vec<usize>,
+    pub dilations: Vec<usize>,
+    pub attention_channels: usize,
+    pub res2net_scale: usize,
+    pub se_channels: usize,
+    /// x-vector size.
+    pub dim: usize,
+    pub sample_rate: u32,
+}
+
+impl SpeakerEncoderConfig {
+    /// Reads `speaker_encoder_config` of a Base model file (`None` when the
+    /// model has no speaker encoder).
+    pub fn from_gguf(file: &GgufFile) -> Result<Option<Self>> {
+        let r = Reader {
+            file,
+            arch: ARCH_TTS,
+        };
+        let k = |name: &str| format!("speaker_encoder_config.{name}");
+        if file.get(&r.key(&k("enc_dim"))).is_none() {
+            return Ok(None);
+        }
+        let int_or = |name: &str, default: usize| -> Result<usize> {
+            if file.get(&r.key(&k(name))).is_some() {
+                r.int(&k(name))
+            } else {
+                Ok(default)
+            }
+        };
+        let ints_or = |name: &str, default: &[usize]| -> Result<Vec<usize>> {
+            if file.get(&r.key(&k(name))).is_some() {
+                r.ints(&k(name))
+            } else {
+                Ok(default.to_vec())
+            }
+        };
+        let cfg = Self {
+            mel_dim: int_or("mel_dim", 128)?,
+            channels: ints_or("enc_channels", &[512, 512, 512, 512, 1536])?,
+            kernel_sizes: ints_or("enc_kernel_sizes", &[5, 3, 3, 3, 1])?,
+            dilations: ints_or("enc_dilations", &[1, 2, 3, 4, 1])?,
+            attention_channels: int_or("enc_attention_channels", 128)?,
+            res2net_scale: int_or("enc_res2net_scale", 8)?,
+            se_channels: int_or("enc_se_channels", 128)?,
+            dim: r.int(&k("enc_dim"))?,
+            sample_rate: int_or("sample_rate", 24000)? as u32,
+        };
+        let n = cfg.channels.len();
+        if n < 3 || cfg.kernel_sizes.len() != n || cfg.dilations.len() != n {
+            return Err(r.bad(
+                &r.key(&k("enc_channels")),
+                format!(
+                    "channels {:?}, kernels {:?}, dilations {:?} do not describe one stack",
+                    cfg.channels, cfg.kernel_sizes, cfg.dilations
+                ),
+            ));
+        }
+        if cfg.res2net_scale == 0 || !cfg.channels[1].is_multiple_of(cfg.res2net_scale) {
+            return Err(r.bad(
+                &r.key(&k("enc_res2net_scale")),
+                format!(
+                    "{} channels do not split into {} groups",
+                    cfg.channels[1], cfg.res2net_scale
+                ),
+            ));
+        }
+        Ok(Some(cfg))
+    }
+}

@@ -9,9 +9,9 @@
 // model (shared ownership, one thread at a time), not across threads.
 #![allow(clippy::arc_with_non_send_sync)]
 
+pub mod audio;
 pub mod code_predictor;
 pub mod codec_decoder;
-pub mod audio;
 pub mod config;
 pub mod error;
 pub mod ggml;
@@ -21,6 +21,7 @@ pub mod model_file;
 pub mod pipeline;
 pub mod prompt;
 pub mod sampler;
+pub mod speaker_encoder;
 pub mod talker;
 pub mod text_tokenizer;
 pub mod weights;

@@ -14,9 +14,10 @@ use crate::gguf_schema::ARCH_TTS;
 use crate::model_file::GgufFile;
 use crate::prompt::{self, Prompt, Request, Voice};
 use crate::sampler::{Sampler, SamplingParams, TalkerProcessors};
+use crate::speaker_encoder::SpeakerEncoder;
 use crate::talker::{self, Talker};
 use crate::text_tokenizer::TextTokenizer;
-use crate::weights::load_weights;
+use crate::weights::load_weights_with;
 
 /// Checks that `names` exist with the expected leading dims where given.
 fn require(file: &GgufFile, names: &[String], shapes: &[(&str, Vec<i64>)]) -> Result<()> {
@@ -101,6 +102,8 @@ pub struct TtsModel {
     pub talker: Talker,
     pub code_predictor: CodePredictor,
     pub tokenizer: TextTokenizer,
+    /// Base models: reference audio → x-vector.
+    pub speaker_encoder: Option<SpeakerEncoder>,
     pub config: TtsConfig,
     weights: Arc<TensorStore>,
     backend: Arc<Backend>,
@@ -139,11 +142,19 @@ impl TtsModel {
         )?;
         let tokenizer = TextTokenizer::from_gguf(&file)?;
         let backend = Arc::new(Backend::cpu(threads));
-        let weights = Arc::new(load_weights(&file, &backend)?);
+        // The speaker encoder keeps its own (F32) copy of the spk.* tensors.
+        let weights = Arc::new(load_weights_with(
+            &file,
+            &backend,
+            |name| !name.starts_with("spk."),
+            |_, _| Ok(None),
+        )?);
+        let speaker_encoder = SpeakerEncoder::from_file(&file, backend.clone())?;
         Ok(Self {
             talker: Talker::new(&config, weights.clone(), backend.clone()),
             code_predictor: CodePredictor::new(&config, weights.clone(), backend.clone()),
             tokenizer,
+            speaker_encoder,
             config,
             weights,
             backend,

@@ -424,6 +424,34 @@ impl Context {
             )
         })
     }
+    pub fn relu<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_relu(self.raw(), a.raw()) })
+    }
+    pub fn tanh<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_tanh(self.raw(), a.raw()) })
+    }
+    pub fn sigmoid<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_sigmoid(self.raw(), a.raw()) })
+    }
+    pub fn sqrt<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_sqrt(self.raw(), a.raw()) })
+    }
+    /// Mean of each row (over `ne[0]`).
+    pub fn mean<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_mean(self.raw(), a.raw()) })
+    }
+    /// Sum of each row (over `ne[0]`).
+    pub fn sum_rows<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_sum_rows(self.raw(), a.raw()) })
+    }
+    /// `a` tiled to the shape of `like`.
+    pub fn repeat<'a>(&'a self, a: Tensor<'a>, like: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_repeat(self.raw(), a.raw(), like.raw()) })
+    }
+    /// Reflect padding along `ne[0]` (edge not repeated).
+    pub fn pad_reflect<'a>(&'a self, a: Tensor<'a>, left: i32, right: i32) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_pad_reflect_1d(self.raw(), a.raw(), left, right) })
+    }
     /// Casts (copies) `a` to type `ty`.
     pub fn cast<'a>(&'a self, a: Tensor<'a>, ty: GgmlType) -> Tensor<'a> {
         self.wrap(unsafe { sys::ggml_cast(self.raw(), a.raw(), ty.raw()) })
