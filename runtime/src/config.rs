@@ -498,3 +498,73 @@ impl SpeakerEncoderConfig {
         Ok(Some(cfg))
     }
 }
+
+/// The speech-tokenizer encoder (Mimi-style), from `encoder_config` (spec/05).
+#[derive(Clone, Debug, PartialEq)]
+pub struct CodecEncoderConfig {
+    /// Strides of the SEANet downsampling convs, in order (4, 5, 6, 8).
+    pub strides: Vec<usize>,
+    /// The causal transformer at 25 Hz (LayerNorm eps in `rms_eps`).
+    pub transformer: TransformerConfig,
+    /// Codebooks the codes keep (`encoder_valid_num_quantizers`, 16).
+    pub num_quantizers: usize,
+    pub num_semantic_quantizers: usize,
+    pub codebook_size: usize,
+    /// Input samples per output frame (1920).
+    pub samples_per_frame: usize,
+    pub sample_rate: u32,
+}
+
+impl CodecEncoderConfig {
+    pub fn from_gguf(file: &GgufFile) -> Result<Self> {
+        let r = Reader {
+            file,
+            arch: ARCH_TOKENIZER,
+        };
+        let e = |k: &str| format!("encoder_config.{k}");
+        let mut strides = r.ints(&e("upsampling_ratios"))?;
+        strides.reverse();
+        let cfg = Self {
+            strides,
+            transformer: TransformerConfig {
+                hidden: r.int(&e("hidden_size"))?,
+                layers: r.int(&e("num_hidden_layers"))?,
+                heads: r.int(&e("num_attention_heads"))?,
+                kv_heads: r.int(&e("num_key_value_heads"))?,
+                head_dim: r.int(&e("head_dim"))?,
+                intermediate: r.int(&e("intermediate_size"))?,
+                rms_eps: r.float(&e("norm_eps"))?,
+                rope_theta: r.float(&e("rope_theta"))?,
+            },
+            num_quantizers: r.int("encoder_valid_num_quantizers")?,
+            num_semantic_quantizers: r.int(&e("num_semantic_quantizers"))?,
+            codebook_size: r.int(&e("codebook_size"))?,
+            samples_per_frame: r.int("encode_downsample_rate")?,
+            sample_rate: r.int("input_sample_rate")? as u32,
+        };
+        let residual_layers = r.int(&e("num_residual_layers"))?;
+        let bad = |reason: String| Error::WrongModel {
+            path: file.path().to_path_buf(),
+            reason,
+        };
+        if residual_layers != 1 {
+            return Err(bad(format!(
+                "encoder: {residual_layers} residual layers per stage (1 supported)"
+            )));
+        }
+        if !cfg.transformer.has_valid_heads() {
+            return Err(bad(format!(
+                "encoder: unsupported head layout {:?}",
+                cfg.transformer
+            )));
+        }
+        let seanet: usize = cfg.strides.iter().product();
+        if seanet * 2 != cfg.samples_per_frame {
+            return Err(bad(format!(
+                "encoder strides {:?} × 2 do not give encode_downsample_rate {}",
+                cfg.strides, cfg.samples_per_frame
+            )));
+        }
+        Ok(cfg)
+    }
+}

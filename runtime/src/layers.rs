@@ -96,7 +96,11 @@ pub struct BlockWeights<'a> {
     pub q_norm: Option<Tensor<'a>>,
     pub k_norm: Option<Tensor<'a>>,
     pub ffn_norm: Tensor<'a>,
-    pub gate: Tensor<'a>,
+    /// Norm biases: present = LayerNorm (codec encoder), absent = RMSNorm.
+    pub attn_norm_bias: Option<Tensor<'a>>,
+    pub ffn_norm_bias: Option<Tensor<'a>>,
+    /// Present = SwiGLU MLP; absent = GELU MLP (`down(gelu(up x))`).
+    pub gate: Option<Tensor<'a>>,
     pub up: Tensor<'a>,
     pub down: Tensor<'a>,
     /// LayerScale of the attention / MLP branch (codec transformers only).
@@ -138,7 +142,9 @@ impl<'a> BlockWeights<'a> {
             q_norm: opt("attn_q_norm.weight"),
             k_norm: opt("attn_k_norm.weight"),
             ffn_norm: w("ffn_norm"),
-            gate: w("ffn_gate"),
+            attn_norm_bias: opt("attn_norm.bias"),
+            ffn_norm_bias: opt("ffn_norm.bias"),
+            gate: opt("ffn_gate.weight"),
             up: w("ffn_up"),
             down: w("ffn_down"),
             attn_scale: opt("attn_scale"),
@@ -216,8 +222,9 @@ pub fn self_attention<'a>(
     }
 }
 
-/// One pre-norm decoder block (Qwen3; with LayerScale where the weights
-/// have it). Returns the block output and the keys /
+/// One pre-norm transformer block: Qwen3 (RMSNorm, q/k norm, SwiGLU), the
+/// codec decoder's (plus LayerScale) or the codec encoder's (LayerNorm,
+/// GELU MLP, LayerScale), told apart by which weights exist. Returns the block output and the keys /
 /// values (for in-graph caches).
 pub fn decoder_block<'a>(
     ctx: &'a Context,
@@ -228,12 +235,19 @@ pub fn decoder_block<'a>(
     kv: KvCache<'a>,
     mask: Option<Tensor<'a>>,
 ) -> AttentionOut<'a> {
-    let h = rms_norm(ctx, x, w.attn_norm, cfg.rms_eps);
+    let norm = |x, w, b: Option<Tensor<'a>>| match b {
+        Some(b) => layer_norm(ctx, x, w, b, cfg.rms_eps),
+        None => rms_norm(ctx, x, w, cfg.rms_eps),
+    };
+    let h = norm(x, w.attn_norm, w.attn_norm_bias);
     let a = self_attention(ctx, cfg, w, h, pos, kv, mask);
     let scaled = |y, s: Option<Tensor<'a>>| s.map_or(y, |s| ctx.mul(y, s));
     let x = ctx.add(x, scaled(a.out, w.attn_scale));
-    let h = rms_norm(ctx, x, w.ffn_norm, cfg.rms_eps);
-    let mlp = swiglu_mlp(ctx, h, w.gate, w.up, w.down);
+    let h = norm(x, w.ffn_norm, w.ffn_norm_bias);
+    let mlp = match w.gate {
+        Some(gate) => swiglu_mlp(ctx, h, gate, w.up, w.down),
+        None => ctx.mul_mat(w.down, ctx.gelu_erf(ctx.mul_mat(w.up, h))),
+    };
     let out = ctx.add(x, scaled(mlp, w.ffn_scale));
     AttentionOut {
         out,
@@ -342,7 +356,7 @@ pub fn causal_conv1d<'a>(
         } else {
             GgmlType::F16
         };
-        let cols = ctx.im2col_1d(w, xt, dilation as i32, ty);
+        let cols = ctx.im2col_1d(w, xt, 1, dilation as i32, ty);
         ctx.mul_mat(ctx.reshape(w, &[k * c_in, c_out]), cols)
     };
     add_bias(ctx, y, b)
@@ -459,4 +473,20 @@ pub fn convnext_block<'a>(
     let h = ctx.gelu_erf(linear(ctx, h, p("pwconv1.weight"), Some(p("pwconv1.bias"))));
     let h = linear(ctx, h, p("pwconv2.weight"), Some(p("pwconv2.bias")));
     ctx.add(x, ctx.mul(h, p("gamma")))
+}
+
+/// Conv over an already padded `x` `[t, c_in]` (time fastest) → `[t_out, c_out]`
+/// (time fastest), F32 kernel `[k, c_in, c_out]`, bias `[c_out]`.
+pub fn conv1d_time_major<'a>(
+    ctx: &'a Context,
+    x: Tensor<'a>,
+    kernel: Tensor<'a>,
+    bias: Option<Tensor<'a>>,
+    stride: usize,
+    dilation: usize,
+) -> Tensor<'a> {
+    let [k, c_in, c_out, _] = kernel.ne();
+    let cols = ctx.im2col_1d(kernel, x, stride as i32, dilation as i32, GgmlType::F32);
+    let y = ctx.mul_mat(cols, ctx.reshape(kernel, &[k * c_in, c_out]));
+    add_bias(ctx, y, bias.map(|b| ctx.reshape(b, &[1, c_out])))
 }

@@ -12,6 +12,7 @@
 pub mod audio;
 pub mod code_predictor;
 pub mod codec_decoder;
+pub mod codec_encoder;
 pub mod config;
 pub mod error;
 pub mod ggml;

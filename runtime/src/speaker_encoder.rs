@@ -12,7 +12,7 @@ use realfft::RealFftPlanner;
 use crate::config::SpeakerEncoderConfig;
 use crate::error::{Error, Result};
 use crate::ggml::{Backend, Context, GgmlType, OwnedGraph, Tensor, TensorStore};
-use crate::layers::{add_bias, weight};
+use crate::layers::{add_bias, conv1d_time_major, weight};
 use crate::model_file::GgufFile;
 use crate::weights::{load_weights_with, Prepared};
 
@@ -139,17 +139,15 @@ fn tdnn<'a>(
     relu: bool,
 ) -> Tensor<'a> {
     let kernel = weight(w, &format!("{prefix}.weight"));
-    let [k, c_in, c_out, _] = kernel.ne();
+    let k = kernel.ne()[0];
     let pad = dilation * (k as usize - 1);
     let xp = if pad > 0 {
         ctx.pad_reflect(x, (pad / 2) as i32, (pad - pad / 2) as i32)
     } else {
         x
     };
-    let cols = ctx.im2col_1d(kernel, xp, dilation as i32, GgmlType::F32); // [c_in·k, t]
-    let y = ctx.mul_mat(cols, ctx.reshape(kernel, &[k * c_in, c_out])); // [t, c_out]
-    let bias = ctx.reshape(weight(w, &format!("{prefix}.bias")), &[1, c_out]);
-    let y = add_bias(ctx, y, Some(bias));
+    let bias = weight(w, &format!("{prefix}.bias"));
+    let y = conv1d_time_major(ctx, xp, kernel, Some(bias), 1, dilation);
     if relu {
         ctx.relu(y)
     } else {

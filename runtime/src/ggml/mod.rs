@@ -405,6 +405,7 @@ impl Context {
         &'a self,
         kernel: Tensor<'a>,
         data: Tensor<'a>,
+        stride: i32,
         dilation: i32,
         ty: GgmlType,
     ) -> Tensor<'a> {
@@ -413,7 +414,7 @@ impl Context {
                 self.raw(),
                 kernel.raw(),
                 data.raw(),
-                1,
+                stride,
                 0,
                 0,
                 0,
@@ -451,6 +452,9 @@ impl Context {
     /// Reflect padding along `ne[0]` (edge not repeated).
     pub fn pad_reflect<'a>(&'a self, a: Tensor<'a>, left: i32, right: i32) -> Tensor<'a> {
         self.wrap(unsafe { sys::ggml_pad_reflect_1d(self.raw(), a.raw(), left, right) })
+    }
+    pub fn elu<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_elu(self.raw(), a.raw()) })
     }
     /// Casts (copies) `a` to type `ty`.
     pub fn cast<'a>(&'a self, a: Tensor<'a>, ty: GgmlType) -> Tensor<'a> {
