@@ -25,6 +25,7 @@ pub mod sampler;
 pub mod speaker_encoder;
 pub mod talker;
 pub mod text_tokenizer;
+pub mod voice;
 pub mod weights;
 
 pub use error::{Error, Result};

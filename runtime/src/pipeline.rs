@@ -1,12 +1,13 @@
 //! Text in, 16-codebook speech codes out: model loading and the reference's
 //! decode loop (spec/07 §4).
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
 use crate::code_predictor::{self, CodePredictor};
 use crate::codec_decoder::CodecDecoder;
+use crate::codec_encoder::CodecEncoder;
 use crate::config::TtsConfig;
 use crate::error::{Error, Result};
 use crate::ggml::{Backend, TensorStore};
@@ -17,6 +18,7 @@ use crate::sampler::{Sampler, SamplingParams, TalkerProcessors};
 use crate::speaker_encoder::SpeakerEncoder;
 use crate::talker::{self, Talker};
 use crate::text_tokenizer::TextTokenizer;
+use crate::voice::VoicePrompt;
 use crate::weights::load_weights_with;
 
 /// Checks that `names` exist with the expected leading dims where given.
@@ -105,6 +107,8 @@ pub struct TtsModel {
     /// Base models: reference audio → x-vector.
     pub speaker_encoder: Option<SpeakerEncoder>,
     pub config: TtsConfig,
+    /// `general.name` of the model file.
+    pub name: String,
     weights: Arc<TensorStore>,
     backend: Arc<Backend>,
 }
@@ -156,6 +160,9 @@ impl TtsModel {
             tokenizer,
             speaker_encoder,
             config,
+            name: file
+                .get_str(crate::gguf_schema::keys::NAME)
+                .unwrap_or_default(),
             weights,
             backend,
         })
@@ -323,7 +330,14 @@ impl Synthesis {
 pub struct Synthesizer {
     pub model: TtsModel,
     pub vocoder: CodecDecoder,
+    /// The speech-tokenizer encoder, loaded on first use (voice cloning).
+    encoder: Option<CodecEncoder>,
+    tokenizer_path: PathBuf,
+    threads: usize,
 }
+
+/// Shortest reference clip accepted for cloning.
+pub const MIN_REFERENCE_SECONDS: f64 = 1.0;
 
 impl Synthesizer {
     /// Opens `tts-*.gguf` and `tokenizer-*.gguf` and checks they belong together.
@@ -345,12 +359,63 @@ impl Synthesizer {
                 ),
             });
         }
-        Ok(Self { model, vocoder })
+        Ok(Self {
+            model,
+            vocoder,
+            encoder: None,
+            tokenizer_path: tokenizer_path.as_ref().to_path_buf(),
+            threads,
+        })
     }
 
-    pub fn set_threads(&self, threads: usize) {
+    pub fn set_threads(&mut self, threads: usize) {
+        self.threads = threads;
         self.model.set_threads(threads);
         self.vocoder.set_threads(threads);
+        if let Some(e) = &self.encoder {
+            e.set_threads(threads);
+        }
+    }
+
+    /// Clones a voice from mono reference audio at 24 kHz: the x-vector, and
+    /// with `ref_text` (its transcript) the reference codes for in-context
+    /// cloning. Base models only.
+    pub fn clone_voice(&mut self, samples: &[f32], ref_text: Option<&str>) -> Result<VoicePrompt> {
+        let Some(speaker) = &self.model.speaker_encoder else {
+            return Err(Error::Other(format!(
+                "this {:?} model has no speaker encoder: voice cloning needs a Base model",
+                self.model.config.model_type
+            )));
+        };
+        let rate = speaker.config.sample_rate as f64;
+        let seconds = samples.len() as f64 / rate;
+        if seconds < MIN_REFERENCE_SECONDS {
+            return Err(Error::Other(format!(
+                "reference audio is {seconds:.2} s long; at least {MIN_REFERENCE_SECONDS} s is needed \
+                 (3–10 s works best)"
+            )));
+        }
+        let x_vector = speaker.embed(samples)?;
+        let icl = match ref_text {
+            Some(text) => {
+                if self.encoder.is_none() {
+                    self.encoder = Some(CodecEncoder::load(&self.tokenizer_path, self.threads)?);
+                }
+                let codes = self
+                    .encoder
+                    .as_ref()
+                    .expect("just loaded")
+                    .encode(samples)?;
+                Some((codes, text.to_string()))
+            }
+            None => None,
+        };
+        Ok(VoicePrompt {
+            x_vector,
+            icl,
+            model_size: self.model.config.model_size.clone(),
+            model_name: self.model.name.clone(),
+        })
     }
 
     /// Generates speech for `req`; `on_frame(n)` is called after each of
