@@ -162,7 +162,7 @@ fn bad_input_gives_clear_errors() {
     );
     let mut v = with(tts, tok, out_s);
     v.extend(["--ref-audio", "ref.wav"].map(String::from));
-    fails(&strs(&v), "not supported yet");
+    fails(&strs(&v), "exclude each other");
     fails(
         &[
             "-m",
@@ -215,4 +215,153 @@ fn bad_input_gives_clear_errors() {
 #[test]
 fn voice_design_matches_reference_pipeline() {
     end_to_end("1.7B-VoiceDesign", "instruct_english");
+}
+
+/// Tiny Base model files in their own directory (conversion caches by dir).
+fn base_models(variant: &str) -> (tempfile::TempDir, String, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let (tts, tok) = models(variant, dir.path());
+    let s = |p: PathBuf| p.to_str().unwrap().to_string();
+    (dir, s(tts), s(tok))
+}
+
+#[test]
+fn icl_clone_from_wav_matches_reference_pipeline() {
+    let _g = serial();
+    let (dir, tts, tok) = base_models("0.6B-Base");
+    let case: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("reference/codec/icl_cut_0.6B-Base.json"))
+            .unwrap(),
+    )
+    .unwrap();
+    let kw = &case["api_kwargs"];
+    let d = Dump::open(&fixtures().join("reference/codec/icl_cut_0.6B-Base.safetensors"));
+    let frames = frames_of(&d.i64("codes")).len().to_string();
+    let want = d.f32("wav_full")[d.i64("cut")[0] as usize..].to_vec();
+    let wav = fixtures().join("audio/ref_24k.wav");
+    let out = dir.path().join("icl.wav");
+    let voice = dir.path().join("me.qvoice");
+    let mut args: Vec<String> = [
+        "-m",
+        &tts,
+        "-t",
+        &tok,
+        "--ref-audio",
+        wav.to_str().unwrap(),
+        "--ref-text",
+        kw["ref_text"].as_str().unwrap(),
+        "--text",
+        kw["text"].as_str().unwrap(),
+        "--language",
+        kw["language"].as_str().unwrap(),
+        "--greedy",
+        "--max-frames",
+        &frames,
+        "--min-frames",
+        &frames,
+        "--format",
+        "f32",
+        "--threads",
+        "2",
+        "-o",
+        out.to_str().unwrap(),
+        "--save-voice",
+        voice.to_str().unwrap(),
+    ]
+    .map(String::from)
+    .to_vec();
+    let o = run(&strs(&args));
+    assert!(o.status.success(), "{}", stderr(&o));
+    let (_, got) = read_wav(&out);
+    let snr = snr_db(&got, &want);
+    eprintln!("ICL clone from WAV: SNR {snr:.1} dB vs the reference pipeline");
+    assert!(snr >= 50.0, "SNR {snr:.1}");
+
+    // The saved voice gives the same file without the reference audio.
+    let out2 = dir.path().join("icl2.wav");
+    let at = args.iter().position(|a| a == "--ref-audio").unwrap();
+    args.drain(at..at + 4); // --ref-audio F --ref-text T
+    let at = args.iter().position(|a| a == "--save-voice").unwrap();
+    args.drain(at..at + 2);
+    args.extend(["--voice".into(), voice.to_str().unwrap().into()]);
+    let o_at = args.iter().position(|a| a == "-o").unwrap();
+    args[o_at + 1] = out2.to_str().unwrap().into();
+    let o = run(&strs(&args));
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(std::fs::read(&out).unwrap(), std::fs::read(&out2).unwrap());
+}
+
+#[test]
+fn cloning_errors_are_clear() {
+    let _g = serial();
+    let (dir, tts, tok) = base_models("0.6B-Base");
+    let p = |name: &str| dir.path().join(name).to_str().unwrap().to_string();
+    let fails = |extra: &[&str], needle: &str| {
+        let mut args = vec!["-m", &tts, "-t", &tok, "--text", "Hi.", "--max-frames", "2"];
+        let out = p("out.wav");
+        args.extend(["-o", &out]);
+        args.extend(extra);
+        let o = run(&args);
+        assert!(!o.status.success(), "{extra:?} succeeded");
+        let e = stderr(&o);
+        assert!(e.contains(needle), "{extra:?}: '{needle}' not in: {e}");
+        assert!(!std::path::Path::new(&out).exists());
+    };
+    // A Base model needs a voice.
+    fails(&[], "--ref-audio");
+    // Not audio, empty, too short, missing.
+    std::fs::write(p("text.wav"), "this is not audio\n").unwrap();
+    fails(&["--ref-audio", &p("text.wav")], "text.wav");
+    std::fs::write(p("empty.wav"), b"").unwrap();
+    fails(&["--ref-audio", &p("empty.wav")], "empty.wav");
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate: 24000,
+        bits_per_sample: 16,
+        sample_format: hound::SampleFormat::Int,
+    };
+    let mut w = hound::WavWriter::create(p("short.wav"), spec).unwrap();
+    for i in 0..2400 {
+        w.write_sample(((i as f32 * 0.05).sin() * 8000.0) as i16)
+            .unwrap();
+    }
+    w.finalize().unwrap();
+    fails(&["--ref-audio", &p("short.wav")], "0.10 s");
+    fails(&["--ref-audio", &p("missing.wav")], "missing.wav");
+
+    // A voice made with the 1.7B model does not fit the 0.6B one.
+    let (dir17, tts17, tok17) = base_models("1.7B-Base");
+    let voice17 = dir17.path().join("v17.qvoice");
+    let wav = fixtures().join("audio/ref_24k.wav");
+    let o = run(&[
+        "-m",
+        &tts17,
+        "-t",
+        &tok17,
+        "--ref-audio",
+        wav.to_str().unwrap(),
+        "--save-voice",
+        voice17.to_str().unwrap(),
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(voice17.exists());
+    fails(&["--voice", voice17.to_str().unwrap()], "1b7");
+
+    // Presets are not available on Base, cloning is not available elsewhere.
+    let cv = tempfile::tempdir().unwrap();
+    let (cv_tts, cv_tok) = models("0.6B-CustomVoice", cv.path());
+    let o = run(&[
+        "-m",
+        cv_tts.to_str().unwrap(),
+        "-t",
+        cv_tok.to_str().unwrap(),
+        "--ref-audio",
+        wav.to_str().unwrap(),
+        "--text",
+        "Hi.",
+        "-o",
+        cv.path().join("x.wav").to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("Base model"), "{}", stderr(&o));
 }

@@ -8,9 +8,12 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context as _, Result};
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
+use qwen3_tts::audio;
 use qwen3_tts::config::{ModelType, TtsConfig};
+use qwen3_tts::model_file::Overwrite;
 use qwen3_tts::pipeline::{GenerateOptions, Synthesizer, TtsModel};
 use qwen3_tts::prompt::{Request, Voice};
+use qwen3_tts::voice::VoicePrompt;
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
 enum SampleFormat {
@@ -71,9 +74,15 @@ struct Args {
     /// Transcript of --ref-audio (in-context cloning)
     #[arg(long, requires = "ref_audio")]
     ref_text: Option<String>,
-    /// Clone from the speaker embedding only, even with --ref-text
-    #[arg(long, requires = "ref_audio")]
+    /// Clone from the speaker embedding only, even with --ref-text / a voice with codes
+    #[arg(long)]
     x_vector_only: bool,
+    /// Use a voice saved with --save-voice (instead of --ref-audio)
+    #[arg(long, conflicts_with = "ref_audio")]
+    voice: Option<PathBuf>,
+    /// Save the voice cloned from --ref-audio to this file (.qvoice) for --voice
+    #[arg(long, requires = "ref_audio")]
+    save_voice: Option<PathBuf>,
     /// How the text is laid out in the prompt
     #[arg(long, value_enum, default_value = "auto")]
     text_layout: TextLayout,
@@ -299,15 +308,50 @@ fn options(args: &Args, synth: &Synthesizer) -> Result<GenerateOptions> {
     Ok(o)
 }
 
-fn request(args: &Args, synth: &Synthesizer) -> Result<Request> {
-    if args.ref_audio.is_some() {
-        bail!(
-            "--ref-audio: voice cloning from reference audio is not supported yet \
-             (speaker and speech-tokenizer encoders are still to come)"
-        );
+/// The cloned voice of --ref-audio or --voice, if any (saving it when asked).
+fn cloned_voice(args: &Args, synth: &mut Synthesizer) -> Result<Option<VoicePrompt>> {
+    if let Some(path) = &args.voice {
+        let v = VoicePrompt::load(path)?;
+        v.check_model(&synth.model.config, path)?;
+        return Ok(Some(v));
     }
+    let Some(path) = &args.ref_audio else {
+        return Ok(None);
+    };
+    if args.speaker.is_some() {
+        bail!("--speaker and --ref-audio exclude each other (presets or a cloned voice)");
+    }
+    let rate = match &synth.model.speaker_encoder {
+        Some(e) => e.config.sample_rate,
+        None => bail!(
+            "--ref-audio: this {:?} model cannot clone voices (use a Base model)",
+            synth.model.config.model_type
+        ),
+    };
+    let audio = audio::load_resampled(path, rate)?;
+    let ref_text = if args.x_vector_only {
+        None
+    } else {
+        args.ref_text.as_deref()
+    };
+    let voice = synth
+        .clone_voice(&audio.samples, ref_text)
+        .with_context(|| format!("--ref-audio {}", path.display()))?;
+    if let Some(out) = &args.save_voice {
+        let overwrite = if args.force {
+            Overwrite::Replace
+        } else {
+            Overwrite::Refuse
+        };
+        voice.save(out, overwrite)?;
+    }
+    Ok(Some(voice))
+}
+
+fn request(args: &Args, synth: &Synthesizer, cloned: Option<&VoicePrompt>) -> Result<Request> {
     let cfg = &synth.model.config;
     let voice = match (&args.speaker, cfg.model_type) {
+        _ if cloned.is_some() => cloned.expect("checked").voice(args.x_vector_only),
         (Some(s), _) => Voice::Speaker(s.clone()),
         (None, ModelType::CustomVoice) => {
             let names: Vec<&str> = cfg.speakers.iter().map(|s| s.name.as_str()).collect();
@@ -317,7 +361,7 @@ fn request(args: &Args, synth: &Synthesizer) -> Result<Request> {
             );
         }
         (None, ModelType::Base) => {
-            bail!("this Base model clones a voice: it needs --ref-audio")
+            bail!("this Base model clones a voice: give --ref-audio FILE (and --ref-text) or --voice FILE")
         }
         (None, ModelType::VoiceDesign) => Voice::None,
     };
@@ -360,12 +404,34 @@ fn run(args: &Args) -> Result<()> {
     let Some(tokenizer) = &args.tokenizer else {
         bail!("the speech tokenizer is needed: -t tokenizer-<type>.gguf");
     };
-    // Fail on the output before the slow part.
-    let sink = Sink::open(&args.output, args.force)?;
+    // `--save-voice` without a text only makes the voice file.
+    let only_save = args.save_voice.is_some() && args.text.is_none() && args.text_file.is_none();
+    // Fail on the outputs before the slow part.
+    if let Some(v) = &args.save_voice {
+        if v.exists() && !args.force {
+            bail!(
+                "--save-voice {} exists (pass --force to replace it)",
+                v.display()
+            );
+        }
+    }
+    let sink = if only_save {
+        None
+    } else {
+        Some(Sink::open(&args.output, args.force)?)
+    };
     let started = Instant::now();
     let mut synth = Synthesizer::load(&args.model, tokenizer, threads)?;
     let load_s = started.elapsed().as_secs_f64();
-    let req = request(args, &synth)?;
+    let cloned = cloned_voice(args, &mut synth)?;
+    let Some(sink) = sink else {
+        if !args.quiet {
+            let v = args.save_voice.as_ref().expect("only_save");
+            eprintln!("saved the voice to {}", v.display());
+        }
+        return Ok(());
+    };
+    let req = request(args, &synth, cloned.as_ref())?;
     let opts = options(args, &synth)?;
 
     let bar = if args.quiet {
