@@ -46,7 +46,12 @@ pub fn load(path: &Path) -> Result<Audio> {
 /// [`load`] then [`resample`] to `rate`, as the reference does before the speech-tokenizer
 /// encoder and the speaker encoder.
 pub fn load_resampled(path: &Path, rate: u32) -> Result<Audio> {
-    let audio = load(path)?;
+    load_resampled_with_limit(path, rate, MAX_SECONDS)
+}
+
+/// [`load_resampled`] with another length limit (see [`load_with_limit`]).
+pub fn load_resampled_with_limit(path: &Path, rate: u32, max_seconds: f64) -> Result<Audio> {
+    let audio = load_with_limit(path, max_seconds)?;
     let samples = resample(&audio.samples, audio.sample_rate, rate)
         .map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
     Ok(Audio {

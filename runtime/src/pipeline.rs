@@ -338,6 +338,9 @@ pub struct Synthesizer {
 
 /// Shortest reference clip accepted for cloning.
 pub const MIN_REFERENCE_SECONDS: f64 = 1.0;
+/// Longest reference clip accepted: the encoder attends over the whole clip
+/// and ICL puts all its frames in the prompt (3–10 s is what the model wants).
+pub const MAX_REFERENCE_SECONDS: f64 = 60.0;
 
 impl Synthesizer {
     /// Opens `tts-*.gguf` and `tokenizer-*.gguf` and checks they belong together.
@@ -393,6 +396,12 @@ impl Synthesizer {
             return Err(Error::Other(format!(
                 "reference audio is {seconds:.2} s long; at least {MIN_REFERENCE_SECONDS} s is needed \
                  (3–10 s works best)"
+            )));
+        }
+        if seconds > MAX_REFERENCE_SECONDS {
+            return Err(Error::Other(format!(
+                "reference audio is {seconds:.1} s long; at most {MAX_REFERENCE_SECONDS} s is \
+                 accepted (3–10 s works best): trim it"
             )));
         }
         let x_vector = speaker.embed(samples)?;

@@ -328,6 +328,14 @@ fn cloning_errors_are_clear() {
     w.finalize().unwrap();
     fails(&["--ref-audio", &p("short.wav")], "0.10 s");
     fails(&["--ref-audio", &p("missing.wav")], "missing.wav");
+    // Ten minutes of audio: refused at the cloning limit while decoding.
+    let mut w = hound::WavWriter::create(p("long.wav"), spec).unwrap();
+    for i in 0..24000 * 600 {
+        w.write_sample(((i as f32 * 0.05).sin() * 8000.0) as i16)
+            .unwrap();
+    }
+    w.finalize().unwrap();
+    fails(&["--ref-audio", &p("long.wav")], "limit");
 
     // A voice made with the 1.7B model does not fit the 0.6B one.
     let (dir17, tts17, tok17) = base_models("1.7B-Base");

@@ -11,7 +11,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use qwen3_tts::audio;
 use qwen3_tts::config::{ModelType, TtsConfig};
 use qwen3_tts::model_file::Overwrite;
-use qwen3_tts::pipeline::{GenerateOptions, Synthesizer, TtsModel};
+use qwen3_tts::pipeline::{GenerateOptions, Synthesizer, TtsModel, MAX_REFERENCE_SECONDS};
 use qwen3_tts::prompt::{Request, Voice};
 use qwen3_tts::voice::VoicePrompt;
 
@@ -328,7 +328,8 @@ fn cloned_voice(args: &Args, synth: &mut Synthesizer) -> Result<Option<VoiceProm
             synth.model.config.model_type
         ),
     };
-    let audio = audio::load_resampled(path, rate)?;
+    // Decoding stops at the limit, so a long file costs no more memory.
+    let audio = audio::load_resampled_with_limit(path, rate, MAX_REFERENCE_SECONDS)?;
     let ref_text = if args.x_vector_only {
         None
     } else {
