@@ -1,0 +1,77 @@
+//! Voice-cloning front end on real-size files: speaker-encoder time and
+//! x-vector cosine against the reference, speech-tokenizer encoder time per
+//! second of audio and codes identical to the reference's. Used by
+//! `scripts/bench_clone.sh`.
+//!
+//!     cargo run --release -p qwen3-tts-tests --example bench_clone -- TTS.gguf TOKENIZER.gguf \
+//!         models/reference-real/0.6B-Base/xvec.safetensors models/reference-real/encode_ref.safetensors 2 3
+
+use std::path::Path;
+use std::time::Instant;
+
+use qwen3_tts::codec_encoder::CodecEncoder;
+use qwen3_tts::pipeline::TtsModel;
+use qwen3_tts_tests::{cosine, frames_of, Dump};
+
+fn median_ms(runs: usize, mut f: impl FnMut()) -> f64 {
+    let mut t: Vec<f64> = (0..runs)
+        .map(|_| {
+            let s = Instant::now();
+            f();
+            s.elapsed().as_secs_f64() * 1000.0
+        })
+        .collect();
+    t.sort_by(f64::total_cmp);
+    t[t.len() / 2]
+}
+
+fn main() {
+    let a: Vec<String> = std::env::args().collect();
+    if a.len() < 5 {
+        eprintln!(
+            "usage: bench_clone TTS.gguf TOKENIZER.gguf XVEC_DUMP ENCODE_DUMP [threads] [runs]"
+        );
+        std::process::exit(2);
+    }
+    let threads: usize = a.get(5).map_or(2, |t| t.parse().expect("threads"));
+    let runs: usize = a.get(6).map_or(3, |t| t.parse().expect("runs"));
+    let name = |p: &str| {
+        Path::new(p)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned()
+    };
+    let enc_dump = Dump::open(Path::new(&a[4]));
+    let samples = enc_dump.f32("input_samples");
+    let seconds = samples.len() as f64 / 24000.0;
+
+    let model = TtsModel::load(&a[1], threads).unwrap_or_else(|e| panic!("{e}"));
+    let spk = model.speaker_encoder.as_ref().expect("a Base model");
+    let mut xvec = Vec::new();
+    let spk_ms = median_ms(runs, || xvec = spk.embed(&samples).unwrap());
+    let want = Dump::open(Path::new(&a[3])).f32("x_vector");
+    println!(
+        "speaker encoder ({}): {spk_ms:.0} ms for {seconds:.2} s of audio; x-vector cosine {:.6}",
+        name(&a[1]),
+        cosine(&xvec, &want)
+    );
+
+    let enc = CodecEncoder::load(&a[2], threads).unwrap_or_else(|e| panic!("{e}"));
+    let mut codes = Vec::new();
+    let enc_ms = median_ms(runs, || codes = enc.encode(&samples).unwrap());
+    let want = frames_of(&enc_dump.i64("codes"));
+    let total = want.len() * 16;
+    let same = codes
+        .iter()
+        .flatten()
+        .zip(want.iter().flatten())
+        .filter(|(x, y)| x == y)
+        .count();
+    println!(
+        "codec encoder ({}): {:.0} ms per second of audio; codes {same}/{total} identical ({:.2} %)",
+        name(&a[2]),
+        enc_ms / seconds,
+        100.0 * same as f64 / total as f64
+    );
+}
