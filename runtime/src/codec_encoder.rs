@@ -17,7 +17,7 @@ use crate::ggml::{Backend, Context, GgmlType, OwnedGraph, Tensor, TensorStore};
 use crate::gguf_schema::ARCH_TOKENIZER;
 use crate::layers::{conv1d_time_major, decoder_block, weight, BlockWeights, KvCache};
 use crate::model_file::GgufFile;
-use crate::weights::{load_weights_with, Prepared};
+use crate::weights::{load_weights_with, upcast_to_f32};
 
 /// SEANet layer indices: the first conv, then per stage a residual block,
 /// ELU and strided conv; then ELU and the last conv.
@@ -58,20 +58,6 @@ fn causal_conv<'a>(
         ctx.pad(x, [left as i32, 0, 0, 0], [right as i32, 0, 0, 0])
     };
     conv1d_time_major(ctx, xp, kernel, bias, stride, 1)
-}
-
-/// Every weight as F32 (the encoder runs once per reference clip, and its
-/// nearest-codebook choices are sensitive to rounding).
-fn prepare(file: &GgufFile, name: &str) -> Result<Option<Prepared>> {
-    if file.tensor_type(name)? == GgmlType::F32 {
-        return Ok(None);
-    }
-    let v = file.tensor_f32(name)?;
-    Ok(Some(Prepared {
-        ty: GgmlType::F32,
-        ne: file.tensor_info(name)?.ne.clone(),
-        bytes: crate::ggml::as_bytes(&v).to_vec(),
-    }))
 }
 
 fn codebook_name(cfg: &CodecEncoderConfig, q: usize) -> String {
@@ -238,7 +224,7 @@ impl CodecEncoder {
             &file,
             &backend,
             |name| name.starts_with("enc."),
-            |name, _| prepare(&file, name),
+            |name, _| upcast_to_f32(&file, name),
         )?;
         Ok(Self {
             weights: Arc::new(weights),

@@ -14,7 +14,7 @@ use crate::error::{Error, Result};
 use crate::ggml::{Backend, Context, GgmlType, OwnedGraph, Tensor, TensorStore};
 use crate::layers::{add_bias, conv1d_time_major, weight};
 use crate::model_file::GgufFile;
-use crate::weights::{load_weights_with, Prepared};
+use crate::weights::{load_weights_with, upcast_to_f32};
 
 /// Mel front end (hard-coded in the reference).
 pub const N_FFT: usize = 1024;
@@ -287,19 +287,6 @@ fn build<'a>(
     vec![xvec]
 }
 
-/// Every weight as F32 (the encoder is small and runs once per clip).
-fn prepare(file: &GgufFile, name: &str) -> Result<Option<Prepared>> {
-    if file.tensor_type(name)? == GgmlType::F32 {
-        return Ok(None);
-    }
-    let v = file.tensor_f32(name)?;
-    Ok(Some(Prepared {
-        ty: GgmlType::F32,
-        ne: file.tensor_info(name)?.ne.clone(),
-        bytes: crate::ggml::as_bytes(&v).to_vec(),
-    }))
-}
-
 /// GGUF names the speaker encoder reads.
 pub fn weight_names(cfg: &SpeakerEncoderConfig) -> Vec<String> {
     let mut stems = vec!["spk.blocks.0.conv".to_string()];
@@ -348,7 +335,7 @@ impl SpeakerEncoder {
             file,
             &backend,
             |name| name.starts_with("spk."),
-            |name, _| prepare(file, name),
+            |name, _| upcast_to_f32(file, name),
         )?;
         Ok(Some(Self {
             weights: Arc::new(weights),

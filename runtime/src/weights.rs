@@ -50,6 +50,21 @@ pub fn load_weights_with(
     Ok(store)
 }
 
+/// A `prepare` step for [`load_weights_with`] that stores every tensor as
+/// F32 (for small parts that run once per input, where rounding matters
+/// more than memory: the speaker encoder and the codec encoder).
+pub fn upcast_to_f32(file: &GgufFile, name: &str) -> Result<Option<Prepared>> {
+    if file.tensor_type(name)? == GgmlType::F32 {
+        return Ok(None);
+    }
+    let v = file.tensor_f32(name)?;
+    Ok(Some(Prepared {
+        ty: GgmlType::F32,
+        ne: file.tensor_info(name)?.ne.clone(),
+        bytes: crate::ggml::as_bytes(&v).to_vec(),
+    }))
+}
+
 /// Reorders a 3-D array of `elem`-byte elements with dims `ne` (ggml order,
 /// `ne[0]` fastest): output dim `i` is input dim `order[i]`.
 pub fn permute3(bytes: &[u8], elem: usize, ne: [usize; 3], order: [usize; 3]) -> Vec<u8> {
