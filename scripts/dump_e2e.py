@@ -19,14 +19,14 @@ and a sibling .json (API, kwargs, generation kwargs, frames, sample rate, sample
     dump_e2e.py [--out-dir tests/fixtures/reference/e2e] [--frames 100] [--threads 1]
 """
 import argparse
-import hashlib
 import json
 import os
 import sys
 import time
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dump_talker import cases_for, force_eos_off, greedy_kwargs, load_genuine_tts  # noqa: E402
+from dump_talker import cases_for, force_eos_off, greedy_kwargs, load_genuine_tts, record_calls  # noqa: E402
+from dump_codec import sha256  # noqa: E402
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 FX = os.path.join(REPO, "tests/fixtures")
@@ -37,14 +37,6 @@ def e2e_cases():
     """(variant, case name): 0.6B-CustomVoice ryan_english, and the first 1.7B-VoiceDesign case with an instruct."""
     vd = [name for name, _, kw in cases_for("1.7B-VoiceDesign", None) if kw.get("instruct")][0]
     return [("0.6B-CustomVoice", "ryan_english"), ("1.7B-VoiceDesign", vd)]
-
-
-def sha256(path):
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def run_case(variant, case, frames, out_dir):
@@ -60,28 +52,14 @@ def run_case(variant, case, frames, out_dir):
 
     tts = load_genuine_tts(model_dir)
     model = tts.model
-    rec = {}
-
-    orig_model_generate = model.generate
-
-    def model_generate(*a, **kw):
-        out = orig_model_generate(*a, **kw)
-        rec["model_out"] = out
-        return out
-    model.generate = model_generate
+    rec = {"model_calls": [], "decode_calls": []}
+    record_calls(model, "generate", rec["model_calls"])
 
     def talker_observe(kw):
         rec["min_new_tokens_package"] = kw.get("min_new_tokens")
     force_eos_off(model, talker_observe)
 
-    st = model.speech_tokenizer
-    orig_decode = st.decode
-
-    def decode(*a, **kw):
-        out = orig_decode(*a, **kw)
-        rec.setdefault("decode_calls", []).append((a, kw, out))
-        return out
-    st.decode = decode
+    record_calls(model.speech_tokenizer, "decode", rec["decode_calls"])
 
     gen = greedy_kwargs(frames)
     t0 = time.time()
@@ -90,7 +68,7 @@ def run_case(variant, case, frames, out_dir):
     dt = time.time() - t0
 
     # ---- codes -----------------------------------------------------------------------------------
-    codes = rec["model_out"][0][0].to(torch.int64).cpu().contiguous()
+    codes = rec["model_calls"][-1][2][0][0].to(torch.int64).cpu().contiguous()
     assert tuple(codes.shape) == (frames, 16), tuple(codes.shape)
     ref_codes = load_file(talker_ref)["codes"]
     assert ref_codes.dtype == torch.int64 and torch.equal(codes, ref_codes), \

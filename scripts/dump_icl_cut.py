@@ -22,7 +22,6 @@ the package's min_new_tokens=2 to max_new_tokens.
     dump_icl_cut.py [--model-dir tests/fixtures/tiny-0.6B-Base] [--out tests/fixtures/reference/codec]
 """
 import argparse
-import json
 import os
 import sys
 
@@ -30,7 +29,8 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from dump_talker import cases_for  # noqa: E402  (same case definition as the talker fixture)
+from dump_talker import (cases_for, force_eos_off, greedy_kwargs, load_genuine_tts,  # noqa: E402
+                         record_calls)  # same case definition and deviations as the talker fixture
 from dump_codec import REPO, REF_24K, ckpt_sha, log, rel, save, sha256  # noqa: E402
 
 VARIANT = "0.6B-Base"
@@ -50,8 +50,6 @@ def main():
 
     import transformers
     from safetensors.torch import load_file
-    from transformers import AutoProcessor
-    from qwen_tts.inference.qwen3_tts_model import Qwen3TTSModel
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
@@ -59,53 +57,26 @@ def main():
     [(name, api, kwargs)] = [c for c in cases_for(VARIANT, REF_24K) if c[0] == CASE]
     assert api == "generate_voice_clone" and kwargs.get("ref_text") and not kwargs.get("x_vector_only_mode")
 
-    tts = Qwen3TTSModel.from_pretrained(args.model_dir, dtype=torch.float32)
+    tts = load_genuine_tts(args.model_dir)  # genuine Qwen2 tokenizer, as dump_talker.py
     model = tts.model
-    model.eval()
-    # genuine Qwen2 tokenizer, as dump_talker.py
-    tts.processor = AutoProcessor.from_pretrained(args.model_dir, fix_mistral_regex=False)
-    state = json.loads(tts.processor.tokenizer.backend_tokenizer.to_str())
-    regex = [p["pattern"]["Regex"] for p in state["pre_tokenizer"]["pretokenizers"] if p["type"] == "Split"]
-    assert regex and "(?i:'s|'t|'re|'ve|'m|'ll|'d)" in regex[0], regex
 
-    rec = {}
-    orig_model_generate = model.generate
-
-    def model_generate(*a, **kw):
-        out = orig_model_generate(*a, **kw)
-        rec["model_kwargs"] = kw
-        rec["model_out"] = out
-        return out
-    model.generate = model_generate
-
-    orig_talker_generate = model.talker.generate
-
-    def talker_generate(*a, **kw):
-        kw = dict(kw)
-        rec["min_new_tokens_package"] = kw.get("min_new_tokens")
-        kw["min_new_tokens"] = kw["max_new_tokens"]  # EOS forcing, identical to dump_talker.py
-        return orig_talker_generate(*a, **kw)
-    model.talker.generate = talker_generate
-
+    rec = {"model_calls": [], "decode_calls": []}
+    orig_model_generate = record_calls(model, "generate", rec["model_calls"])
+    orig_talker_generate = force_eos_off(model, lambda kw: rec.update(min_new_tokens_package=kw.get("min_new_tokens")))
     st = model.speech_tokenizer
-    orig_decode = st.decode
+    orig_decode = record_calls(st, "decode", rec["decode_calls"])
 
-    def decode(*a, **kw):
-        out = orig_decode(*a, **kw)
-        rec.setdefault("decode_calls", []).append((a, kw, out))
-        return out
-    st.decode = decode
-
-    gen = dict(do_sample=False, subtalker_dosample=False, max_new_tokens=args.frames + 1)
+    gen = greedy_kwargs(args.frames)
     torch.manual_seed(0)
     wavs, sr = tts.generate_voice_clone(**kwargs, **gen)
     st.decode = orig_decode
     model.generate = orig_model_generate
     model.talker.generate = orig_talker_generate
+    _, model_kwargs, model_out = rec["model_calls"][-1]
 
     # ---- codes -------------------------------------------------------------------------------------
-    codes = rec["model_out"][0][0].to(torch.int64).cpu()
-    ref_codes = rec["model_kwargs"]["voice_clone_prompt"]["ref_code"][0].to(torch.int64).cpu()
+    codes = model_out[0][0].to(torch.int64).cpu()
+    ref_codes = model_kwargs["voice_clone_prompt"]["ref_code"][0].to(torch.int64).cpu()
     T, T_ref = int(codes.shape[0]), int(ref_codes.shape[0])
     assert T == args.frames, T
     talker_ref = load_file(args.talker_ref)

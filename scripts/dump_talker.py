@@ -109,6 +109,18 @@ def load_genuine_tts(model_dir):
     return tts
 
 
+def record_calls(obj, name, calls):
+    """Wrap obj.<name> (record-only): every call appends (args, kwargs, result) to `calls`. Returns the original."""
+    orig = getattr(obj, name)
+
+    def recorded(*a, **kw):
+        out = orig(*a, **kw)
+        calls.append((a, kw, out))
+        return out
+    setattr(obj, name, recorded)
+    return orig
+
+
 def force_eos_off(model, observe=None):
     """Wrap model.talker.generate: the one deviation (module doc), min_new_tokens = max_new_tokens, so the
     package's own MinNewTokensLengthLogitsProcessor masks EOS at every step. `observe(kw)` (record-only)

@@ -305,14 +305,7 @@ impl<'a> CausalContext<'a> {
         let state = weight(states, &state_name(name));
         let [c, n, ..] = x.ne();
         assert_eq!(state.ne()[..2], [c, pad as i64], "state shape of {name}");
-        // Concatenated as [c, 1, t]: ggml's concat splits its work over
-        // dim 2, so along dim 1 it would run on one thread.
-        let full = ctx.concat(
-            ctx.reshape(state, &[c, 1, pad as i64]),
-            ctx.reshape(x, &[c, 1, n]),
-            2,
-        );
-        let full = ctx.reshape(full, &[c, n + pad as i64]);
+        let full = concat_columns(ctx, &[state, x]);
         let es = full.element_size();
         let tail = ctx.view(
             full,
@@ -323,6 +316,18 @@ impl<'a> CausalContext<'a> {
         self.updates.borrow_mut().push(ctx.cpy(tail, state));
         full
     }
+}
+
+/// Contiguous 2-D tensors `[r, c_i]` joined along dim 1 → `[r, Σ c_i]`.
+/// (Concatenated as `[r, 1, c]`: ggml's concat splits its work over dim 2,
+/// so along dim 1 it would run on one thread.)
+pub fn concat_columns<'a>(ctx: &'a Context, parts: &[Tensor<'a>]) -> Tensor<'a> {
+    let rows = parts[0].ne()[0];
+    let as3 = |p: Tensor<'a>| ctx.reshape(p, &[rows, 1, p.ne()[1]]);
+    let joined = parts[1..]
+        .iter()
+        .fold(as3(parts[0]), |acc, &p| ctx.concat(acc, as3(p), 2));
+    ctx.reshape(joined, &[rows, joined.ne()[2]])
 }
 
 /// Name of the streaming-state tensor of the causal layer `layer`.
@@ -399,7 +404,6 @@ pub fn causal_transposed_conv1d<'a>(
             )
         }),
     );
-    let y = if m == 1 { ctx.cont(y) } else { y };
     let y = ctx.reshape(y, &[c_out as i64, (s * n) as i64]);
     add_bias(ctx, y, b)
 }

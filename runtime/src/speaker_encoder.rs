@@ -12,7 +12,7 @@ use realfft::RealFftPlanner;
 use crate::config::SpeakerEncoderConfig;
 use crate::error::{Error, Result};
 use crate::ggml::{Backend, Context, GgmlType, OwnedGraph, Tensor, TensorStore};
-use crate::layers::{add_bias, conv1d_time_major, weight};
+use crate::layers::{add_bias, concat_columns, conv1d_time_major, weight};
 use crate::model_file::GgufFile;
 use crate::weights::{load_weights_with, upcast_to_f32};
 
@@ -155,17 +155,6 @@ fn tdnn<'a>(
     }
 }
 
-/// `[t, c_i]` tensors joined along channels. (Concatenated as `[t, 1, c]`:
-/// ggml's concat splits its work over dim 2.)
-fn concat_channels<'a>(ctx: &'a Context, parts: &[Tensor<'a>]) -> Tensor<'a> {
-    let t = parts[0].ne()[0];
-    let as3 = |p: Tensor<'a>| ctx.reshape(ctx.cont(p), &[t, 1, p.ne()[1]]);
-    let joined = parts[1..]
-        .iter()
-        .fold(as3(parts[0]), |acc, &p| ctx.concat(acc, as3(p), 2));
-    ctx.reshape(joined, &[t, joined.ne()[2]])
-}
-
 /// A 1×1 conv applied to one vector `v` `[c_in, 1]` → `[c_out, 1]`.
 fn pointwise<'a>(ctx: &'a Context, w: &'a TensorStore, prefix: &str, v: Tensor<'a>) -> Tensor<'a> {
     let kernel = weight(w, &format!("{prefix}.weight"));
@@ -215,7 +204,7 @@ fn se_res2net<'a>(
         ctx,
         w,
         &format!("{p}.tdnn2.conv"),
-        concat_channels(ctx, &ys),
+        concat_columns(ctx, &ys),
         1,
         true,
     );
@@ -269,14 +258,14 @@ fn build<'a>(
         ctx,
         w,
         "spk.mfa.conv",
-        concat_channels(ctx, &outs),
+        concat_columns(ctx, &outs),
         mfa_dilation,
         true,
     );
 
     // Attentive statistics pooling.
     let (mu, sd) = statistics(ctx, z, None);
-    let a = concat_channels(ctx, &[z, ctx.repeat(mu, z), ctx.repeat(sd, z)]);
+    let a = concat_columns(ctx, &[z, ctx.repeat(mu, z), ctx.repeat(sd, z)]);
     let a = ctx.tanh(tdnn(ctx, w, "spk.asp.tdnn.conv", a, 1, true));
     let a = tdnn(ctx, w, "spk.asp.conv", a, 1, false);
     let attention = ctx.soft_max_ext(a, None, 1.0); // over time, per channel
