@@ -10,6 +10,7 @@ use crate::ggml::gguf::{GgufBuilder, GgufHeader, TensorInfo, Value};
 use crate::ggml::mmap::MappedFile;
 use crate::ggml::{dequantize, GgmlType};
 use crate::gguf_schema::keys;
+use std::sync::Arc;
 
 const GGUF_MAGIC: &[u8; 4] = b"GGUF";
 
@@ -17,7 +18,7 @@ const GGUF_MAGIC: &[u8; 4] = b"GGUF";
 pub struct GgufFile {
     path: PathBuf,
     header: GgufHeader,
-    map: MappedFile,
+    map: Arc<MappedFile>,
     tensors: Vec<TensorInfo>,
     index: HashMap<String, usize>,
 }
@@ -40,7 +41,7 @@ impl GgufFile {
             path: path.clone(),
             reason,
         };
-        let map = MappedFile::open(&path).map_err(|e| Error::io(&path, e))?;
+        let map = Arc::new(MappedFile::open(&path).map_err(|e| Error::io(&path, e))?);
         if map.len() < 4 || &map.bytes()[..4] != GGUF_MAGIC {
             return Err(invalid(
                 "wrong magic (expected a file starting with 'GGUF')".into(),
@@ -190,6 +191,16 @@ impl GgufFile {
     pub fn tensor_type(&self, name: &str) -> Result<GgmlType> {
         // Types were validated in `open`.
         Ok(GgmlType::from_id(self.tensor_info(name)?.type_id).expect("validated type"))
+    }
+
+    /// The mapped file, for tensors used in place (see `TensorStore::with_mapped`).
+    pub fn mapping(&self) -> Arc<MappedFile> {
+        self.map.clone()
+    }
+
+    /// Where a tensor's bytes start in the file.
+    pub fn tensor_offset(&self, name: &str) -> Result<usize> {
+        Ok(self.header.data_offset() + self.tensor_info(name)?.offset)
     }
 
     /// The raw stored bytes of a tensor (a slice of the mapped file).

@@ -21,6 +21,14 @@ use crate::text_tokenizer::TextTokenizer;
 use crate::voice::VoicePrompt;
 use crate::weights::load_weights_with;
 
+/// The default thread count: physical cores. Decoding streams weights from
+/// memory and the vocoder fills the FMA units; a core's second hardware
+/// thread adds nothing to either, and ggml's spinning workers slow down
+/// badly when they outnumber the cores that run them.
+pub fn default_threads() -> usize {
+    num_cpus::get_physical().max(1)
+}
+
 /// Checks that `names` exist with the expected leading dims where given.
 fn require(file: &GgufFile, names: &[String], shapes: &[(&str, Vec<i64>)]) -> Result<()> {
     for n in names {
@@ -97,6 +105,23 @@ pub struct Trace {
     pub talker_hidden: Vec<Vec<f32>>,
     /// Raw code-predictor logits of frame 0 (`15 × codebook`).
     pub cp_logits: Vec<f32>,
+    /// Where the decode loop spent its time (always recorded).
+    pub times: DecodeTimes,
+}
+
+/// Wall time of the decode loop's parts, in seconds.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct DecodeTimes {
+    /// The talker's pass over the prompt.
+    pub prefill: f64,
+    /// The talker's one-token passes (after the prefill), and how many.
+    pub talker: f64,
+    pub talker_steps: usize,
+    /// The code predictor's frame passes, and how many.
+    pub predictor: f64,
+    pub predictor_frames: usize,
+    /// From the start of the loop (prefill included) to the first full frame.
+    pub first_frame: f64,
 }
 
 /// A loaded TTS model (talker, code predictor, text tokenizer).
@@ -244,8 +269,10 @@ impl TtsModel {
         // Reserve for a first stretch of audio; the cache grows if needed.
         self.talker
             .reset(len + opts.max_new_tokens.min(opts.reserve_frames));
+        let started = Instant::now();
         let mut step = self.talker.forward(&prompt.prefill, 0)?;
         let mut trace = Trace::default();
+        trace.times.prefill = started.elapsed().as_secs_f64();
         let mut history: Vec<u32> = Vec::new();
         let mut frames: Vec<Vec<u32>> = Vec::new();
         loop {
@@ -264,6 +291,7 @@ impl TtsModel {
             if c0 == self.config.codec.eos || history.len() >= opts.max_new_tokens {
                 break;
             }
+            let predicting = Instant::now();
             let fc = match forced.and_then(|f| f.get(frames.len())) {
                 Some(given) => self.code_predictor.predict_forced(
                     &step.hidden,
@@ -275,8 +303,13 @@ impl TtsModel {
                     .code_predictor
                     .predict(&step.hidden, c0, &opts.subtalker, &mut rng)?,
             };
-            if frames.is_empty() && trace_steps > 0 {
-                trace.cp_logits = fc.logits.clone();
+            trace.times.predictor += predicting.elapsed().as_secs_f64();
+            trace.times.predictor_frames += 1;
+            if frames.is_empty() {
+                trace.times.first_frame = started.elapsed().as_secs_f64();
+                if trace_steps > 0 {
+                    trace.cp_logits = fc.logits.clone();
+                }
             }
             let mut frame = vec![c0];
             frame.extend(&fc.codes);
@@ -286,7 +319,10 @@ impl TtsModel {
             next.iter_mut()
                 .zip(prompt.trailing_vector(frames.len() - 1))
                 .for_each(|(a, b)| *a += b);
+            let stepping = Instant::now();
             step = self.talker.forward(&next, len + frames.len() - 1)?;
+            trace.times.talker += stepping.elapsed().as_secs_f64();
+            trace.times.talker_steps += 1;
         }
         Ok((frames, trace))
     }
@@ -306,6 +342,8 @@ pub struct Timings {
     pub prompt: f64,
     pub generate: f64,
     pub vocode: f64,
+    /// The generate stage's parts.
+    pub decode: DecodeTimes,
 }
 
 /// The result of [`Synthesizer::synthesize`].
@@ -438,7 +476,7 @@ impl Synthesizer {
         let t0 = Instant::now();
         let prompt = self.model.prompt(req)?;
         let t1 = Instant::now();
-        let (frames, _) = self
+        let (frames, trace) = self
             .model
             .generate(&prompt, opts, 0, |i, _| on_frame(i + 1))?;
         let t2 = Instant::now();
@@ -461,6 +499,7 @@ impl Synthesizer {
                 prompt: (t1 - t0).as_secs_f64(),
                 generate: (t2 - t1).as_secs_f64(),
                 vocode: (t3 - t2).as_secs_f64(),
+                decode: trace.times,
             },
         })
     }

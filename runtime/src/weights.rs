@@ -3,7 +3,7 @@
 
 use crate::error::Result;
 use crate::ggml::Backend;
-use crate::ggml::{GgmlType, TensorStore};
+use crate::ggml::{GgmlType, TensorStore, TENSOR_ALIGNMENT};
 use crate::model_file::GgufFile;
 
 /// A tensor as it will live in backend memory.
@@ -20,34 +20,51 @@ pub fn load_weights(file: &GgufFile, backend: &Backend) -> Result<TensorStore> {
 
 /// Loads the tensors whose names pass `keep`; `prepare` may return a
 /// rearranged version of a tensor (given its name and stored bytes) to upload
-/// instead of the stored one.
+/// instead of the stored one. Tensors used as stored stay in the mapped file
+/// (no copy); those streamed every step are paged in now, so the first frame
+/// does not pay for it, while lookup tables are left to page in by the row.
 pub fn load_weights_with(
     file: &GgufFile,
     backend: &Backend,
     keep: impl Fn(&str) -> bool,
     prepare: impl Fn(&str, &[u8]) -> Result<Option<Prepared>>,
 ) -> Result<TensorStore> {
-    let mut specs = Vec::new();
-    let mut prepared = Vec::new();
+    let mut owned = Vec::new();
+    let mut uploads = Vec::new();
+    let mut mapped = Vec::new();
     for t in file.tensors().iter().filter(|t| keep(&t.name)) {
-        let ty = file.tensor_type(&t.name)?;
-        let p = prepare(&t.name, file.tensor_bytes(&t.name)?)?;
-        match &p {
-            Some(p) => specs.push((t.name.clone(), p.ty, p.ne.clone())),
-            None => specs.push((t.name.clone(), ty, t.ne.clone())),
+        let offset = file.tensor_offset(&t.name)?;
+        match prepare(&t.name, file.tensor_bytes(&t.name)?)? {
+            Some(p) => {
+                owned.push((t.name.clone(), p.ty, p.ne));
+                uploads.push(p.bytes);
+            }
+            None if offset % TENSOR_ALIGNMENT == 0 => {
+                let ty = file.tensor_type(&t.name)?;
+                if !is_lookup_table(&t.name) {
+                    file.mapping().prefault(offset, t.size);
+                }
+                mapped.push(((t.name.clone(), ty, t.ne.clone()), offset));
+            }
+            None => {
+                // an oddly aligned file: copy
+                owned.push((t.name.clone(), file.tensor_type(&t.name)?, t.ne.clone()));
+                uploads.push(file.tensor_bytes(&t.name)?.to_vec());
+            }
         }
-        prepared.push(p);
     }
-    let store = TensorStore::new(backend, &specs);
-    for ((name, _, _), p) in specs.iter().zip(prepared) {
-        let t = store.get(name).expect("just created");
-        match p {
-            Some(p) => t.set_bytes(&p.bytes),
-            None => t.set_bytes(file.tensor_bytes(name)?),
-        }
+    let store = TensorStore::with_mapped(backend, &owned, file.mapping(), &mapped);
+    for ((name, _, _), bytes) in owned.iter().zip(uploads) {
+        store.get(name).expect("just created").set_bytes(&bytes);
+        // the source pages are not needed again
         file.release_tensor(name);
     }
     Ok(store)
+}
+
+/// Embedding tables and codebooks: read a row per token, never whole.
+fn is_lookup_table(name: &str) -> bool {
+    name.contains("_embd.") || name.contains("codebook")
 }
 
 /// A `prepare` step for [`load_weights_with`] that stores every tensor as

@@ -13,6 +13,9 @@ fn tmpdir() -> tempfile::TempDir {
 }
 
 fn ramp(n: usize) -> Vec<f32> {
+    // black_box: a constant `n` lets the optimiser fold `sin` at compile time,
+    // which may round differently from the runtime `sinf` that wrote the file.
+    let n = std::hint::black_box(n);
     (0..n).map(|i| (i as f32 * 0.37).sin()).collect()
 }
 

@@ -126,7 +126,7 @@ struct Args {
     /// Do not stop before this many frames
     #[arg(long, default_value_t = 1)]
     min_frames: usize,
-    /// CPU threads [all cores]
+    /// CPU threads [physical cores]
     #[arg(long)]
     threads: Option<usize>,
     /// No progress bar or summary
@@ -393,7 +393,7 @@ fn list_voices(cfg: &TtsConfig) {
 fn run(args: &Args) -> Result<()> {
     let threads = args
         .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+        .unwrap_or_else(qwen3_tts::pipeline::default_threads);
     if threads == 0 {
         bail!("--threads must be at least 1");
     }

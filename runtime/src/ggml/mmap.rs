@@ -30,6 +30,17 @@ impl MappedFile {
         self.map.is_empty()
     }
 
+    /// Maps a range's pages into our address space now (one read per page),
+    /// so later passes over it do not stop on page faults.
+    pub fn prefault(&self, offset: usize, len: usize) {
+        let end = (offset + len).min(self.map.len());
+        let mut sum = 0u8;
+        for at in (offset..end).step_by(4096) {
+            sum = sum.wrapping_add(self.map[at]);
+        }
+        std::hint::black_box(sum);
+    }
+
     /// Tells the kernel that a range will not be read again soon, so its pages
     /// can leave our resident set (keeps peak RSS low when streaming a file).
     pub fn release(&self, offset: usize, len: usize) {

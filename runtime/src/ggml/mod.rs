@@ -721,39 +721,113 @@ impl Drop for Scheduler {
 // ---------------------------------------------------------------------------
 // Persistent tensors and reusable graphs
 
-/// Tensors that live across graph executions (weights, KV caches): a
-/// metadata context plus one backend buffer holding all their data.
+/// A tensor to create in a [`TensorStore`]: name, type, ggml-order dims.
+pub type TensorSpec = (String, GgmlType, Vec<i64>);
+
+/// Alignment ggml's CPU backend requires of tensor data.
+pub const TENSOR_ALIGNMENT: usize = 32;
+
+/// Tensors that live across graph executions (weights, KV caches): metadata
+/// contexts plus the backend buffers holding their data. Weights stored as
+/// the model computes with them can stay in the mapped model file (no copy:
+/// the OS pages them in on first use, and a lookup table only costs the rows
+/// actually read).
 pub struct TensorStore {
-    // Field order: the buffer is freed before the context.
-    buffer: Option<BackendBuffer>,
-    ctx: Context,
+    // Field order: buffers are freed before the contexts, the mapping last.
+    owned: Option<BackendBuffer>,
+    mapped: Option<BackendBuffer>,
+    contexts: Vec<Context>,
+    mapping: Option<std::sync::Arc<mmap::MappedFile>>,
 }
 
 impl TensorStore {
-    /// Creates tensors with `specs` (name, type, ggml dims) and allocates them
-    /// on `backend` (contents uninitialised until set).
-    pub fn new(backend: &Backend, specs: &[(String, GgmlType, Vec<i64>)]) -> Self {
+    /// Creates tensors with `specs` and allocates them on `backend`
+    /// (contents uninitialised until set).
+    pub fn new(backend: &Backend, specs: &[TensorSpec]) -> Self {
         let ctx = Context::new(specs.len().max(1), 0);
         for (name, ty, ne) in specs {
             ctx.new_tensor(*ty, ne).set_name(name);
         }
-        let buffer = (!specs.is_empty()).then(|| ctx.alloc_tensors(backend));
-        Self { buffer, ctx }
+        Self {
+            owned: (!specs.is_empty()).then(|| ctx.alloc_tensors(backend)),
+            mapped: None,
+            contexts: vec![ctx],
+            mapping: None,
+        }
+    }
+
+    /// Like [`TensorStore::new`] for `owned`, plus `mapped` tensors whose
+    /// data is used in place at the given byte offsets of `mapping` (each a
+    /// multiple of [`TENSOR_ALIGNMENT`], holding the tensor's exact bytes).
+    /// Mapped tensors are read-only: nothing may write to them.
+    pub fn with_mapped(
+        backend: &Backend,
+        owned: &[TensorSpec],
+        mapping: std::sync::Arc<mmap::MappedFile>,
+        mapped: &[(TensorSpec, usize)],
+    ) -> Self {
+        let mut store = Self::new(backend, owned);
+        if mapped.is_empty() {
+            return store;
+        }
+        let ctx = Context::new(mapped.len(), 0);
+        let bytes = mapping.bytes();
+        let mut range = (usize::MAX, 0);
+        let tensors: Vec<(Tensor<'_>, usize)> = mapped
+            .iter()
+            .map(|((name, ty, ne), offset)| {
+                let t = ctx.new_tensor(*ty, ne).set_name(name);
+                assert!(
+                    offset % TENSOR_ALIGNMENT == 0 && offset + t.n_bytes() <= bytes.len(),
+                    "mapped tensor '{name}' is unaligned or outside the file"
+                );
+                range = (range.0.min(*offset), range.1.max(offset + t.n_bytes()));
+                (t, *offset)
+            })
+            .collect();
+        // ggml never writes through or frees a from_ptr buffer; `mapping`
+        // keeps the memory alive as long as the buffer.
+        let base = bytes[range.0..].as_ptr() as *mut std::os::raw::c_void;
+        let buffer = unsafe { sys::ggml_backend_cpu_buffer_from_ptr(base, range.1 - range.0) };
+        let buffer = BackendBuffer {
+            ptr: NonNull::new(buffer).expect("ggml_backend_cpu_buffer_from_ptr failed"),
+        };
+        for (t, offset) in &tensors {
+            let addr = bytes[*offset..].as_ptr() as *mut std::os::raw::c_void;
+            let status = unsafe {
+                sys::ggml_backend_tensor_alloc(buffer.ptr.as_ptr(), t.ptr.as_ptr(), addr)
+            };
+            assert_eq!(
+                status,
+                sys::GGML_STATUS_SUCCESS,
+                "ggml_backend_tensor_alloc"
+            );
+        }
+        drop(tensors);
+        store.mapped = Some(buffer);
+        store.contexts.push(ctx);
+        store.mapping = Some(mapping);
+        store
     }
 
     /// The tensor called `name`, if any.
     pub fn get(&self, name: &str) -> Option<Tensor<'_>> {
-        self.ctx.get_tensor(name)
+        self.contexts.iter().find_map(|c| c.get_tensor(name))
     }
 
-    /// Bytes of backend memory held.
+    /// Bytes of backend memory held (mapped file ranges included).
     pub fn size(&self) -> usize {
-        self.buffer.as_ref().map_or(0, BackendBuffer::size)
+        self.owned
+            .iter()
+            .chain(&self.mapped)
+            .map(BackendBuffer::size)
+            .sum()
     }
 
-    /// Fills every byte of every tensor with `value` (e.g. to clear a cache).
+    /// Fills every byte of every owned tensor with `value` (e.g. to clear a
+    /// cache); mapped tensors are read-only and left alone.
     pub fn clear(&self, value: u8) {
-        if let Some(b) = &self.buffer {
+        if let Some(b) = &self.owned {
             unsafe { sys::ggml_backend_buffer_clear(b.ptr.as_ptr(), value) };
         }
     }
@@ -766,6 +840,9 @@ impl TensorStore {
 /// leaving this graph's tensors pointing at freed memory.)
 pub struct OwnedGraph {
     sched: Scheduler,
+    /// Set once the scheduler has split and allocated the graph: later
+    /// computes reuse that (inputs are rewritten every time).
+    allocated: bool,
     graph: NonNull<sys::ggml_cgraph>,
     ctx: Context,
     _stores: Vec<std::sync::Arc<TensorStore>>,
@@ -798,6 +875,7 @@ impl OwnedGraph {
         };
         Self {
             sched: Scheduler::new(&[backend], max_nodes * 2),
+            allocated: false,
             graph,
             ctx,
             _stores: stores,
@@ -819,13 +897,17 @@ impl OwnedGraph {
         }
     }
 
-    /// Allocates the graph, lets `set_inputs` fill its inputs, computes it.
+    /// Allocates the graph (the first time), lets `set_inputs` fill its
+    /// inputs, computes it.
     pub fn compute(&mut self, set_inputs: impl FnOnce(&OwnedGraph)) -> Result<(), String> {
         let g = Graph {
             ptr: self.graph,
             _ctx: PhantomData,
         };
-        self.sched.alloc_graph(&g)?;
+        if !self.allocated {
+            self.sched.alloc_graph(&g)?;
+            self.allocated = true;
+        }
         set_inputs(self);
         self.sched.compute(&g)
     }

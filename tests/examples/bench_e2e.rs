@@ -1,0 +1,226 @@
+//! One row of `scripts/bench.sh`: loads the model files, clones a voice (or
+//! picks a preset speaker), generates exactly `--frames` frames greedily
+//! (EOS suppressed) and vocodes them, `--runs` times, each from a fresh load.
+//! Prints one JSON object with the median and min of every stage and the
+//! peak RSS of a run (VmHWM, reset before each run).
+//!
+//!     bench_e2e --tts F --tokenizer F --mode xvec|icl|speaker --frames N --threads T --runs R \
+//!         [--ref-audio WAV --ref-text TEXT] [--speaker NAME] [--text TEXT]
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::Instant;
+
+use qwen3_tts::audio;
+use qwen3_tts::config::CodecDecoderConfig;
+use qwen3_tts::model_file::GgufFile;
+use qwen3_tts::pipeline::{GenerateOptions, Synthesizer};
+use qwen3_tts::prompt::{Request, Voice};
+
+struct Args {
+    tts: PathBuf,
+    tokenizer: PathBuf,
+    mode: String,
+    frames: usize,
+    threads: usize,
+    runs: usize,
+    ref_audio: PathBuf,
+    ref_text: String,
+    speaker: Option<String>,
+    text: String,
+}
+
+fn parse() -> Args {
+    let mut kv: BTreeMap<String, String> = BTreeMap::new();
+    let mut it = std::env::args().skip(1);
+    while let Some(k) = it.next() {
+        let Some(key) = k.strip_prefix("--") else {
+            panic!("unexpected argument {k:?}")
+        };
+        let v = it.next().unwrap_or_else(|| panic!("--{key} needs a value"));
+        kv.insert(key.to_string(), v);
+    }
+    let get = |k: &str| kv.get(k).cloned();
+    let need = |k: &str| get(k).unwrap_or_else(|| panic!("--{k} is required"));
+    let num = |k: &str, d: usize| get(k).map_or(d, |v| v.parse().expect(k));
+    Args {
+        tts: need("tts").into(),
+        tokenizer: need("tokenizer").into(),
+        mode: need("mode"),
+        frames: num("frames", 50),
+        threads: num("threads", 2),
+        runs: num("runs", 3),
+        ref_audio: get("ref-audio")
+            .unwrap_or("tests/fixtures/audio/ref_24k.wav".into())
+            .into(),
+        ref_text: get("ref-text").unwrap_or("Okay. Yeah. I resent you. I love you.".into()),
+        speaker: get("speaker"),
+        text: get("text")
+            .unwrap_or("Hello there, this is a benchmark of the speech engine.".into()),
+    }
+}
+
+/// This process's peak resident set (VmHWM) in MB.
+fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}
+
+/// Starts a new peak-RSS window (Linux: writing 5 to clear_refs resets VmHWM).
+fn reset_peak_rss() {
+    let _ = std::fs::write("/proc/self/clear_refs", "5");
+}
+
+/// Multiply-adds of the vocoder per frame ×2: every weight matrix or conv
+/// kernel of `dec.*` times the steps per frame at which it is applied
+/// (transposed convs at their input rate). Attention scores (72-frame window)
+/// and elementwise ops are left out (< 1 %).
+fn vocoder_flops_per_frame(path: &std::path::Path) -> f64 {
+    let file = GgufFile::open(path).expect("tokenizer file");
+    let cfg = CodecDecoderConfig::from_gguf(&file).expect("decoder config");
+    let up: usize = cfg.upsampling_ratios.iter().product();
+    // steps per frame after the first `i` waveform blocks
+    let rate_after = |i: usize| up * cfg.upsample_rates[..i].iter().product::<usize>();
+    let blocks = cfg.upsample_rates.len();
+    let mut flops = 0.0;
+    for t in file.tensors() {
+        let n = &t.name;
+        let numel: i64 = t.ne.iter().product();
+        if !n.starts_with("dec.") || t.ne.len() < 2 || n.contains("codebook") {
+            continue;
+        }
+        let parts: Vec<&str> = n.split('.').collect();
+        let rate = if n.starts_with("dec.upsample.") {
+            let u: usize = parts[2].parse().expect("stage");
+            let input: usize = cfg.upsampling_ratios[..u].iter().product();
+            // `u.0` is the transposed conv (input rate), `u.1` the ConvNeXt block
+            if parts[3] == "0" {
+                input
+            } else {
+                input * cfg.upsampling_ratios[u]
+            }
+        } else if n.starts_with("dec.dec.") {
+            let i: usize = parts[2].parse().expect("block");
+            match i {
+                0 => up,
+                i if i <= blocks && parts[4] == "1" => rate_after(i - 1),
+                i if i <= blocks => rate_after(i),
+                _ => cfg.samples_per_frame,
+            }
+        } else {
+            1 // pre-conv, pre-transformer, quantizer projections: frame rate
+        };
+        flops += 2.0 * numel as f64 * rate as f64;
+    }
+    flops
+}
+
+fn run_once(a: &Args, samples: &[f32]) -> BTreeMap<&'static str, f64> {
+    let mut m = BTreeMap::new();
+    let t0 = Instant::now();
+    let mut synth = Synthesizer::load(&a.tts, &a.tokenizer, a.threads).expect("load");
+    let load = t0.elapsed().as_secs_f64();
+    let t1 = Instant::now();
+    let voice = match a.mode.as_str() {
+        "xvec" => synth.clone_voice(samples, None).expect("clone").voice(true),
+        "icl" => synth
+            .clone_voice(samples, Some(&a.ref_text))
+            .expect("clone")
+            .voice(false),
+        "speaker" => Voice::Speaker(a.speaker.clone().unwrap_or_else(|| {
+            let speakers = &synth.model.config.speakers;
+            speakers.first().expect("a CustomVoice model").name.clone()
+        })),
+        m => panic!("unknown --mode {m}"),
+    };
+    let ref_encode = t1.elapsed().as_secs_f64();
+    let req = Request {
+        text: a.text.clone(),
+        language: "English".into(),
+        voice,
+        instruct: None,
+        non_streaming: None,
+    };
+    let mut opts = GenerateOptions::from_config(&synth.model.config).greedy();
+    opts.max_new_tokens = a.frames + 1;
+    opts.min_new_tokens = a.frames + 1;
+    let out = synth.synthesize(&req, &opts, |_| {}).expect("synthesize");
+    let total = t0.elapsed().as_secs_f64();
+    assert_eq!(out.frames.len(), a.frames, "forced frame count");
+    let t = out.timings;
+    let d = t.decode;
+    let audio_s = out.seconds();
+    // ICL vocodes the reference frames too: rate per decoded second.
+    let decoded_frames = match &req.voice {
+        Voice::Icl { ref_codes, .. } => ref_codes.len() + a.frames,
+        _ => a.frames,
+    };
+    let decoded_s = decoded_frames as f64 * 0.08;
+    let after_load = total - load;
+    m.insert("load_ms", load * 1e3);
+    m.insert("ref_encode_ms", ref_encode * 1e3);
+    m.insert("prompt_ms", t.prompt * 1e3);
+    m.insert("prefill_ms", d.prefill * 1e3);
+    m.insert(
+        "talker_ms_per_frame",
+        d.talker * 1e3 / d.talker_steps.max(1) as f64,
+    );
+    m.insert(
+        "cp_ms_per_frame",
+        d.predictor * 1e3 / d.predictor_frames.max(1) as f64,
+    );
+    m.insert(
+        "talker_cp_ms_per_frame",
+        (d.talker + d.predictor) * 1e3 / a.frames as f64,
+    );
+    m.insert("vocoder_ms", t.vocode * 1e3);
+    m.insert("vocoder_ms_per_audio_s", t.vocode * 1e3 / decoded_s);
+    m.insert(
+        "first_frame_ms",
+        (ref_encode + t.prompt + d.first_frame) * 1e3,
+    );
+    m.insert("first_frame_after_prompt_ms", d.first_frame * 1e3);
+    m.insert("total_ms", after_load * 1e3);
+    m.insert("audio_s", audio_s);
+    m.insert("rtf", after_load / audio_s);
+    m.insert("rtf_with_load", total / audio_s);
+    m
+}
+
+fn main() {
+    let a = parse();
+    let samples = if a.mode == "speaker" {
+        Vec::new()
+    } else {
+        audio::load_resampled(&a.ref_audio, 24000)
+            .expect("reference audio")
+            .samples
+    };
+    let mut runs = Vec::new();
+    let mut peak: f64 = 0.0;
+    for _ in 0..a.runs {
+        reset_peak_rss();
+        runs.push(run_once(&a, &samples));
+        peak = peak.max(peak_rss_mb());
+    }
+    let mut metrics = serde_json::Map::new();
+    for key in runs[0].keys() {
+        let mut v: Vec<f64> = runs.iter().map(|r| r[key]).collect();
+        v.sort_by(f64::total_cmp);
+        metrics.insert(
+            key.to_string(),
+            serde_json::json!({"median": v[v.len() / 2], "min": v[0]}),
+        );
+    }
+    let gflop_per_audio_s = vocoder_flops_per_frame(&a.tokenizer) / 0.08 / 1e9;
+    let row = serde_json::json!({
+        "vocoder_gflop_per_audio_s": gflop_per_audio_s,
+        "tts": a.tts, "tokenizer": a.tokenizer, "mode": a.mode, "frames": a.frames,
+        "threads": a.threads, "runs": a.runs, "peak_rss_mb": peak, "metrics": metrics,
+    });
+    println!("{row}");
+}
