@@ -46,7 +46,8 @@ fn is_transposed_conv(name: &str) -> bool {
 }
 
 /// Rearranges a stored tensor into the layout the graph computes with:
-/// transposed-conv kernels `[k, c_out, c_in]` → `[c_in, c_out, k]`, depthwise kernels
+/// conv kernels `[k, c_in, c_out]` → `[c_in, k, c_out]`, transposed-conv
+/// kernels `[k, c_out, c_in]` → `[c_in, c_out, k]`, depthwise kernels
 /// `[k, 1, c]` → `[c, k]`, and SnakeBeta's log-scale α, β folded to
 /// `exp(α)` and `1 / (exp(β) + 1e-9)`.
 fn prepare(file: &GgufFile, name: &str, bytes: &[u8]) -> Result<Option<Prepared>> {
@@ -101,13 +102,20 @@ fn prepare(file: &GgufFile, name: &str, bytes: &[u8]) -> Result<Option<Prepared>
             bytes: permute3(crate::ggml::as_bytes(&v), 4, ne, [2, 0, 1]),
         }));
     }
-    if !is_transposed_conv(name) {
-        return Ok(None);
+    if !name.ends_with(".conv.weight") {
+        return Ok(None); // the RVQ projections (1×1)
+    }
+    if is_transposed_conv(name) {
+        return Ok(Some(Prepared {
+            ty,
+            ne: vec![ne[2] as i64, ne[1] as i64, ne[0] as i64],
+            bytes: permute3(bytes, elem, ne, [2, 1, 0]),
+        }));
     }
     Ok(Some(Prepared {
         ty,
-        ne: vec![ne[2] as i64, ne[1] as i64, ne[0] as i64],
-        bytes: permute3(bytes, elem, ne, [2, 1, 0]),
+        ne: vec![ne[1] as i64, ne[0] as i64, ne[2] as i64],
+        bytes: permute3(bytes, elem, ne, [1, 0, 2]),
     }))
 }
 
@@ -229,10 +237,10 @@ fn state_specs(cfg: &CodecDecoderConfig, w: &TensorStore) -> Vec<(String, GgmlTy
             specs.push((state_name(layer), GgmlType::F32, vec![channels, pad as i64]));
         }
     };
-    // conv kernel `[k, c_in, c_out]`: context (k − 1)·dilation
+    // conv kernel `[c_in, k, c_out]`: context (k − 1)·dilation
     let conv = |specs: &mut Vec<_>, layer: &str, dilation: usize| {
         let ne = weight(w, &format!("{layer}.conv.weight")).ne();
-        f32_state(specs, layer, ne[1], (ne[0] as usize - 1) * dilation);
+        f32_state(specs, layer, ne[0], (ne[1] as usize - 1) * dilation);
     };
     // transposed kernel `[c_in, c_out, k]`: context k/stride − 1 input frames
     let tconv = |specs: &mut Vec<_>, layer: &str, stride: usize| {

@@ -368,8 +368,6 @@ impl Synthesis {
 pub struct Synthesizer {
     pub model: TtsModel,
     pub vocoder: CodecDecoder,
-    /// The speech-tokenizer encoder, loaded on first use (voice cloning).
-    encoder: Option<CodecEncoder>,
     tokenizer_path: PathBuf,
     threads: usize,
 }
@@ -403,7 +401,6 @@ impl Synthesizer {
         Ok(Self {
             model,
             vocoder,
-            encoder: None,
             tokenizer_path: tokenizer_path.as_ref().to_path_buf(),
             threads,
         })
@@ -413,9 +410,6 @@ impl Synthesizer {
         self.threads = threads;
         self.model.set_threads(threads);
         self.vocoder.set_threads(threads);
-        if let Some(e) = &self.encoder {
-            e.set_threads(threads);
-        }
     }
 
     /// Clones a voice from mono reference audio at 24 kHz: the x-vector, and
@@ -445,14 +439,11 @@ impl Synthesizer {
         let x_vector = speaker.embed(samples)?;
         let icl = match ref_text {
             Some(text) => {
-                if self.encoder.is_none() {
-                    self.encoder = Some(CodecEncoder::load(&self.tokenizer_path, self.threads)?);
-                }
-                let codes = self
-                    .encoder
-                    .as_ref()
-                    .expect("just loaded")
-                    .encode(samples)?;
+                // Loaded for this clip only: it is used once per voice (voices
+                // are saved and reused), and its F32 weights and activations
+                // would otherwise stay resident through every synthesis.
+                let codes =
+                    CodecEncoder::load(&self.tokenizer_path, self.threads)?.encode(samples)?;
                 Some((codes, text.to_string()))
             }
             None => None,

@@ -5,7 +5,9 @@
 //! peak RSS of a run (VmHWM, reset before each run).
 //!
 //!     bench_e2e --tts F --tokenizer F --mode xvec|icl|speaker --frames N --threads T --runs R \
-//!         [--ref-audio WAV --ref-text TEXT] [--speaker NAME] [--text TEXT]
+//!         [--ref-audio WAV --ref-text TEXT] [--speaker NAME] [--text TEXT] [--decode-only 1]
+//!
+//! `--decode-only 1` skips the vocoder (talker and code predictor only).
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -14,7 +16,7 @@ use std::time::Instant;
 use qwen3_tts::audio;
 use qwen3_tts::config::CodecDecoderConfig;
 use qwen3_tts::model_file::GgufFile;
-use qwen3_tts::pipeline::{GenerateOptions, Synthesizer};
+use qwen3_tts::pipeline::{GenerateOptions, Synthesizer, Timings};
 use qwen3_tts::prompt::{Request, Voice};
 
 struct Args {
@@ -28,6 +30,7 @@ struct Args {
     ref_text: String,
     speaker: Option<String>,
     text: String,
+    decode_only: bool,
 }
 
 fn parse() -> Args {
@@ -57,6 +60,7 @@ fn parse() -> Args {
         speaker: get("speaker"),
         text: get("text")
             .unwrap_or("Hello there, this is a benchmark of the speech engine.".into()),
+        decode_only: get("decode-only").is_some_and(|v| v == "1"),
     }
 }
 
@@ -148,12 +152,29 @@ fn run_once(a: &Args, samples: &[f32]) -> BTreeMap<&'static str, f64> {
     let mut opts = GenerateOptions::from_config(&synth.model.config).greedy();
     opts.max_new_tokens = a.frames + 1;
     opts.min_new_tokens = a.frames + 1;
-    let out = synth.synthesize(&req, &opts, |_| {}).expect("synthesize");
+    let (t, audio_s) = if a.decode_only {
+        // Talker + code predictor only (profiling the per-frame path).
+        let t1 = Instant::now();
+        let prompt = synth.model.prompt(&req).expect("prompt");
+        let prompt_s = t1.elapsed().as_secs_f64();
+        let (frames, trace) = synth
+            .model
+            .generate(&prompt, &opts, 0, |_, _| {})
+            .expect("generate");
+        assert_eq!(frames.len(), a.frames, "forced frame count");
+        let timings = Timings {
+            prompt: prompt_s,
+            decode: trace.times,
+            ..Default::default()
+        };
+        (timings, a.frames as f64 * 0.08)
+    } else {
+        let out = synth.synthesize(&req, &opts, |_| {}).expect("synthesize");
+        assert_eq!(out.frames.len(), a.frames, "forced frame count");
+        (out.timings, out.seconds())
+    };
     let total = t0.elapsed().as_secs_f64();
-    assert_eq!(out.frames.len(), a.frames, "forced frame count");
-    let t = out.timings;
     let d = t.decode;
-    let audio_s = out.seconds();
     // ICL vocodes the reference frames too: rate per decoded second.
     let decoded_frames = match &req.voice {
         Voice::Icl { ref_codes, .. } => ref_codes.len() + a.frames,

@@ -460,6 +460,188 @@ impl Context {
     pub fn cast<'a>(&'a self, a: Tensor<'a>, ty: GgmlType) -> Tensor<'a> {
         self.wrap(unsafe { sys::ggml_cast(self.raw(), a.raw(), ty.raw()) })
     }
+
+    /// A custom elementwise-per-row op: `f(out_row, x_row, params)` for every
+    /// row (`ne[0]` elements) of the contiguous F32 tensor `x`, where `params`
+    /// are the F32 vectors `params` (each `ne[0]` long, e.g. per-channel
+    /// weights). The result has `x`'s shape; rows are split across the
+    /// backend's threads.
+    pub fn map_rows<'a>(
+        &'a self,
+        x: Tensor<'a>,
+        params: &[Tensor<'a>],
+        f: RowKernel,
+    ) -> Tensor<'a> {
+        let n0 = x.ne()[0];
+        assert!(
+            x.ty() == GgmlType::F32 && unsafe { sys::ggml_is_contiguous(x.raw()) },
+            "map_rows wants a contiguous F32 input"
+        );
+        for p in params {
+            assert!(
+                p.ty() == GgmlType::F32
+                    && p.n_elements() == n0
+                    && unsafe { sys::ggml_is_contiguous(p.raw()) },
+                "map_rows parameters must be contiguous F32 vectors of {n0} elements"
+            );
+        }
+        let mut args: Vec<*mut sys::ggml_tensor> = std::iter::once(x.raw())
+            .chain(params.iter().map(|p| p.raw()))
+            .collect();
+        assert!(
+            args.len() <= sys::GGML_MAX_SRC as usize,
+            "too many map_rows parameters"
+        );
+        let [ne0, ne1, ne2, ne3] = x.ne();
+        self.wrap(unsafe {
+            sys::ggml_custom_4d(
+                self.raw(),
+                GgmlType::F32.raw(),
+                ne0,
+                ne1,
+                ne2,
+                ne3,
+                args.as_mut_ptr(),
+                args.len() as i32,
+                Some(map_rows_thunk),
+                sys::GGML_N_TASKS_MAX,
+                f as *mut std::os::raw::c_void,
+            )
+        })
+    }
+}
+
+impl Context {
+    /// The input of a dilated conv as one matrix: `x` `[c, n + (k − 1)·d]`
+    /// (contiguous F32, channels fastest) → `[k·c, n]` of type `ty` (F32 or
+    /// F16) whose column `t` stacks columns `t, t + d, …, t + (k − 1)·d` of
+    /// `x`. Multiplied by a kernel laid out `[c, k, c_out]` it gives the
+    /// conv; unlike ggml's im2col (time fastest) it is whole-column copies,
+    /// no transposes, and written in the kernel's type the product needs no
+    /// conversion pass of its own.
+    pub fn unfold_columns<'a>(
+        &'a self,
+        x: Tensor<'a>,
+        k: usize,
+        dilation: usize,
+        ty: GgmlType,
+    ) -> Tensor<'a> {
+        let [c, len, ..] = x.ne();
+        let pad = ((k - 1) * dilation) as i64;
+        assert!(
+            k >= 2 && dilation >= 1 && len > pad && x.ty() == GgmlType::F32 && x.ne()[2] == 1,
+            "unfold_columns: bad input {:?} for k {k}, dilation {dilation}",
+            x.ne()
+        );
+        assert!(
+            matches!(ty, GgmlType::F32 | GgmlType::F16),
+            "unfold_columns writes F32 or F16, not {ty:?}"
+        );
+        assert!(
+            unsafe { sys::ggml_is_contiguous(x.raw()) },
+            "unfold_columns wants a contiguous input"
+        );
+        let mut args = [x.raw()];
+        self.wrap(unsafe {
+            sys::ggml_custom_4d(
+                self.raw(),
+                ty.raw(),
+                k as i64 * c,
+                len - pad,
+                1,
+                1,
+                args.as_mut_ptr(),
+                1,
+                Some(unfold_columns_thunk),
+                sys::GGML_N_TASKS_MAX,
+                std::ptr::null_mut(),
+            )
+        })
+    }
+}
+
+/// Thread `ith`'s share of the output columns of [`Context::unfold_columns`]
+/// (k and the dilation follow from the shapes).
+unsafe extern "C" fn unfold_columns_thunk(
+    dst: *mut sys::ggml_tensor,
+    ith: std::os::raw::c_int,
+    nth: std::os::raw::c_int,
+    _userdata: *mut std::os::raw::c_void,
+) {
+    use half::slice::HalfFloatSliceExt;
+    // SAFETY: `unfold_columns` checked that the input is contiguous F32
+    // `[c, n + (k − 1)·d]` and created the output contiguous `[k·c, n]` of
+    // F32 or F16; every slice below lies inside those.
+    unsafe {
+        let dst = &*dst;
+        let x = &*dst.src[0];
+        let c = x.ne[0] as usize;
+        let (kc, n) = (dst.ne[0] as usize, dst.ne[1] as usize);
+        let k = kc / c;
+        let d = (x.ne[1] as usize - n) / (k - 1);
+        let src = std::slice::from_raw_parts(x.data as *const f32, c * x.ne[1] as usize);
+        let f16_out = dst.type_ == GgmlType::F16.raw();
+        let (ith, nth) = (ith as usize, nth as usize);
+        let (first, end) = (n * ith / nth, n * (ith + 1) / nth);
+        let put = |t: usize, j: usize, len: usize| {
+            let from = &src[(t + j * d) * c..][..len];
+            let at = t * kc + j * c;
+            if f16_out {
+                let out = (dst.data as *mut half::f16).add(at);
+                std::slice::from_raw_parts_mut(out, len).convert_from_f32_slice(from);
+            } else {
+                let out = (dst.data as *mut f32).add(at);
+                std::slice::from_raw_parts_mut(out, len).copy_from_slice(from);
+            }
+        };
+        for t in first..end {
+            if d == 1 {
+                put(t, 0, kc); // the k columns are adjacent
+            } else {
+                for j in 0..k {
+                    put(t, j, c);
+                }
+            }
+        }
+    }
+}
+
+/// The per-row kernel of [`Context::map_rows`]: `out` and `x` are one row,
+/// `params` the parameter vectors (all the same length).
+pub type RowKernel = fn(out: &mut [f32], x: &[f32], params: &[&[f32]]);
+
+/// Runs a [`RowKernel`] (passed as `userdata`) over thread `ith`'s share of the rows.
+unsafe extern "C" fn map_rows_thunk(
+    dst: *mut sys::ggml_tensor,
+    ith: std::os::raw::c_int,
+    nth: std::os::raw::c_int,
+    userdata: *mut std::os::raw::c_void,
+) {
+    // SAFETY: `map_rows` stored a `RowKernel` in `userdata` and checked that
+    // the input and the parameters are contiguous F32 with rows of `n0`; the
+    // output was created contiguous with the input's shape.
+    unsafe {
+        let f = std::mem::transmute::<*mut std::os::raw::c_void, RowKernel>(userdata);
+        let dst = &*dst;
+        let n0 = dst.ne[0] as usize;
+        let rows = (sys::ggml_nelements(dst) as usize)
+            .checked_div(n0)
+            .unwrap_or(0);
+        let n_src = dst.src.iter().take_while(|s| !s.is_null()).count();
+        let x = &*dst.src[0];
+        let mut params = [&[][..]; sys::GGML_MAX_SRC as usize];
+        for (slot, &p) in params.iter_mut().zip(&dst.src[1..n_src]) {
+            *slot = std::slice::from_raw_parts((*p).data as *const f32, n0);
+        }
+        let params = &params[..n_src - 1];
+        let (ith, nth) = (ith as usize, nth as usize);
+        let (start, end) = (rows * ith / nth, rows * (ith + 1) / nth);
+        for r in start..end {
+            let out = std::slice::from_raw_parts_mut((dst.data as *mut f32).add(r * n0), n0);
+            let xr = std::slice::from_raw_parts((x.data as *const f32).add(r * n0), n0);
+            f(out, xr, params);
+        }
+    }
 }
 
 impl Drop for Context {
