@@ -6,6 +6,7 @@
 //! memory it points into. Tensor *data* lives in backend buffers
 //! ([`BackendBuffer`] for weights, the scheduler's buffers for activations).
 
+mod gemv;
 pub mod gguf;
 pub mod mmap;
 pub mod quant;
@@ -172,7 +173,34 @@ impl Context {
 
     // ---- operations (thin; shapes follow ggml's conventions) -----------------
 
+    /// `a` `[k, n]` (weights) times `b` `[k, m, …]` → `[n, m, …]`. Quantised
+    /// or F16 weights times up to four vectors take the prefetching row walk
+    /// of `gemv` (ggml's kernels, same results).
     pub fn mul_mat<'a>(&'a self, a: Tensor<'a>, b: Tensor<'a>) -> Tensor<'a> {
+        if gemv::applies(a.raw(), b.raw()) {
+            let mut args = [a.raw(), b.raw()];
+            return self.wrap(unsafe {
+                sys::ggml_custom_4d(
+                    self.raw(),
+                    GgmlType::F32.raw(),
+                    a.ne()[1],
+                    b.ne()[1],
+                    1,
+                    1,
+                    args.as_mut_ptr(),
+                    2,
+                    Some(gemv::compute),
+                    sys::GGML_N_TASKS_MAX,
+                    std::ptr::null_mut(),
+                )
+            });
+        }
+        self.mul_mat_ggml(a, b)
+    }
+
+    /// ggml's own `mul_mat`, whatever the shapes (the reference `mul_mat`'s
+    /// fast path is tested against).
+    pub fn mul_mat_ggml<'a>(&'a self, a: Tensor<'a>, b: Tensor<'a>) -> Tensor<'a> {
         self.wrap(unsafe { sys::ggml_mul_mat(self.raw(), a.raw(), b.raw()) })
     }
     pub fn add<'a>(&'a self, a: Tensor<'a>, b: Tensor<'a>) -> Tensor<'a> {
@@ -678,6 +706,13 @@ impl<'ctx> Tensor<'ctx> {
     /// Bytes per element (for plain types).
     pub fn element_size(&self) -> usize {
         unsafe { sys::ggml_element_size(self.raw()) }
+    }
+    /// The operation that computes this tensor, as ggml names it
+    /// (`MUL_MAT`, `CUSTOM`, … ; `NONE` for leaves).
+    pub fn op(&self) -> String {
+        unsafe { CStr::from_ptr(sys::ggml_op_desc(self.raw())) }
+            .to_string_lossy()
+            .into_owned()
     }
     pub fn name(&self) -> String {
         let raw = &self.inner().name;

@@ -1,0 +1,65 @@
+//! The quantised matrix × vector path of `Context::mul_mat` (prefetching row
+//! walk, inline Q8_0 loop) gives ggml's own results.
+
+use std::sync::Arc;
+
+use qwen3_tts::ggml::{quantize, Backend, GgmlType, OwnedGraph, TensorStore};
+
+/// `w · x` through `mul_mat` and through ggml's `mul_mat`, with 2 threads.
+fn both_paths(ty: GgmlType, k: usize, n: usize, m: usize) -> (Vec<f32>, Vec<f32>) {
+    let w: Vec<f32> = (0..k * n)
+        .map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 0.2)
+        .collect();
+    let x: Vec<f32> = (0..k * m)
+        .map(|i| ((i * 104_729 % 997) as f32 / 997.0 - 0.5) * 3.0)
+        .collect();
+    let backend = Arc::new(Backend::cpu(2));
+    let store = Arc::new(TensorStore::new(
+        &backend,
+        &[("w".to_string(), ty, vec![k as i64, n as i64])],
+    ));
+    store.get("w").unwrap().set_bytes(&quantize(ty, &w, k));
+    let mut g = OwnedGraph::build(&backend, 16, vec![store], |ctx, stores| {
+        let w = stores[0].get("w").unwrap();
+        let x = ctx
+            .new_tensor(GgmlType::F32, &[k as i64, m as i64])
+            .set_name("x")
+            .set_input();
+        let (ours, ggml) = (ctx.mul_mat(w, x), ctx.mul_mat_ggml(w, x));
+        assert_eq!((ours.op(), ggml.op()), ("CUSTOM".into(), "MUL_MAT".into()));
+        vec![ours.set_name("ours"), ggml.set_name("ggml")]
+    });
+    g.compute(|g| g.tensor("x").set_f32(&x)).unwrap();
+    (g.tensor("ours").get_f32(), g.tensor("ggml").get_f32())
+}
+
+#[test]
+fn one_vector_is_bit_identical_to_ggml() {
+    for (ty, k) in [
+        (GgmlType::Q8_0, 1024),
+        (GgmlType::Q4_K, 1024),
+        (GgmlType::Q8_0, 96),
+    ] {
+        // odd row counts: the threads' row ranges differ in length
+        let (ours, ggml) = both_paths(ty, k, 67, 1);
+        assert_eq!(ours.len(), 67);
+        assert_eq!(ours, ggml, "{ty:?} k={k}");
+    }
+}
+
+#[test]
+fn several_vectors_match_ggml() {
+    for m in 2..=4 {
+        let (ours, ggml) = both_paths(GgmlType::Q8_0, 512, 33, m);
+        assert_eq!(ours.len(), 33 * m);
+        // ggml multiplies several vectors with a tiled GEMM (another sum order)
+        for (i, (a, b)) in ours.iter().zip(&ggml).enumerate() {
+            assert!(
+                (a - b).abs() <= 1e-5 * b.abs().max(1.0),
+                "m={m} [{i}] {a} vs {b}"
+            );
+        }
+        let (ours, ggml) = both_paths(GgmlType::Q4_K, 512, 33, m);
+        assert_eq!(ours, ggml, "Q4_K m={m}");
+    }
+}
