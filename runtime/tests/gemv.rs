@@ -1,6 +1,9 @@
 //! The quantised matrix × vector path of `Context::mul_mat` (prefetching row
 //! walk, inline Q8_0 loop) gives ggml's own results.
 
+// The library shares backends and stores through `Arc` the same way.
+#![allow(clippy::arc_with_non_send_sync)]
+
 use std::sync::Arc;
 
 use qwen3_tts::ggml::{quantize, Backend, GgmlType, OwnedGraph, TensorStore};
