@@ -59,10 +59,12 @@ EOF
 files=()
 for m in $MODELS; do
     dir=models/convert-$m
-    for t in $TYPES f16; do
-        [ -f "$dir/tts-$t.gguf" ] && [ -f "$dir/tokenizer-f16.gguf" ] && continue
-        target/release/qwen3-tts-convert -q -i "models/random-$m" -o "$dir" --type "$t" --tokenizer-type f16
+    for t in $TYPES; do
+        [ -f "$dir/tts-$t.gguf" ] ||
+            target/release/qwen3-tts-convert -q -i "models/random-$m" -o "$dir" --tts-only --type "$t"
     done
+    [ -f "$dir/tokenizer-f16.gguf" ] ||
+        target/release/qwen3-tts-convert -q -i "models/random-$m" -o "$dir" --tokenizer-only --tokenizer-type f16
     for t in $TYPES; do files+=(--tts "$dir/tts-$t.gguf"); done
 done
 
