@@ -91,42 +91,51 @@ pub unsafe extern "C" fn compute(
             return;
         };
         let qrow = sys::ggml_row_size(vec_ty, k);
-        let mut vectors = vec![0u8; qrow * m];
-        for c in 0..m {
-            let v = (x.data as *const u8).add(c * x.nb[1]) as *const f32;
-            quantise(v, vectors.as_mut_ptr().add(c * qrow).cast(), k);
-        }
-        let row_bytes = w.nb[1];
-        let rows = w.data as *const u8;
-        let out = dst.data as *mut f32;
-        #[cfg(target_arch = "x86_64")]
-        if w.type_ == sys::GGML_TYPE_Q8_0 && q8_0::supported() {
+        // The quantised vectors live in a per-thread buffer that is reused,
+        // so the hot path allocates nothing after the first token.
+        QUANTISED.with_borrow_mut(|vectors| {
+            vectors.resize(qrow * m, 0);
+            for c in 0..m {
+                let v = (x.data as *const u8).add(c * x.nb[1]) as *const f32;
+                quantise(v, vectors.as_mut_ptr().add(c * qrow).cast(), k);
+            }
+            let row_bytes = w.nb[1];
+            let rows = w.data as *const u8;
+            let out = dst.data as *mut f32;
+            #[cfg(target_arch = "x86_64")]
+            if w.type_ == sys::GGML_TYPE_Q8_0 && q8_0::supported() {
+                for r in first..end {
+                    for c in 0..m {
+                        let y = vectors.as_ptr().add(c * qrow);
+                        *out.add(c * n + r) = q8_0::dot(k as usize, rows.add(r * row_bytes), y);
+                    }
+                }
+                return;
+            }
             for r in first..end {
+                let row = rows.add(r * row_bytes);
+                prefetch(row.wrapping_add(PREFETCH_AHEAD), row_bytes);
                 for c in 0..m {
                     let y = vectors.as_ptr().add(c * qrow);
-                    *out.add(c * n + r) = q8_0::dot(k as usize, rows.add(r * row_bytes), y);
+                    dot(
+                        k as i32,
+                        out.add(c * n + r),
+                        0,
+                        row.cast(),
+                        0,
+                        y.cast(),
+                        0,
+                        1,
+                    );
                 }
             }
-            return;
-        }
-        for r in first..end {
-            let row = rows.add(r * row_bytes);
-            prefetch(row.wrapping_add(PREFETCH_AHEAD), row_bytes);
-            for c in 0..m {
-                let y = vectors.as_ptr().add(c * qrow);
-                dot(
-                    k as i32,
-                    out.add(c * n + r),
-                    0,
-                    row.cast(),
-                    0,
-                    y.cast(),
-                    0,
-                    1,
-                );
-            }
-        }
+        });
     }
+}
+
+thread_local! {
+    /// Each compute thread's quantised copy of the vectors.
+    static QUANTISED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
 }
 
 /// ggml's AVX2 `ggml_vec_dot_q8_0_q8_0` loop, inline, with a prefetch per
