@@ -6,9 +6,9 @@ tensor names, shapes and the on-disk layout are exactly those of the released sp
 
   scripts/build_speech_tokenizer.py --size {real,tiny} --out DIR [--seed N] [--calib-wav WAV]
 
-Steps (see shared/ORACLE.md):
- 1. config: shared/configs/Qwen3-TTS-Tokenizer-12Hz/config.json (tiny: shrunk widths, codebook 256,
-    16 valid quantizers, 1920 samples/frame kept).
+Steps (why random weights are re-drawn and calibrated: docs/architecture.md, "How correctness is proven"):
+ 1. config: the released $QWEN3_TTS_CONFIGS/Qwen3-TTS-Tokenizer-12Hz/config.json (folder layout in
+    scripts/make_fixtures.sh; tiny: shrunk widths, codebook 256, 16 valid quantizers, 1920 samples/frame kept).
  2. every float tensor is re-drawn from a seeded torch.Generator, in sorted-name order:
       linear/conv weights N(0, fan_in^-1/2) (transposed conv: fan_in = in_ch * k / stride),
       norm weights 1+N(0,0.1), biases N(0,0.05), layer scales / ConvNeXt gamma U(0.05,0.3),
@@ -35,8 +35,9 @@ import numpy as np
 import torch
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.environ.get("QWEN3_TTS_SHARED", os.path.join(os.path.dirname(REPO), "shared"))
-REL_DIR = os.path.join(SHARED, "configs", "Qwen3-TTS-Tokenizer-12Hz")
+# The released configuration files (JSON only, no weights); layout: scripts/make_fixtures.sh.
+CONFIGS = os.environ.get("QWEN3_TTS_CONFIGS", os.path.join(REPO, "models", "configs"))
+REL_DIR = os.path.join(CONFIGS, "Qwen3-TTS-Tokenizer-12Hz")
 
 TINY_ENCODER = dict(
     num_filters=4, hidden_size=32, num_hidden_layers=2, num_attention_heads=2, num_key_value_heads=2,
@@ -58,6 +59,9 @@ def log(msg):
 
 
 def make_config_dict(size):
+    if not os.path.isfile(os.path.join(REL_DIR, "config.json")):
+        raise SystemExit(f"{REL_DIR}/config.json not found: set QWEN3_TTS_CONFIGS to the folder holding the "
+                         "released config files (layout: scripts/make_fixtures.sh)")
     with open(os.path.join(REL_DIR, "config.json")) as f:
         cfg = json.load(f)
     if size == "tiny":

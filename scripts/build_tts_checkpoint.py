@@ -2,9 +2,10 @@
 """Build a random-weight Qwen3-TTS 12 Hz main-model checkpoint in the exact Hugging Face layout.
 
 The model is the official `Qwen3TTSForConditionalGeneration` from the PyPI package `qwen-tts==0.1.1`,
-built from the released config of the chosen variant (shared/configs/Qwen3-TTS-12Hz-<variant>/), with
-every float tensor re-drawn from a seeded generator (the classes' default init leaves norms at one and
-hides bugs), saved in bf16 (the released dtype) through the official `save_pretrained` path.
+built from the released config of the chosen variant ($QWEN3_TTS_CONFIGS/Qwen3-TTS-12Hz-<variant>/, see
+CONFIGS below and scripts/make_fixtures.sh), with every float tensor re-drawn from a seeded generator (the
+classes' default init leaves norms at one and hides bugs), saved in bf16 (the released dtype) through the
+official `save_pretrained` path.
 
     build_tts_checkpoint.py --variant 0.6B-Base --size tiny --out tests/fixtures/tiny-0.6B-Base
 
@@ -36,7 +37,9 @@ import sys
 import time
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-SHARED = os.environ.get("QWEN3_TTS_SHARED", os.path.join(os.path.dirname(REPO), "shared"))
+# The released configuration files (JSON only, no weights) in the Hugging Face layout:
+# <CONFIGS>/Qwen3-TTS-12Hz-<variant>/*.json and <CONFIGS>/{vocab.json,merges.txt} (layout: scripts/make_fixtures.sh).
+CONFIGS = os.environ.get("QWEN3_TTS_CONFIGS", os.path.join(REPO, "models", "configs"))
 VARIANTS = ["0.6B-Base", "0.6B-CustomVoice", "1.7B-Base", "1.7B-CustomVoice", "1.7B-VoiceDesign"]
 
 # ---- tiny design (shared contract with the speech-tokenizer side: codebook 256, 16 groups) ----
@@ -150,7 +153,10 @@ def main():
 
     torch.manual_seed(seed)
     t0 = time.time()
-    src = os.path.join(SHARED, "configs", f"Qwen3-TTS-12Hz-{args.variant}")
+    src = os.path.join(CONFIGS, f"Qwen3-TTS-12Hz-{args.variant}")
+    if not os.path.isfile(os.path.join(src, "config.json")):
+        sys.exit(f"{src}/config.json not found: set QWEN3_TTS_CONFIGS to the folder holding the released "
+                 "config files (layout: scripts/make_fixtures.sh)")
     with open(os.path.join(src, "config.json"), "rb") as f:
         raw_cfg = f.read()
     cfg = json.loads(raw_cfg)
@@ -181,7 +187,7 @@ def main():
         if args.tokenizer_links:
             os.symlink(os.path.join(args.tokenizer_links, fn), dst)
         else:
-            shutil.copyfile(os.path.join(SHARED, "configs", fn), dst)
+            shutil.copyfile(os.path.join(CONFIGS, fn), dst)
     sz = os.path.getsize(os.path.join(args.out, "model.safetensors"))
     print(f"[build_tts_checkpoint] {args.variant} {args.size} seed={seed}: {n} tensors re-drawn, "
           f"model.safetensors {sz/1e6:.2f} MB, {time.time()-t0:.1f}s -> {args.out}", file=sys.stderr)

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Dump the ICL post-processing reference (spec/07 §5): decode concat(ref_code, frames) + front cut.
+"""Dump the ICL post-processing reference of `Qwen3TTSModel.generate_voice_clone`: decode
+concat(ref_code, frames) as one sequence + cut the reference part off the front (docs/architecture.md).
 
 Runs the official high-level API `Qwen3TTSModel.generate_voice_clone` on tests/fixtures/tiny-0.6B-Base with
 exactly the settings of the `icl` case of scripts/dump_talker.py (text / ref_text / language / ref_audio from
@@ -11,7 +12,7 @@ that F = 100 frames, genuine Qwen2 tokenizer regex) and records, with record-onl
   * `model.speech_tokenizer.decode`    -> its input (asserted = concat(ref_codes, codes)) and its output
                                           waveform `wav_full` (the whole decoded sequence)
   * the API's returned waveform `wav`  -> `cut` = len(wav_full) - len(wav); asserted to be a view
-                                          wav_full[cut:] (same buffer, offset cut) and equal to the spec formula
+                                          wav_full[cut:] (same buffer, offset cut) and equal to the package's formula
                                           int(T_ref / max(T_ref + T, 1) * n_samples) in float64.
 
 Only `wav_full` and `cut` are stored (wav = wav_full[cut:] is asserted here, so storing it would just
@@ -100,7 +101,7 @@ def main():
     assert np.shares_memory(wav_np, wav_full_np)
     assert wav_np.__array_interface__["data"][0] - wav_full_np.__array_interface__["data"][0] == 4 * cut
     assert np.array_equal(wav_np, wav_full_np[cut:])
-    cut_formula = int(T_ref / max(T_ref + T, 1) * n)  # spec/07 §5, float64
+    cut_formula = int(T_ref / max(T_ref + T, 1) * n)  # the package's ICL cut, in float64
     assert cut == cut_formula, (cut, cut_formula)
 
     wav_full = torch.from_numpy(wav_full_np.copy())

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
-"""The speaker encoder's log-mel front end (spec/04 §2) of tests/fixtures/audio/ref_24k.wav evaluated in float64
-with the package's own operations (reflect pad, torch.stft, sqrt(re²+im²+1e-9), librosa Slaney mel basis,
-log(clamp(·, 1e-5))). The package computes it in float32; its FFT rounding noise moves bins near the log floor
-by up to ~6e-4, which no other FFT reproduces, so the float64 evaluation is what a port is compared with
-(the float32 output stays in speaker_tiny-*.safetensors). Also checks that the same code in float32 equals the
+"""The speaker encoder's log-mel front end (the package's `mel_spectrogram`, the input of
+`Qwen3TTSSpeakerEncoder`) of tests/fixtures/audio/ref_24k.wav evaluated in float64 with the package's own
+operations (reflect pad, torch.stft, sqrt(re²+im²+1e-9), librosa Slaney mel basis, log(clamp(·, 1e-5))).
+The package computes it in float32; its FFT rounding noise moves bins near the log floor by up to ~6e-4,
+which no other FFT reproduces, so the float64 evaluation is what a port is compared with (the float32
+output stays in speaker_tiny-*.safetensors). Also checks that the same code in float32 equals the
 package's `mel_spectrogram` bit for bit (so the float64 version is the same computation).
 
     .venv-oracle/bin/python scripts/dump_mel64.py    # writes tests/fixtures/reference/codec/speaker_mel_f64.{safetensors,json}

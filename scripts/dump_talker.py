@@ -21,9 +21,9 @@ changes (the json records at which step EOS would have won, computed from the ra
 `max_new_tokens=F+1` is passed through the public API (HF: N new tokens -> N-1 frames).
 
 The package loads its processor with fix_mistral_regex=True, which for a local dir swaps the Qwen2
-pre-tokenizer regex for Mistral's (spec/08 §3). The model was trained with the Qwen2 regex and our
-engine implements it, so we replace `tts.processor` with one loaded with fix_mistral_regex=False
-(checked to carry the Qwen2 regex). The ids used are dumped anyway.
+pre-tokenizer regex for Mistral's (transformers 4.57.3; docs/architecture.md, text tokenizer). The model
+was trained with the Qwen2 regex and our engine implements it, so we replace `tts.processor` with one
+loaded with fix_mistral_regex=False (checked to carry the Qwen2 regex). The ids used are dumped anyway.
 
     dump_talker.py --model-dir tests/fixtures/tiny-0.6B-Base --variant 0.6B-Base \
         --out-dir tests/fixtures/reference/talker/0.6B-Base [--cases xvec,icl] [--frames 100]

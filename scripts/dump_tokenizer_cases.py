@@ -2,7 +2,7 @@
 """Dump text-tokenizer reference cases: tests/fixtures/reference/tokenizer_cases.json.
 
 `ids` are from the GENUINE Qwen2 byte-level BPE (Qwen2 pre-tokenizer regex, NFC, no BOS/EOS), i.e.
-what the model was trained with (spec/08). They are computed twice and must agree:
+what the model was trained with (docs/architecture.md, text tokenizer). They are computed twice and must agree:
   * the slow `transformers.Qwen2Tokenizer` (pure Python, Qwen2 regex `PRETOKENIZE_REGEX`),
   * `transformers.Qwen2TokenizerFast` built from the same vocab.json/merges.txt/tokenizer_config.json
     with `fix_mistral_regex=False`, checked to carry the Qwen2 Split regex.

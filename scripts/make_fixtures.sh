@@ -7,6 +7,16 @@
 #   SUMS_ONLY=1 scripts/make_fixtures.sh    # only rewrite SHA256SUMS (e.g. after editing README.md)
 #
 # Inputs that are NOT regenerated (committed as-is): tests/fixtures/audio/*.wav (espeak-ng speech).
+# Also needed: the released configuration files of the family (JSON only, no weights), in the Hugging Face
+# layout, in $QWEN3_TTS_CONFIGS (default: models/configs, git-ignored):
+#   Qwen3-TTS-12Hz-<variant>/{config,generation_config,tokenizer_config,preprocessor_config,configuration}.json
+#                                 for the five variants below
+#   Qwen3-TTS-Tokenizer-12Hz/{config,preprocessor_config,configuration}.json
+#                                 (the speech_tokenizer/ folder of any checkpoint: identical in all)
+#   vocab.json, merges.txt        (the text-tokenizer files, identical in every checkpoint)
+# To make it: hf download Qwen/Qwen3-TTS-12Hz-$V --include '*.json' merges.txt --local-dir
+#   models/configs/Qwen3-TTS-12Hz-$V for each variant V, then copy vocab.json and merges.txt of one of them
+#   to models/configs/ and its speech_tokenizer/ folder to models/configs/Qwen3-TTS-Tokenizer-12Hz/.
 # Order: tokenizer files -> tiny speech tokenizer (scripts/build_speech_tokenizer.py) -> five tiny
 # main checkpoints -> tokenizer cases -> talker dumps -> codec dumps (scripts/dump_codec.py, scripts/dump_icl_cut.py)
 # -> e2e dumps (scripts/dump_e2e.py) -> SHA256SUMS.
@@ -14,7 +24,8 @@ set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 VENV="${QWEN3_TTS_ORACLE_VENV:-$REPO/.venv-oracle}"
 PY="$VENV/bin/python"
-SHARED="${QWEN3_TTS_SHARED:-$REPO/../shared}"
+CONFIGS="${QWEN3_TTS_CONFIGS:-$REPO/models/configs}"
+export QWEN3_TTS_CONFIGS="$CONFIGS"   # read by build_tts_checkpoint.py / build_speech_tokenizer.py too
 FX="$REPO/tests/fixtures"
 VARIANTS=(0.6B-Base 0.6B-CustomVoice 1.7B-Base 1.7B-CustomVoice 1.7B-VoiceDesign)
 export PYTHONHASHSEED=0 OMP_NUM_THREADS="${OMP_NUM_THREADS:-2}" TOKENIZERS_PARALLELISM=false
@@ -34,9 +45,12 @@ write_sums() {  # every regular file and file symlink (hashed through the link),
 }
 if [ -n "${SUMS_ONLY:-}" ]; then write_sums; log "SHA256SUMS only ($(wc -l < "$FX/SHA256SUMS") files)"; exit 0; fi
 
+[ -f "$CONFIGS/vocab.json" ] && [ -f "$CONFIGS/merges.txt" ] || {
+  echo "no released config files at $CONFIGS (set QWEN3_TTS_CONFIGS; layout in this script's header)" >&2; exit 1; }
+
 # 1) tokenizer files (one copy; checkpoints link to them)
 mkdir -p "$FX/tokenizer"
-cp "$SHARED/configs/vocab.json" "$SHARED/configs/merges.txt" "$FX/tokenizer/"
+cp "$CONFIGS/vocab.json" "$CONFIGS/merges.txt" "$FX/tokenizer/"
 chmod 644 "$FX/tokenizer/"*
 
 # 2) tiny speech tokenizer (helper B's builder)

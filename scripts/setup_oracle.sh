@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Create the Python oracle venv (official qwen-tts package on CPU), following shared/ORACLE.md.
+# Create the Python oracle venv (official qwen-tts package on CPU; pins and install order in
+# scripts/requirements-oracle.txt and below, why an oracle: docs/architecture.md).
 # Usage: scripts/setup_oracle.sh      (venv at ${QWEN3_TTS_ORACLE_VENV:-<repo>/.venv-oracle})
 set -euo pipefail
 REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"

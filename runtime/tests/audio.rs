@@ -1,4 +1,6 @@
-//! Audio loading and resampling against librosa (spec/09).
+//! Audio loading and resampling against librosa (the official package loads reference audio with
+//! `librosa.load(sr=None, mono=True)` and resamples with `librosa.resample`, soxr HQ; see
+//! docs/architecture.md).
 
 use std::path::{Path, PathBuf};
 
