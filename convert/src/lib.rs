@@ -417,7 +417,7 @@ pub fn write_plan(
         overwrite,
         |i, t, out| {
             produce_tensor(src, t, &plan.recipes[i], out)
-                .map_err(|e| qwen3_tts::Error::Other(format!("{e:#}")))?;
+                .map_err(|e| qwen3_tts::Error::Internal(format!("{e:#}")))?;
             progress.inc(t.n_bytes() as u64);
             Ok(())
         },

@@ -1,20 +1,23 @@
 //! Reference audio in: decoding (WAV, FLAC, MP3, OGG/Vorbis), downmix and
-//! resampling to the rate a model part needs (spec/09).
+//! resampling to the rate a model part needs; the speaker encoder's log-mel
+//! front end is [`mel`].
 //!
 //! The reference package loads files with `librosa.load(path, sr=None, mono=True)` and resamples
 //! with `librosa.resample` (`soxr_hq`). This module reproduces that: integer PCM is scaled by
 //! 1/2^(bits−1) (so 16-bit WAV loads bit-exactly), channels are averaged in f32, and the
 //! resampler keeps librosa's output length and time alignment.
 
+pub mod mel;
+
 use std::fs::File;
 use std::path::Path;
 
 use rubato::audioadapter_buffers::direct::InterleavedSlice;
 use rubato::Resampler;
-use symphonia::core::codecs::audio::AudioDecoderOptions;
+use symphonia::core::codecs::audio::{AudioDecoder, AudioDecoderOptions};
 use symphonia::core::errors::Error as SymError;
 use symphonia::core::formats::probe::Hint;
-use symphonia::core::formats::{FormatOptions, TrackType};
+use symphonia::core::formats::{FormatOptions, FormatReader, TrackType};
 use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
 
@@ -52,8 +55,10 @@ pub fn load_resampled(path: &Path, rate: u32) -> Result<Audio> {
 /// [`load_resampled`] with another length limit (see [`load_with_limit`]).
 pub fn load_resampled_with_limit(path: &Path, rate: u32, max_seconds: f64) -> Result<Audio> {
     let audio = load_with_limit(path, max_seconds)?;
-    let samples = resample(&audio.samples, audio.sample_rate, rate)
-        .map_err(|e| Error::Other(format!("{}: {e}", path.display())))?;
+    let samples = resample(&audio.samples, audio.sample_rate, rate).map_err(|e| match e {
+        Error::BadAudio { reason, .. } => Error::bad_audio(path.display(), reason),
+        e => e,
+    })?;
     Ok(Audio {
         samples,
         sample_rate: rate,
@@ -67,90 +72,144 @@ const SUPPORTED: &str = "supported: WAV (PCM, float), FLAC, MP3, OGG/Vorbis";
 pub fn load_with_limit(path: &Path, max_seconds: f64) -> Result<Audio> {
     let name = path.display();
     if max_seconds.is_nan() || max_seconds <= 0.0 {
-        return Err(Error::Other(format!(
-            "{name}: invalid audio length limit {max_seconds} s"
-        )));
+        return Err(Error::bad_audio(
+            &name,
+            format!("invalid audio length limit {max_seconds} s"),
+        ));
     }
+    let file = open_file(path)?;
+    let mut format = probe(path, file)?;
+    let (track_id, mut decoder, rate) = audio_track(path, format.as_mut(), max_seconds)?;
+    let (samples, sample_rate) = decode_mono(
+        path,
+        format.as_mut(),
+        decoder.as_mut(),
+        track_id,
+        rate,
+        max_seconds,
+    )?;
+    Ok(Audio {
+        samples,
+        sample_rate,
+    })
+}
+
+/// Opens `path`, refusing directories and empty files.
+fn open_file(path: &Path) -> Result<File> {
+    let name = path.display();
     let file = File::open(path).map_err(|e| Error::io(path, e))?;
     let meta = file.metadata().map_err(|e| Error::io(path, e))?;
     if meta.is_dir() {
-        return Err(Error::Other(format!(
-            "{name}: is a directory, not an audio file"
-        )));
+        return Err(Error::bad_audio(&name, "is a directory, not an audio file"));
     }
     if meta.len() == 0 {
-        return Err(Error::Other(format!("{name}: empty file (0 bytes)")));
+        return Err(Error::bad_audio(&name, "empty file (0 bytes)"));
     }
+    Ok(file)
+}
 
+/// Finds the container format by content (the extension is only a hint).
+fn probe(path: &Path, file: File) -> Result<Box<dyn FormatReader>> {
+    let name = path.display();
     let mss = MediaSourceStream::new(Box::new(file), Default::default());
     // Probing is by content; the extension is only a hint.
     let mut hint = Hint::new();
     if let Some(ext) = path.extension().and_then(|e| e.to_str()) {
         hint.with_extension(&ext.to_ascii_lowercase());
     }
-    let mut format = match symphonia::default::get_probe().probe(
+    match symphonia::default::get_probe().probe(
         &hint,
         mss,
         FormatOptions::default(),
         MetadataOptions::default(),
     ) {
-        Ok(f) => f,
+        Ok(f) => Ok(f),
         // No format matched at all ...
         Err(SymError::Unsupported(what)) if what.starts_with("core (probe)") => {
-            return Err(Error::Other(format!(
-                "{name}: not a recognised audio file ({SUPPORTED})"
-            )))
+            return Err(Error::bad_audio(
+                &name,
+                format!("not a recognised audio file ({SUPPORTED})"),
+            ))
         }
         // ... or a container was recognised but its content is not (e.g. MP3-in-WAV).
         Err(SymError::Unsupported(what)) => {
-            return Err(Error::Other(format!(
-                "{name}: unsupported audio encoding ({what}; {SUPPORTED})"
-            )))
+            return Err(Error::bad_audio(
+                &name,
+                format!("unsupported audio encoding ({what}; {SUPPORTED})"),
+            ))
         }
         Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            return Err(Error::Other(format!(
-                "{name}: not a recognised audio file, or truncated ({SUPPORTED})"
-            )))
+            return Err(Error::bad_audio(
+                &name,
+                format!("not a recognised audio file, or truncated ({SUPPORTED})"),
+            ))
         }
         Err(e) => {
-            return Err(Error::Other(format!(
-                "{name}: cannot read the audio file: {e}"
-            )))
+            return Err(Error::bad_audio(
+                &name,
+                format!("cannot read the audio file: {e}"),
+            ))
         }
-    };
+    }
+}
 
+/// The audio track: its id, codec parameters, a decoder for it and its
+/// sample rate (0 when the container does not say); refuses a track whose
+/// declared length is over the limit.
+fn audio_track(
+    path: &Path,
+    format: &mut dyn FormatReader,
+    max_seconds: f64,
+) -> Result<(u32, Box<dyn AudioDecoder>, u32)> {
+    let name = path.display();
     let track = format
         .first_track_known_codec(TrackType::Audio)
         .or_else(|| format.first_track(TrackType::Audio))
-        .ok_or_else(|| Error::Other(format!("{name}: no audio track")))?;
+        .ok_or_else(|| Error::bad_audio(&name, format!("no audio track")))?;
     let track_id = track.id;
     let params = track
         .codec_params
         .as_ref()
         .and_then(|p| p.audio())
-        .ok_or_else(|| Error::Other(format!("{name}: audio track without codec parameters")))?
+        .ok_or_else(|| Error::bad_audio(&name, format!("audio track without codec parameters")))?
         .clone();
-    let mut rate = params.sample_rate.unwrap_or(0);
+    let rate = params.sample_rate.unwrap_or(0);
     let limit_frames = |rate: u32| (max_seconds * rate as f64).floor() as u64;
     if let Some(n) = track.num_frames {
         if rate > 0 && n > limit_frames(rate) {
-            return Err(Error::Other(format!(
-                "{name}: audio is {:.1} s long, over the {max_seconds} s limit",
-                n as f64 / rate as f64
-            )));
+            return Err(Error::bad_audio(
+                &name,
+                format!(
+                    "audio is {:.1} s long, over the {max_seconds} s limit",
+                    n as f64 / rate as f64
+                ),
+            ));
         }
     }
 
-    let mut decoder = symphonia::default::get_codecs()
+    let decoder = symphonia::default::get_codecs()
         .make_audio_decoder(&params, &AudioDecoderOptions::default())
         .map_err(|e| match e {
-            SymError::Unsupported(_) => Error::Other(format!(
-                "{name}: unsupported audio codec (id {}; {SUPPORTED})",
-                params.codec
-            )),
-            e => Error::Other(format!("{name}: cannot decode the audio: {e}")),
+            SymError::Unsupported(_) => Error::bad_audio(
+                &name,
+                format!("unsupported audio codec (id {}; {SUPPORTED})", params.codec),
+            ),
+            e => Error::bad_audio(&name, format!("cannot decode the audio: {e}")),
         })?;
+    Ok((track_id, decoder, rate))
+}
 
+/// Decodes the track to mono, stopping with an error past `max_seconds`.
+fn decode_mono(
+    path: &Path,
+    format: &mut dyn FormatReader,
+    decoder: &mut dyn AudioDecoder,
+    track_id: u32,
+    mut rate: u32,
+    max_seconds: f64,
+) -> Result<(Vec<f32>, u32)> {
+    let name = path.display();
+    let limit_frames = |rate: u32| (max_seconds * rate as f64).floor() as u64;
     let mut mono: Vec<f32> = Vec::new();
     let mut planes: Vec<Vec<f32>> = Vec::new();
     let mut last_decode_error = None;
@@ -162,7 +221,12 @@ pub fn load_with_limit(path: &Path, max_seconds: f64) -> Result<Audio> {
             Err(SymError::ResetRequired) => break,
             // A truncated file: keep what was decoded, as libsndfile does.
             Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => break,
-            Err(e) => return Err(Error::Other(format!("{name}: cannot read the audio: {e}"))),
+            Err(e) => {
+                return Err(Error::bad_audio(
+                    &name,
+                    format!("cannot read the audio: {e}"),
+                ))
+            }
         };
         if packet.track_id != track_id {
             continue;
@@ -183,28 +247,33 @@ pub fn load_with_limit(path: &Path, max_seconds: f64) -> Result<Audio> {
                 continue;
             }
             Err(e) => {
-                return Err(Error::Other(format!(
-                    "{name}: cannot decode the audio: {e}"
-                )))
+                return Err(Error::bad_audio(
+                    &name,
+                    format!("cannot decode the audio: {e}"),
+                ))
             }
         };
         let spec_rate = buf.spec().rate();
         if rate == 0 {
             rate = spec_rate;
         } else if spec_rate != 0 && spec_rate != rate {
-            return Err(Error::Other(format!(
-                "{name}: sample rate changes inside the file ({rate} Hz, then {spec_rate} Hz)"
-            )));
+            return Err(Error::bad_audio(
+                &name,
+                format!("sample rate changes inside the file ({rate} Hz, then {spec_rate} Hz)"),
+            ));
         }
         if rate == 0 {
-            return Err(Error::Other(format!("{name}: unknown sample rate")));
+            return Err(Error::bad_audio(&name, format!("unknown sample rate")));
         }
         let frames = buf.frames();
         if (mono.len() + frames) as u64 > limit_frames(rate) {
-            return Err(Error::Other(format!(
-                "{name}: audio is longer than the {max_seconds} s limit (stopped decoding at {:.1} s)",
-                (mono.len() + frames) as f64 / rate as f64
-            )));
+            return Err(Error::bad_audio(
+                &name,
+                format!(
+                    "audio is longer than the {max_seconds} s limit (stopped decoding at {:.1} s)",
+                    (mono.len() + frames) as f64 / rate as f64
+                ),
+            ));
         }
         // symphonia's integer→f32 conversion is s / 2^(bits−1), like libsndfile's.
         buf.copy_to_vecs_planar::<f32>(&mut planes);
@@ -212,15 +281,15 @@ pub fn load_with_limit(path: &Path, max_seconds: f64) -> Result<Audio> {
     }
 
     if mono.is_empty() {
-        return Err(Error::Other(match last_decode_error {
-            Some(e) => format!("{name}: no audio could be decoded (last error: {e})"),
-            None => format!("{name}: the file contains no audio samples"),
-        }));
+        return Err(Error::bad_audio(
+            &name,
+            match last_decode_error {
+                Some(e) => format!("no audio could be decoded (last error: {e})"),
+                None => "the file contains no audio samples".to_string(),
+            },
+        ));
     }
-    Ok(Audio {
-        samples: mono,
-        sample_rate: rate,
-    })
+    Ok((mono, rate))
 }
 
 /// Appends the channel mean of `frames` frames, computed like numpy's `mean(axis=0)` on
@@ -301,9 +370,12 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>> {
         || to > MAX_RATE
         || from.max(to) / from.min(to) > 1000
     {
-        return Err(Error::Other(format!(
-            "unsupported resampling {from} Hz → {to} Hz (rates must be 1 Hz to 1 MHz, ratio ≤ 1000)"
-        )));
+        return Err(Error::bad_audio(
+            "audio",
+            format!(
+                "unsupported resampling {from} Hz → {to} Hz (rates must be 1 Hz to 1 MHz, ratio ≤ 1000)"
+            ),
+        ));
     }
     if from == to {
         return Ok(samples.to_vec());
@@ -314,7 +386,7 @@ pub fn resample(samples: &[f32], from: u32, to: u32) -> Result<Vec<f32>> {
         Vec::new()
     } else {
         fft_resample(samples, from, to, valid)
-            .map_err(|e| Error::Other(format!("resampler: {e}")))?
+            .map_err(|e| Error::Internal(format!("resampler: {e}")))?
     };
     out.resize(out_len, 0.0);
     Ok(out)

@@ -1,5 +1,6 @@
 //! The speech-tokenizer decoder (vocoder): 16 codes per 80 ms frame → 1920
-//! samples at 24 kHz (spec/06).
+//! samples at 24 kHz (the reference's `Qwen3TTSTokenizerV2Decoder`; see
+//! docs/architecture.md).
 //!
 //! RVQ dequantisation → causal pre-conv → sliding-window transformer →
 //! 2 × (transposed conv + ConvNeXt) → conv → 4 decoder blocks (SnakeBeta,
@@ -12,20 +13,24 @@
 //! decodes an utterance in stateless chunks of 300 frames, each seeing only 25
 //! frames of left context; [`DecodeStream`] reproduces that by restarting
 //! the state at every chunk boundary and replaying those 25 frames.
+//!
+//! [`CodecDecoder`] is the loaded model (shared); a [`DecoderSession`] holds
+//! one stream's state and graphs.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::CodecDecoderConfig;
 use crate::error::{Error, Result};
-use crate::ggml::{Backend, Context, GgmlType, OwnedGraph, Tensor, TensorStore};
+use crate::ggml::{Backend, GgmlType, OwnedGraph, Slot, StoredTensor, TensorStore};
+use crate::gguf_schema::tensors::{self, codec_decoder as names};
 use crate::gguf_schema::ARCH_TOKENIZER;
 use crate::layers::{
-    block_weight_names, causal_conv1d, causal_transposed_conv1d, convnext_block, decoder_block,
-    linear, rms_norm, snake, state_name, sum, weight, BlockWeights, CausalContext, KvCache,
+    decoder_block, linear, rms_norm, sum, BlockKind, BlockWeights, CausalContext, CausalConv,
+    CausalTransposedConv, ConvNext, DepthwiseConv, KvCache, Snake, StreamStateLayout,
 };
 use crate::model_file::GgufFile;
-use crate::weights::{load_weights_with, permute3, Prepared};
+use crate::weights::{load_weights_with, permute3, Linear, Prepared, WeightSource};
 
 /// Frames per stateless chunk of the reference's decode.
 pub const CHUNK_FRAMES: usize = 300;
@@ -34,16 +39,8 @@ pub const CHUNK_CONTEXT: usize = 25;
 /// Default frames per graph call (bounds the activation memory).
 pub const DEFAULT_TILE_FRAMES: usize = 25;
 
-const PREFIX: &str = "dec.";
 /// Residual-unit dilations of each decoder block.
 const DILATIONS: [usize; 3] = [1, 3, 9];
-
-/// The decoder blocks' transposed convs are at `dec.dec.{1..=4}.block.1`;
-/// the upsampling ones at `dec.upsample.{i}.0`.
-fn is_transposed_conv(name: &str) -> bool {
-    (name.starts_with("dec.upsample.") && name.contains(".0.conv."))
-        || (name.starts_with("dec.dec.") && name.contains(".block.1.conv."))
-}
 
 /// Rearranges a stored tensor into the layout the graph computes with:
 /// conv kernels `[k, c_in, c_out]` → `[c_in, k, c_out]`, transposed-conv
@@ -67,7 +64,7 @@ fn prepare(file: &GgufFile, name: &str, bytes: &[u8]) -> Result<Option<Prepared>
         }));
     }
     let is_kernel = name.ends_with(".conv.weight") || name.ends_with(".output_proj.weight");
-    if !is_kernel || name.starts_with("dec.pre_transformer.") {
+    if !is_kernel || name.starts_with(names::TFM_PREFIX) {
         return Ok(None);
     }
     let bad = |reason: String| Error::Tensor {
@@ -105,7 +102,7 @@ fn prepare(file: &GgufFile, name: &str, bytes: &[u8]) -> Result<Option<Prepared>
     if !name.ends_with(".conv.weight") {
         return Ok(None); // the RVQ projections (1×1)
     }
-    if is_transposed_conv(name) {
+    if names::is_transposed_conv(name) {
         return Ok(Some(Prepared {
             ty,
             ne: vec![ne[2] as i64, ne[1] as i64, ne[0] as i64],
@@ -119,291 +116,352 @@ fn prepare(file: &GgufFile, name: &str, bytes: &[u8]) -> Result<Option<Prepared>
     }))
 }
 
-/// GGUF names the decoder reads.
-pub fn weight_names(cfg: &CodecDecoderConfig) -> Vec<String> {
-    let mut names = vec![
-        "dec.rvq_first.output_proj.weight".to_string(),
-        "dec.rvq_rest.output_proj.weight".to_string(),
-    ];
-    for q in 0..cfg.num_quantizers {
-        names.push(codebook_name(cfg, q));
-    }
-    let conv = |names: &mut Vec<String>, p: &str| {
-        names.push(format!("{p}.conv.weight"));
-        names.push(format!("{p}.conv.bias"));
-    };
-    conv(&mut names, "dec.pre_conv");
-    let t = "dec.pre_transformer";
-    for s in ["input_proj.weight", "input_proj.bias", "output_norm.weight"] {
-        names.push(format!("{t}.{s}"));
-    }
-    names.push(format!("{t}.output_proj.weight"));
-    names.push(format!("{t}.output_proj.bias"));
-    for l in 0..cfg.transformer.layers {
-        let p = format!("{t}.blk.{l}");
-        names.extend(
-            block_weight_names(&p)
-                .into_iter()
-                .filter(|n| !n.contains("_q_norm") && !n.contains("_k_norm")),
-        );
-        names.push(format!("{p}.attn_scale"));
-        names.push(format!("{p}.ffn_scale"));
-    }
-    for i in 0..cfg.upsampling_ratios.len() {
-        conv(&mut names, &format!("dec.upsample.{i}.0"));
-        let p = format!("dec.upsample.{i}.1");
-        conv(&mut names, &format!("{p}.dwconv"));
-        for s in ["norm.weight", "norm.bias", "pwconv1.weight", "pwconv1.bias"] {
-            names.push(format!("{p}.{s}"));
-        }
-        for s in ["pwconv2.weight", "pwconv2.bias", "gamma"] {
-            names.push(format!("{p}.{s}"));
-        }
-    }
-    let blocks = cfg.upsample_rates.len();
-    conv(&mut names, "dec.dec.0");
-    let snake_names = |names: &mut Vec<String>, p: &str| {
-        names.push(format!("{p}.alpha"));
-        names.push(format!("{p}.beta"));
-    };
-    for b in 1..=blocks {
-        snake_names(&mut names, &format!("dec.dec.{b}.block.0"));
-        conv(&mut names, &format!("dec.dec.{b}.block.1"));
-        for u in 0..DILATIONS.len() {
-            let p = format!("dec.dec.{b}.block.{}", u + 2);
-            snake_names(&mut names, &format!("{p}.act1"));
-            conv(&mut names, &format!("{p}.conv1"));
-            snake_names(&mut names, &format!("{p}.act2"));
-            conv(&mut names, &format!("{p}.conv2"));
-        }
-    }
-    snake_names(&mut names, &format!("dec.dec.{}", blocks + 1));
-    conv(&mut names, &format!("dec.dec.{}", blocks + 2));
-    names
+/// A residual unit: `x + conv2(snake2(conv1(snake1(x))))`.
+#[derive(Clone, Debug)]
+pub struct ResidualUnit {
+    pub act1: Snake,
+    pub conv1: CausalConv,
+    pub act2: Snake,
+    pub conv2: CausalConv,
 }
 
-fn codebook_name(cfg: &CodecDecoderConfig, q: usize) -> String {
-    if q < cfg.num_semantic_quantizers {
-        format!("dec.rvq_first.blk.{q}.codebook.embed")
-    } else {
-        format!(
-            "dec.rvq_rest.blk.{}.codebook.embed",
-            q - cfg.num_semantic_quantizers
-        )
+/// A waveform decoder block: SnakeBeta, upsampling transposed conv, three
+/// dilated residual units.
+#[derive(Clone, Debug)]
+pub struct DecoderBlock {
+    pub snake: Snake,
+    pub upsample: CausalTransposedConv,
+    pub units: Vec<ResidualUnit>,
+}
+
+/// An upsampling stage before the waveform decoder.
+#[derive(Clone, Debug)]
+pub struct UpsampleStage {
+    pub conv: CausalTransposedConv,
+    pub convnext: ConvNext,
+}
+
+/// The decoder's weights, and the layout of its streaming state.
+#[derive(Clone, Debug)]
+pub struct CodecDecoderWeights {
+    /// RVQ codebooks `[dim, codebook_size]`, semantic first.
+    pub codebooks: Vec<StoredTensor>,
+    /// 1×1 output projections of the two RVQ branches, `[1, dim, c]`.
+    pub rvq_first_proj: StoredTensor,
+    pub rvq_rest_proj: StoredTensor,
+    pub pre_conv: CausalConv,
+    pub input_proj: Linear,
+    pub blocks: Vec<BlockWeights>,
+    pub output_norm: StoredTensor,
+    pub output_proj: Linear,
+    pub upsample: Vec<UpsampleStage>,
+    pub first_conv: CausalConv,
+    pub decoder_blocks: Vec<DecoderBlock>,
+    pub last_snake: Snake,
+    pub last_conv: CausalConv,
+    /// The causal layers' left-context tensors.
+    pub states: StreamStateLayout,
+}
+
+fn bad_stride(name: String, stride: usize) -> Error {
+    Error::Tensor {
+        path: Default::default(),
+        name,
+        reason: format!("kernel size is not a multiple of the stride {stride}"),
     }
 }
 
-/// Graph pieces shared by the builders below.
-struct Builder<'a> {
-    ctx: &'a Context,
-    w: &'a TensorStore,
-    cc: CausalContext<'a>,
+impl CodecDecoderWeights {
+    fn load(src: &WeightSource, cfg: &CodecDecoderConfig, path: &Path) -> Result<Self> {
+        let mut states = StreamStateLayout::default();
+        let w = |stem: &str| src.kernel(&tensors::join(stem, tensors::CONV_WEIGHT));
+        let b = |stem: &str| src.any(&tensors::join(stem, tensors::CONV_BIAS)).map(Some);
+        let conv = |stem: &str, dilation: usize, states: &mut StreamStateLayout| {
+            Ok::<_, Error>(CausalConv::new(w(stem)?, b(stem)?, dilation, states))
+        };
+        let tconv = |stem: &str, stride: usize, states: &mut StreamStateLayout| {
+            CausalTransposedConv::new(w(stem)?, b(stem)?, stride, states).ok_or_else(|| {
+                let mut e = bad_stride(tensors::join(stem, tensors::CONV_WEIGHT), stride);
+                if let Error::Tensor { path: p, .. } = &mut e {
+                    *p = path.to_path_buf();
+                }
+                e
+            })
+        };
+        let snake = |stem: &str| {
+            Ok::<_, Error>(Snake {
+                alpha: src.any(&tensors::join(stem, names::ALPHA))?,
+                inv_beta: src.any(&tensors::join(stem, names::BETA))?,
+            })
+        };
+        let codebooks = (0..cfg.num_quantizers)
+            .map(|q| {
+                let name = names::codebook(cfg.num_semantic_quantizers, q);
+                let dim = src.any(&name)?.ne()[0] as usize;
+                src.tensor(&name, &[dim, cfg.codebook_size])
+            })
+            .collect::<Result<_>>()?;
+        let pre_conv = conv(names::PRE_CONV, 1, &mut states)?;
+        let t = &cfg.transformer;
+        let mut upsample = Vec::new();
+        for (i, &s) in cfg.upsampling_ratios.iter().enumerate() {
+            let conv = tconv(&names::upsample_conv(i), s, &mut states)?;
+            let stem = names::upsample_convnext(i);
+            let part = |p: &str| tensors::join(&stem, p);
+            let dw = part(names::DWCONV);
+            let dwconv = DepthwiseConv::new(w(&dw)?, b(&dw)?, &mut states);
+            let norm = part(names::NORM);
+            upsample.push(UpsampleStage {
+                conv,
+                convnext: ConvNext {
+                    dwconv,
+                    norm_weight: src.any(&tensors::join(&norm, tensors::WEIGHT))?,
+                    norm_bias: src.any(&tensors::join(&norm, tensors::BIAS))?,
+                    pwconv1: src.linear_any(&part(names::PWCONV1))?,
+                    pwconv2: src.linear_any(&part(names::PWCONV2))?,
+                    gamma: src.any(&part(names::GAMMA))?,
+                },
+            });
+        }
+        let first_conv = conv(&names::layer(0), 1, &mut states)?;
+        let mut decoder_blocks = Vec::new();
+        for (i, &rate) in cfg.upsample_rates.iter().enumerate() {
+            let part = |p: usize| names::block_part(i + 1, p);
+            let snake0 = snake(&part(0))?;
+            let up = tconv(&part(1), rate, &mut states)?;
+            let mut units = Vec::new();
+            for (u, &d) in DILATIONS.iter().enumerate() {
+                let unit = part(u + 2);
+                let sub = |p: &str| tensors::join(&unit, p);
+                units.push(ResidualUnit {
+                    act1: snake(&sub(names::ACT1))?,
+                    conv1: conv(&sub(names::CONV1), d, &mut states)?,
+                    act2: snake(&sub(names::ACT2))?,
+                    conv2: conv(&sub(names::CONV2), 1, &mut states)?,
+                });
+            }
+            decoder_blocks.push(DecoderBlock {
+                snake: snake0,
+                upsample: up,
+                units,
+            });
+        }
+        let n = cfg.upsample_rates.len();
+        Ok(Self {
+            codebooks,
+            rvq_first_proj: src.kernel(names::RVQ_FIRST_OUTPUT_PROJ)?,
+            rvq_rest_proj: src.kernel(names::RVQ_REST_OUTPUT_PROJ)?,
+            pre_conv,
+            input_proj: src.linear_any(names::TFM_INPUT_PROJ)?,
+            blocks: (0..t.layers)
+                .map(|l| BlockWeights::load(src, &names::block(l), t, BlockKind::CodecDecoder))
+                .collect::<Result<_>>()?,
+            output_norm: src.tensor(names::TFM_OUTPUT_NORM, &[t.hidden])?,
+            output_proj: src.linear_any(names::TFM_OUTPUT_PROJ)?,
+            upsample,
+            first_conv,
+            decoder_blocks,
+            last_snake: snake(&names::layer(n + 1))?,
+            last_conv: conv(&names::layer(n + 2), 1, &mut states)?,
+            states,
+        })
+    }
 }
 
-impl<'a> Builder<'a> {
-    fn w(&self, name: &str) -> Tensor<'a> {
-        weight(self.w, name)
+/// The loaded speech-tokenizer decoder (shared by every session).
+pub struct CodecDecoder {
+    pub config: CodecDecoderConfig,
+    pub weights: CodecDecoderWeights,
+    store: TensorStore,
+}
+
+impl CodecDecoder {
+    /// Opens the decoder of a `tokenizer-*.gguf` file written by `qwen3-tts-convert`.
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        let file = GgufFile::open_arch(path, ARCH_TOKENIZER)?;
+        let config = CodecDecoderConfig::from_gguf(&file)?;
+        let store = load_weights_with(
+            &file,
+            // The RVQ input projections serve only the encoding direction.
+            |name| name.starts_with(names::PREFIX) && !names::is_rvq_input_proj(name),
+            |name, bytes| prepare(&file, name, bytes),
+        )?;
+        let weights = CodecDecoderWeights::load(
+            &WeightSource::new(&store, file.path()),
+            &config,
+            file.path(),
+        )?;
+        Ok(Self {
+            config,
+            weights,
+            store,
+        })
     }
-    fn conv(&self, prefix: &str, x: Tensor<'a>, dilation: usize) -> Tensor<'a> {
-        let (w, b) = (
-            self.w(&format!("{prefix}.conv.weight")),
-            self.w(&format!("{prefix}.conv.bias")),
-        );
-        causal_conv1d(self.ctx, &self.cc, prefix, x, w, Some(b), dilation)
+
+    /// Bytes of weights held in memory.
+    pub fn weights_size(&self) -> usize {
+        self.store.size()
     }
-    fn transposed_conv(&self, prefix: &str, x: Tensor<'a>, stride: usize) -> Tensor<'a> {
-        let (w, b) = (
-            self.w(&format!("{prefix}.conv.weight")),
-            self.w(&format!("{prefix}.conv.bias")),
-        );
-        causal_transposed_conv1d(self.ctx, &self.cc, prefix, x, w, Some(b), stride)
+
+    /// Output samples per frame (1920).
+    pub fn samples_per_frame(&self) -> usize {
+        self.config.samples_per_frame
     }
-    fn snake(&self, prefix: &str, x: Tensor<'a>) -> Tensor<'a> {
-        snake(
-            self.ctx,
-            x,
-            self.w(&format!("{prefix}.alpha")),
-            self.w(&format!("{prefix}.beta")),
-        )
+
+    pub fn sample_rate(&self) -> u32 {
+        self.config.sample_rate
+    }
+
+    /// A decoding session on its own `threads`-thread backend.
+    pub fn session(self: &Arc<Self>, threads: usize) -> DecoderSession {
+        DecoderSession::new(self.clone(), Arc::new(Backend::cpu(threads)))
     }
 }
 
-/// Persistent state of a decode stream: per causal layer its left context,
-/// and the transformer's KV cache for one chunk.
-fn state_specs(cfg: &CodecDecoderConfig, w: &TensorStore) -> Vec<(String, GgmlType, Vec<i64>)> {
-    let mut specs = Vec::new();
-    let f32_state = |specs: &mut Vec<_>, layer: &str, channels: i64, pad: usize| {
-        if pad > 0 {
-            specs.push((state_name(layer), GgmlType::F32, vec![channels, pad as i64]));
-        }
-    };
-    // conv kernel `[c_in, k, c_out]`: context (k − 1)·dilation
-    let conv = |specs: &mut Vec<_>, layer: &str, dilation: usize| {
-        let ne = weight(w, &format!("{layer}.conv.weight")).ne();
-        f32_state(specs, layer, ne[0], (ne[1] as usize - 1) * dilation);
-    };
-    // transposed kernel `[c_in, c_out, k]`: context k/stride − 1 input frames
-    let tconv = |specs: &mut Vec<_>, layer: &str, stride: usize| {
-        let ne = weight(w, &format!("{layer}.conv.weight")).ne();
-        f32_state(specs, layer, ne[0], ne[2] as usize / stride - 1);
-    };
-    conv(&mut specs, "dec.pre_conv", 1);
-    let t = &cfg.transformer;
-    for l in 0..t.layers {
-        for kv in ["k", "v"] {
-            specs.push((
-                kv_name(kv, l),
-                GgmlType::F32,
-                vec![
-                    (t.head_dim * t.kv_heads) as i64,
-                    (CHUNK_FRAMES + CHUNK_CONTEXT) as i64,
-                ],
-            ));
-        }
-    }
-    for (i, &s) in cfg.upsampling_ratios.iter().enumerate() {
-        tconv(&mut specs, &format!("dec.upsample.{i}.0"), s);
-        let dw = format!("dec.upsample.{i}.1.dwconv");
-        let ne = weight(w, &format!("{dw}.conv.weight")).ne();
-        f32_state(&mut specs, &dw, ne[0], ne[1] as usize - 1);
-    }
-    conv(&mut specs, "dec.dec.0", 1);
-    for (b, &rate) in cfg.upsample_rates.iter().enumerate() {
-        let b = b + 1;
-        tconv(&mut specs, &format!("dec.dec.{b}.block.1"), rate);
-        for (u, &d) in DILATIONS.iter().enumerate() {
-            let p = format!("dec.dec.{b}.block.{}", u + 2);
-            conv(&mut specs, &format!("{p}.conv1"), d);
-            conv(&mut specs, &format!("{p}.conv2"), 1);
-        }
-    }
-    conv(
-        &mut specs,
-        &format!("dec.dec.{}", cfg.upsample_rates.len() + 2),
-        1,
-    );
-    specs
+/// Inputs and output of a decode graph.
+#[derive(Clone, Copy)]
+struct TileIo {
+    codes: Slot,
+    pos: Slot,
+    mask: Slot,
+    wav: Slot,
 }
 
-fn kv_name(kv: &str, layer: usize) -> String {
-    format!("dec.pre_transformer.cache.{kv}{layer}")
+/// One stream's persistent state: per causal layer its left context, and the
+/// transformer's KV cache for one chunk.
+struct StreamState {
+    store: TensorStore,
+    context: Vec<StoredTensor>,
+    k: Vec<StoredTensor>,
+    v: Vec<StoredTensor>,
+}
+
+impl StreamState {
+    fn new(cfg: &CodecDecoderConfig, layout: &StreamStateLayout) -> Self {
+        let mut specs: Vec<_> = layout
+            .shapes
+            .iter()
+            .enumerate()
+            .map(|(i, &[c, n])| (format!("ctx{i}"), GgmlType::F32, vec![c as i64, n as i64]))
+            .collect();
+        let t = &cfg.transformer;
+        let kv_shape = vec![
+            (t.head_dim * t.kv_heads) as i64,
+            (CHUNK_FRAMES + CHUNK_CONTEXT) as i64,
+        ];
+        for l in 0..t.layers {
+            for kv in ["k", "v"] {
+                specs.push((format!("{kv}{l}"), GgmlType::F32, kv_shape.clone()));
+            }
+        }
+        let store = TensorStore::new(&specs);
+        let get = |n: String| store.get(&n).expect("just created");
+        Self {
+            context: (0..layout.shapes.len())
+                .map(|i| get(format!("ctx{i}")))
+                .collect(),
+            k: (0..t.layers).map(|l| get(format!("k{l}"))).collect(),
+            v: (0..t.layers).map(|l| get(format!("v{l}"))).collect(),
+            store,
+        }
+    }
 }
 
 /// The graph decoding `n` frames from the stream state.
 fn build_graph(
-    cfg: &CodecDecoderConfig,
+    dec: &CodecDecoder,
+    state: &StreamState,
     backend: &Arc<Backend>,
-    weights: Arc<TensorStore>,
-    state: Arc<TensorStore>,
     n: usize,
-) -> OwnedGraph {
-    let cfg = cfg.clone();
+) -> OwnedGraph<TileIo> {
+    let (cfg, w) = (&dec.config, &dec.weights);
     let nodes = 4096 + cfg.transformer.layers * 64;
-    OwnedGraph::build(backend, nodes, vec![weights, state], move |ctx, stores| {
-        let b = Builder {
-            ctx,
-            w: &stores[0],
-            cc: CausalContext::streaming(&stores[1]),
-        };
+    OwnedGraph::build(backend, nodes, |ctx| {
+        let cc = CausalContext::streaming(state.context.iter().map(|s| ctx.stored(s)).collect());
         let nq = cfg.num_quantizers;
         let codes = ctx
             .new_tensor(GgmlType::I32, &[n as i64, nq as i64])
-            .set_name("codes")
             .set_input();
-        let pos = ctx
-            .new_tensor(GgmlType::I32, &[n as i64])
-            .set_name("pos")
-            .set_input();
+        let pos = ctx.new_tensor(GgmlType::I32, &[n as i64]).set_input();
         let capacity = (CHUNK_FRAMES + CHUNK_CONTEXT) as i64;
         let mask = ctx
             .new_tensor(GgmlType::F32, &[capacity, n as i64])
-            .set_name("mask")
             .set_input();
 
         // RVQ: per branch, the codebook rows summed in layer order, then the
-        // branch's 1×1 output projection (spec/06 §1).
-        let branch = |range: std::ops::Range<usize>, proj: &str| {
+        // branch's 1×1 output projection.
+        let branch = |range: std::ops::Range<usize>, proj: &StoredTensor| {
             let rows = sum(
                 ctx,
                 range.map(|q| {
                     let ids = ctx.view(codes, &[n as i64], &[], q * n * 4);
-                    ctx.get_rows(b.w(&codebook_name(&cfg, q)), ids)
+                    ctx.get_rows(ctx.stored(&w.codebooks[q]), ids)
                 }),
             );
-            let w = b.w(proj);
-            let [_, c_in, c_out, _] = w.ne(); // a 1×1 conv kernel
-            ctx.mul_mat(ctx.reshape(w, &[c_in, c_out]), rows)
+            let p = ctx.stored(proj);
+            let [_, c_in, c_out, _] = p.ne(); // a 1×1 conv kernel
+            ctx.mul_mat(ctx.reshape(p, &[c_in, c_out]), rows)
         };
         let ns = cfg.num_semantic_quantizers;
         let x = ctx.add(
-            branch(0..ns, "dec.rvq_first.output_proj.weight"),
-            branch(ns..nq, "dec.rvq_rest.output_proj.weight"),
+            branch(0..ns, &w.rvq_first_proj),
+            branch(ns..nq, &w.rvq_rest_proj),
         );
-        let x = b.conv("dec.pre_conv", x, 1);
+        let x = w.pre_conv.forward(ctx, &cc, x);
 
         // Sliding-window transformer over the frames.
         let t = &cfg.transformer;
-        let p = "dec.pre_transformer";
-        let mut h = linear(
-            ctx,
-            x,
-            b.w(&format!("{p}.input_proj.weight")),
-            Some(b.w(&format!("{p}.input_proj.bias"))),
-        );
-        for l in 0..t.layers {
-            let bw = BlockWeights::new(b.w, &format!("{p}.blk.{l}"));
+        let mut h = linear(ctx, x, &w.input_proj);
+        for (l, bw) in w.blocks.iter().enumerate() {
             let kv = KvCache::Persistent {
-                k: weight(&stores[1], &kv_name("k", l)),
-                v: weight(&stores[1], &kv_name("v", l)),
+                k: ctx.stored(&state.k[l]),
+                v: ctx.stored(&state.v[l]),
                 rows: pos,
                 n_kv: capacity as usize,
             };
-            h = decoder_block(ctx, t, &bw, h, pos, kv, Some(mask)).out;
+            h = decoder_block(ctx, t, bw, h, pos, kv, Some(mask)).out;
         }
-        let h = rms_norm(ctx, h, b.w(&format!("{p}.output_norm.weight")), t.rms_eps);
-        let mut x = linear(
-            ctx,
-            h,
-            b.w(&format!("{p}.output_proj.weight")),
-            Some(b.w(&format!("{p}.output_proj.bias"))),
-        );
+        let h = rms_norm(ctx, h, ctx.stored(&w.output_norm), t.rms_eps);
+        let mut x = linear(ctx, h, &w.output_proj);
 
-        for (i, &s) in cfg.upsampling_ratios.iter().enumerate() {
-            x = b.transposed_conv(&format!("dec.upsample.{i}.0"), x, s);
-            x = convnext_block(ctx, &b.cc, b.w, &format!("dec.upsample.{i}.1"), x);
+        for stage in &w.upsample {
+            x = stage.conv.forward(ctx, &cc, x);
+            x = stage.convnext.forward(ctx, &cc, x);
         }
-        x = b.conv("dec.dec.0", x, 1);
-        for (i, &rate) in cfg.upsample_rates.iter().enumerate() {
-            let blk = format!("dec.dec.{}.block", i + 1);
-            x = b.snake(&format!("{blk}.0"), x);
-            x = b.transposed_conv(&format!("{blk}.1"), x, rate);
-            for (u, &d) in DILATIONS.iter().enumerate() {
-                let unit = format!("{blk}.{}", u + 2);
-                let y = b.snake(&format!("{unit}.act1"), x);
-                let y = b.conv(&format!("{unit}.conv1"), y, d);
-                let y = b.snake(&format!("{unit}.act2"), y);
-                let y = b.conv(&format!("{unit}.conv2"), y, 1);
+        x = w.first_conv.forward(ctx, &cc, x);
+        for block in &w.decoder_blocks {
+            x = block.snake.forward(ctx, x);
+            x = block.upsample.forward(ctx, &cc, x);
+            for unit in &block.units {
+                let y = unit.act1.forward(ctx, x);
+                let y = unit.conv1.forward(ctx, &cc, y);
+                let y = unit.act2.forward(ctx, y);
+                let y = unit.conv2.forward(ctx, &cc, y);
                 x = ctx.add(x, y);
             }
         }
-        let blocks = cfg.upsample_rates.len();
-        x = b.snake(&format!("dec.dec.{}", blocks + 1), x);
-        x = b.conv(&format!("dec.dec.{}", blocks + 2), x, 1);
-        let wav = ctx.clamp(x, -1.0, 1.0).set_name("wav");
+        x = w.last_snake.forward(ctx, x);
+        x = w.last_conv.forward(ctx, &cc, x);
+        let wav = ctx.clamp(x, -1.0, 1.0);
+        let io = TileIo {
+            codes: ctx.slot(codes),
+            pos: ctx.slot(pos),
+            mask: ctx.slot(mask),
+            wav: ctx.slot(wav),
+        };
         let mut outputs = vec![wav];
-        outputs.extend(b.cc.into_updates());
-        outputs
+        outputs.extend(cc.into_updates());
+        (io, outputs)
     })
 }
 
-/// The loaded decoder with the state of one stream.
-pub struct CodecDecoder {
-    // Drop order: graphs before the stores and the backend.
+/// One decoding stream's state and graphs over a shared [`CodecDecoder`].
+pub struct DecoderSession {
+    // Drop order: graphs before the state.
     /// Graphs by frames per call (the tile size and the last odd size).
-    graphs: Vec<(usize, OwnedGraph)>,
-    state: Arc<TensorStore>,
-    weights: Arc<TensorStore>,
-    pub config: CodecDecoderConfig,
+    graphs: Vec<(usize, OwnedGraph<TileIo>)>,
+    state: StreamState,
+    decoder: Arc<CodecDecoder>,
     backend: Arc<Backend>,
     /// Frames decoded since the state was last reset.
     position: usize,
@@ -411,49 +469,25 @@ pub struct CodecDecoder {
     tile_frames: usize,
 }
 
-impl CodecDecoder {
-    /// Opens the decoder of a `tokenizer-*.gguf` file written by `qwen3-tts-convert`.
-    pub fn load(path: impl AsRef<Path>, threads: usize) -> Result<Self> {
-        let file = GgufFile::open_arch(path, ARCH_TOKENIZER)?;
-        let config = CodecDecoderConfig::from_gguf(&file)?;
-        for name in weight_names(&config) {
-            file.tensor_info(&name)?;
-        }
-        for q in 0..config.num_quantizers {
-            let name = codebook_name(&config, q);
-            let ne = &file.tensor_info(&name)?.ne;
-            if ne.get(1) != Some(&(config.codebook_size as i64)) {
-                return Err(Error::Tensor {
-                    path: file.path().to_path_buf(),
-                    name,
-                    reason: format!("shape {ne:?}: expected {} entries", config.codebook_size),
-                });
-            }
-        }
-        let backend = Arc::new(Backend::cpu(threads));
-        let weights = load_weights_with(
-            &file,
-            &backend,
-            // The RVQ input projections serve only the encoding direction.
-            |name| {
-                name.starts_with(PREFIX)
-                    && !(name.starts_with("dec.rvq_") && name.ends_with(".input_proj.weight"))
-            },
-            |name, bytes| prepare(&file, name, bytes),
-        )?;
-        let weights = Arc::new(weights);
-        let state = Arc::new(TensorStore::new(&backend, &state_specs(&config, &weights)));
-        let mut dec = Self {
+impl DecoderSession {
+    /// A session computing on `backend`.
+    pub fn new(decoder: Arc<CodecDecoder>, backend: Arc<Backend>) -> Self {
+        let state = StreamState::new(&decoder.config, &decoder.weights.states);
+        let mut s = Self {
             graphs: Vec::new(),
             state,
-            weights,
-            config,
+            decoder,
             backend,
             position: 0,
             tile_frames: DEFAULT_TILE_FRAMES,
         };
-        dec.reset();
-        Ok(dec)
+        s.reset();
+        s
+    }
+
+    /// The model this session decodes with.
+    pub fn decoder(&self) -> &Arc<CodecDecoder> {
+        &self.decoder
     }
 
     pub fn set_threads(&self, threads: usize) {
@@ -466,41 +500,42 @@ impl CodecDecoder {
         self.graphs.clear();
     }
 
-    /// Bytes of weights held in backend memory.
-    pub fn weights_size(&self) -> usize {
-        self.weights.size()
-    }
-
     /// Output samples per frame (1920).
     pub fn samples_per_frame(&self) -> usize {
-        self.config.samples_per_frame
+        self.decoder.samples_per_frame()
     }
 
     pub fn sample_rate(&self) -> u32 {
-        self.config.sample_rate
+        self.decoder.sample_rate()
     }
 
     /// Starts from silence: zero left context, transformer positions from 0.
     fn reset(&mut self) {
-        self.state.clear(0);
+        self.state.store.clear(0);
         self.position = 0;
     }
 
     /// Checks a frame's code count and ranges.
     fn check(&self, index: usize, frame: &[u32]) -> Result<()> {
-        let c = &self.config;
+        let c = &self.decoder.config;
         if frame.len() != c.num_quantizers {
-            return Err(Error::Other(format!(
-                "frame {index} has {} codes, the decoder needs {}",
-                frame.len(),
-                c.num_quantizers
-            )));
+            return Err(Error::invalid(
+                "frames",
+                format!(
+                    "frame {index} has {} codes, the decoder needs {}",
+                    frame.len(),
+                    c.num_quantizers
+                ),
+            ));
         }
         if let Some(bad) = frame.iter().find(|&&v| v as usize >= c.codebook_size) {
-            return Err(Error::Other(format!(
-                "frame {index}: code {bad} outside the codebook (size {})",
-                c.codebook_size
-            )));
+            return Err(Error::invalid(
+                "frames",
+                format!(
+                    "frame {index}: code {bad} outside the codebook (size {})",
+                    c.codebook_size
+                ),
+            ));
         }
         Ok(())
     }
@@ -517,13 +552,13 @@ impl CodecDecoder {
     fn run_tile(&mut self, frames: &[Vec<u32>]) -> Result<Vec<f32>> {
         let n = frames.len();
         let capacity = CHUNK_FRAMES + CHUNK_CONTEXT;
-        if self.position + n > capacity {
-            return Err(Error::Other(format!(
-                "decoder: {} frames since the last chunk start exceed {capacity}",
-                self.position + n
-            )));
-        }
-        let nq = self.config.num_quantizers;
+        // DecodeStream restarts the state every chunk, so this cannot happen.
+        assert!(
+            self.position + n <= capacity,
+            "decoder: {} frames since the last chunk start exceed {capacity}",
+            self.position + n
+        );
+        let nq = self.decoder.config.num_quantizers;
         let mut codes = vec![0i32; n * nq];
         for (t, f) in frames.iter().enumerate() {
             for q in 0..nq {
@@ -533,7 +568,7 @@ impl CodecDecoder {
         let start = self.position;
         let pos: Vec<i32> = (start..start + n).map(|p| p as i32).collect();
         // Frame t sees frames (t − window, t] (sliding-window causal mask).
-        let window = self.config.sliding_window;
+        let window = self.decoder.config.sliding_window;
         let mut mask = vec![f32::NEG_INFINITY; capacity * n];
         for i in 0..n {
             let t = start + i;
@@ -544,13 +579,7 @@ impl CodecDecoder {
             if self.graphs.len() >= 2 {
                 self.graphs.remove(0);
             }
-            let g = build_graph(
-                &self.config,
-                &self.backend,
-                self.weights.clone(),
-                self.state.clone(),
-                n,
-            );
+            let g = build_graph(&self.decoder, &self.state, &self.backend, n);
             self.graphs.push((n, g));
         }
         let graph = &mut self
@@ -559,15 +588,14 @@ impl CodecDecoder {
             .find(|(k, _)| *k == n)
             .expect("just built")
             .1;
-        graph
-            .compute(|g| {
-                g.tensor("codes").set_i32(&codes);
-                g.tensor("pos").set_i32(&pos);
-                g.tensor("mask").set_f32(&mask);
-            })
-            .map_err(|e| Error::Other(format!("decoder graph: {e}")))?;
+        let io = *graph.io();
+        graph.compute(|g| {
+            g.tensor(io.codes).set_i32(&codes);
+            g.tensor(io.pos).set_i32(&pos);
+            g.tensor(io.mask).set_f32(&mask);
+        })?;
         self.position += n;
-        Ok(graph.tensor("wav").get_f32())
+        Ok(graph.tensor(io.wav).get_f32())
     }
 
     /// Decodes a whole utterance as the reference does (stateless 300-frame
@@ -589,9 +617,9 @@ impl CodecDecoder {
 }
 
 /// Incremental decoding whose concatenated output equals
-/// [`CodecDecoder::decode`] of all the frames pushed.
+/// [`DecoderSession::decode`] of all the frames pushed.
 pub struct DecodeStream<'a> {
-    decoder: &'a mut CodecDecoder,
+    decoder: &'a mut DecoderSession,
     /// Frames pushed so far.
     frames: usize,
     /// The last [`CHUNK_CONTEXT`] frames (replayed at a chunk start).

@@ -1,5 +1,6 @@
 //! The speech-tokenizer encoder (Mimi-style): 24 kHz audio → 16 codes per
-//! 80 ms frame, the reference codes of ICL voice cloning (spec/05).
+//! 80 ms frame, the reference codes of ICL voice cloning (the reference's
+//! `Qwen3TTSTokenizerV2Encoder`).
 //!
 //! SEANet causal conv stack (25 Hz) → causal transformer (full causal
 //! attention, as the reference runs it) → stride-2 downsample (12.5 Hz) →
@@ -13,11 +14,12 @@ use std::sync::Arc;
 
 use crate::config::CodecEncoderConfig;
 use crate::error::{Error, Result};
-use crate::ggml::{Backend, Context, GgmlType, OwnedGraph, Tensor, TensorStore};
+use crate::ggml::{Backend, Context, GgmlType, OwnedGraph, StoredTensor, Tensor};
+use crate::gguf_schema::tensors::{self, codec_encoder as names};
 use crate::gguf_schema::ARCH_TOKENIZER;
-use crate::layers::{conv1d_time_major, decoder_block, weight, BlockWeights, KvCache};
+use crate::layers::{conv1d_time_major, decoder_block, BlockKind, BlockWeights, KvCache};
 use crate::model_file::GgufFile;
-use crate::weights::{load_weights_with, upcast_to_f32};
+use crate::weights::{load_weights_with, upcast_to_f32, WeightSource};
 
 /// SEANet layer indices: the first conv, then per stage a residual block,
 /// ELU and strided conv; then ELU and the last conv.
@@ -30,11 +32,12 @@ const LAST_CONV: usize = 14;
 fn causal_conv<'a>(
     ctx: &'a Context,
     x: Tensor<'a>,
-    kernel: Tensor<'a>,
-    bias: Option<Tensor<'a>>,
+    conv: &Conv,
     stride: usize,
     replicate: bool,
 ) -> Tensor<'a> {
+    let kernel = ctx.stored(&conv.weight);
+    let bias = conv.bias.as_ref().map(|b| ctx.stored(b));
     let k = kernel.ne()[0] as usize;
     let [t, c, ..] = x.ne();
     let t = t as usize;
@@ -60,124 +63,131 @@ fn causal_conv<'a>(
     conv1d_time_major(ctx, xp, kernel, bias, stride, 1)
 }
 
-fn codebook_name(cfg: &CodecEncoderConfig, q: usize) -> String {
-    if q < cfg.num_semantic_quantizers {
-        format!("enc.rvq_first.blk.{q}.codebook.embed")
-    } else {
-        format!(
-            "enc.rvq_rest.blk.{}.codebook.embed",
-            q - cfg.num_semantic_quantizers
-        )
+/// A conv layer: kernel `[k, c_in, c_out]` (F32) and bias `[c_out]`.
+#[derive(Clone, Debug)]
+pub struct Conv {
+    pub weight: StoredTensor,
+    pub bias: Option<StoredTensor>,
+}
+
+impl Conv {
+    fn load(src: &WeightSource, stem: &str, bias: bool) -> Result<Self> {
+        let weight = src.kernel(&tensors::join(stem, tensors::CONV_WEIGHT))?;
+        let c_out = weight.ne()[2] as usize;
+        let bias = bias
+            .then(|| src.tensor(&tensors::join(stem, tensors::CONV_BIAS), &[c_out]))
+            .transpose()?;
+        Ok(Self { weight, bias })
     }
 }
 
-/// GGUF names the encoder reads.
-pub fn weight_names(cfg: &CodecEncoderConfig) -> Vec<String> {
-    let mut names = Vec::new();
-    let conv = |names: &mut Vec<String>, p: &str, bias: bool| {
-        names.push(format!("{p}.conv.weight"));
-        if bias {
-            names.push(format!("{p}.conv.bias"));
-        }
-    };
-    conv(&mut names, &format!("enc.conv.{FIRST_CONV}"), true);
-    for i in 0..cfg.strides.len() {
-        let res = 1 + 3 * i;
-        conv(&mut names, &format!("enc.conv.{res}.block.1"), true);
-        conv(&mut names, &format!("enc.conv.{res}.block.3"), true);
-        conv(&mut names, &format!("enc.conv.{}", res + 2), true);
-    }
-    conv(&mut names, &format!("enc.conv.{LAST_CONV}"), true);
-    for l in 0..cfg.transformer.layers {
-        let p = format!("enc.tfm.blk.{l}");
-        for s in [
-            "attn_norm.weight",
-            "attn_norm.bias",
-            "attn_q.weight",
-            "attn_k.weight",
-            "attn_v.weight",
-            "attn_o.weight",
-            "attn_scale",
-            "ffn_norm.weight",
-            "ffn_norm.bias",
-            "ffn_up.weight",
-            "ffn_down.weight",
-            "ffn_scale",
-        ] {
-            names.push(format!("{p}.{s}"));
-        }
-    }
-    conv(&mut names, "enc.downsample", false);
-    names.push("enc.rvq_first.input_proj.weight".into());
-    names.push("enc.rvq_rest.input_proj.weight".into());
-    for q in 0..cfg.num_quantizers {
-        names.push(codebook_name(cfg, q));
-    }
-    names
+/// A SEANet stage: residual block (two convs), then a strided conv.
+#[derive(Clone, Debug)]
+pub struct SeanetStage {
+    pub residual: [Conv; 2],
+    pub downsample: Conv,
+    pub stride: usize,
 }
 
+/// The encoder's weights.
+#[derive(Clone, Debug)]
+pub struct CodecEncoderWeights {
+    pub first_conv: Conv,
+    pub stages: Vec<SeanetStage>,
+    pub last_conv: Conv,
+    pub blocks: Vec<BlockWeights>,
+    pub downsample: Conv,
+    pub rvq_first_input_proj: StoredTensor,
+    pub rvq_rest_input_proj: StoredTensor,
+    /// `[dim, codebook_size]`, semantic first.
+    pub codebooks: Vec<StoredTensor>,
+}
+
+impl CodecEncoderWeights {
+    fn load(src: &WeightSource, cfg: &CodecEncoderConfig) -> Result<Self> {
+        let stages = cfg
+            .strides
+            .iter()
+            .enumerate()
+            .map(|(i, &stride)| {
+                let res = 1 + 3 * i;
+                Ok(SeanetStage {
+                    residual: [
+                        Conv::load(src, &names::seanet_residual(res, 1), true)?,
+                        Conv::load(src, &names::seanet_residual(res, 3), true)?,
+                    ],
+                    downsample: Conv::load(src, &names::seanet(res + 2), true)?,
+                    stride,
+                })
+            })
+            .collect::<Result<_>>()?;
+        let t = &cfg.transformer;
+        Ok(Self {
+            first_conv: Conv::load(src, &names::seanet(FIRST_CONV), true)?,
+            stages,
+            last_conv: Conv::load(src, &names::seanet(LAST_CONV), true)?,
+            blocks: (0..t.layers)
+                .map(|l| BlockWeights::load(src, &names::block(l), t, BlockKind::CodecEncoder))
+                .collect::<Result<_>>()?,
+            downsample: Conv::load(src, names::DOWNSAMPLE, false)?,
+            rvq_first_input_proj: src.kernel(names::RVQ_FIRST_INPUT_PROJ)?,
+            rvq_rest_input_proj: src.kernel(names::RVQ_REST_INPUT_PROJ)?,
+            codebooks: (0..cfg.num_quantizers)
+                .map(|q| {
+                    let name = names::codebook(cfg.num_semantic_quantizers, q);
+                    let dim = src.any(&name)?.ne()[0] as usize;
+                    src.tensor(&name, &[dim, cfg.codebook_size])
+                })
+                .collect::<Result<_>>()?,
+        })
+    }
+}
+
+/// The encoding graph over `samples`; returns (audio input, codes, mask/pos inputs).
 fn build<'a>(
     ctx: &'a Context,
-    w: &'a TensorStore,
+    w: &CodecEncoderWeights,
     cfg: &CodecEncoderConfig,
     samples: usize,
-) -> Vec<Tensor<'a>> {
-    let conv_w = |p: &str| weight(w, &format!("{p}.conv.weight"));
-    let conv_b = |p: &str| Some(weight(w, &format!("{p}.conv.bias")));
+) -> [Tensor<'a>; 4] {
     let audio = ctx
         .new_tensor(GgmlType::F32, &[samples as i64, 1])
-        .set_name("audio")
         .set_input();
 
     // SEANet, time fastest.
-    let p0 = format!("enc.conv.{FIRST_CONV}");
-    let mut x = causal_conv(ctx, audio, conv_w(&p0), conv_b(&p0), 1, false);
-    for (i, &stride) in cfg.strides.iter().enumerate() {
-        let res = 1 + 3 * i;
-        let (a, b) = (
-            format!("enc.conv.{res}.block.1"),
-            format!("enc.conv.{res}.block.3"),
-        );
-        let y = causal_conv(ctx, ctx.elu(x), conv_w(&a), conv_b(&a), 1, false);
-        let y = causal_conv(ctx, ctx.elu(y), conv_w(&b), conv_b(&b), 1, false);
+    let mut x = causal_conv(ctx, audio, &w.first_conv, 1, false);
+    for stage in &w.stages {
+        let y = causal_conv(ctx, ctx.elu(x), &stage.residual[0], 1, false);
+        let y = causal_conv(ctx, ctx.elu(y), &stage.residual[1], 1, false);
         x = ctx.add(x, y);
-        let down = format!("enc.conv.{}", res + 2);
-        x = causal_conv(ctx, ctx.elu(x), conv_w(&down), conv_b(&down), stride, false);
+        x = causal_conv(ctx, ctx.elu(x), &stage.downsample, stage.stride, false);
     }
-    let last = format!("enc.conv.{LAST_CONV}");
-    let x = causal_conv(ctx, ctx.elu(x), conv_w(&last), conv_b(&last), 1, false).set_name("seanet");
+    let x = causal_conv(ctx, ctx.elu(x), &w.last_conv, 1, false);
 
     // Causal transformer, channels fastest.
     let t = &cfg.transformer;
     let frames = x.ne()[0];
     let mut h = ctx.cont(ctx.transpose(x));
-    let pos = ctx
-        .new_tensor(GgmlType::I32, &[frames])
-        .set_name("pos")
-        .set_input();
-    let mask = ctx
-        .new_tensor(GgmlType::F32, &[frames, frames])
-        .set_name("mask")
-        .set_input();
-    for l in 0..t.layers {
-        let bw = BlockWeights::new(w, &format!("enc.tfm.blk.{l}"));
+    let pos = ctx.new_tensor(GgmlType::I32, &[frames]).set_input();
+    let mask = ctx.new_tensor(GgmlType::F32, &[frames, frames]).set_input();
+    for bw in &w.blocks {
         let kv = KvCache::InGraph { k: None, v: None };
-        h = decoder_block(ctx, t, &bw, h, pos, kv, Some(mask)).out;
+        h = decoder_block(ctx, t, bw, h, pos, kv, Some(mask)).out;
     }
 
     // Downsample to 12.5 Hz (replicate padding, no bias), time fastest.
     let x = ctx.cont(ctx.transpose(h));
-    let x = causal_conv(ctx, x, conv_w("enc.downsample"), None, 2, true);
+    let x = causal_conv(ctx, x, &w.downsample, 2, true);
     let x = ctx.cont(ctx.transpose(x)); // [c, frames]
 
     // Split RVQ: semantic from the projection, acoustic residual from its own.
-    let project = |name: &str| {
-        let k = weight(w, name);
+    let project = |k: &StoredTensor| {
+        let k = ctx.stored(k);
         let [_, c_in, c_out, _] = k.ne();
         ctx.mul_mat(ctx.reshape(k, &[c_in, c_out]), x)
     };
     let nearest = |q: usize, r: Tensor<'a>| {
-        let book = weight(w, &codebook_name(cfg, q)); // [dim, entries]
+        let book = ctx.stored(&w.codebooks[q]); // [dim, entries]
         let entries = book.ne()[1];
         let norms = ctx.reshape(ctx.sum_rows(ctx.sqr(book)), &[entries, 1]);
         // argmin ‖e‖² − 2 e·r = argmax 2 e·r − ‖e‖²
@@ -186,11 +196,11 @@ fn build<'a>(
         (ids, ctx.get_rows(book, ids))
     };
     let mut codes = Vec::new();
-    let semantic = project("enc.rvq_first.input_proj.weight");
+    let semantic = project(&w.rvq_first_input_proj);
     for q in 0..cfg.num_semantic_quantizers {
         codes.push(nearest(q, semantic).0);
     }
-    let mut residual = project("enc.rvq_rest.input_proj.weight");
+    let mut residual = project(&w.rvq_rest_input_proj);
     for q in cfg.num_semantic_quantizers..cfg.num_quantizers {
         let (ids, rows) = nearest(q, residual);
         codes.push(ids);
@@ -199,14 +209,13 @@ fn build<'a>(
     let all = codes
         .into_iter()
         .reduce(|a, c| ctx.concat(a, c, 0))
-        .expect("at least one codebook")
-        .set_name("codes");
-    vec![all]
+        .expect("at least one codebook");
+    [audio, pos, mask, all]
 }
 
 /// The loaded encoder.
 pub struct CodecEncoder {
-    weights: Arc<TensorStore>,
+    pub weights: CodecEncoderWeights,
     pub config: CodecEncoderConfig,
     backend: Arc<Backend>,
 }
@@ -216,20 +225,16 @@ impl CodecEncoder {
     pub fn load(path: impl AsRef<Path>, threads: usize) -> Result<Self> {
         let file = GgufFile::open_arch(path, ARCH_TOKENIZER)?;
         let config = CodecEncoderConfig::from_gguf(&file)?;
-        for name in weight_names(&config) {
-            file.tensor_info(&name)?;
-        }
-        let backend = Arc::new(Backend::cpu(threads));
-        let weights = load_weights_with(
+        let store = load_weights_with(
             &file,
-            &backend,
-            |name| name.starts_with("enc."),
+            |name| name.starts_with(names::PREFIX),
             |name, _| upcast_to_f32(&file, name),
         )?;
+        let weights = CodecEncoderWeights::load(&WeightSource::new(&store, file.path()), &config)?;
         Ok(Self {
-            weights: Arc::new(weights),
+            weights,
             config,
-            backend,
+            backend: Arc::new(Backend::cpu(threads)),
         })
     }
 
@@ -241,9 +246,12 @@ impl CodecEncoder {
     /// encoder's sample rate.
     pub fn encode(&self, samples: &[f32]) -> Result<Vec<Vec<u32>>> {
         if samples.is_empty() {
-            return Err(Error::Other("cannot encode empty audio".into()));
+            return Err(Error::bad_audio(
+                "reference audio",
+                "cannot encode empty audio",
+            ));
         }
-        let cfg = self.config.clone();
+        let cfg = &self.config;
         let seanet_stride: usize = cfg.strides.iter().product();
         let frames25 = samples.len().div_ceil(seanet_stride);
         let frames = frames25.div_ceil(2);
@@ -254,25 +262,23 @@ impl CodecEncoder {
         }
         let n = samples.len();
         let nodes = 2048 + cfg.transformer.layers * 64 + cfg.num_quantizers * 16;
-        let mut graph = OwnedGraph::build(
-            &self.backend,
-            nodes,
-            vec![self.weights.clone()],
-            move |ctx, stores| build(ctx, &stores[0], &cfg, n),
-        );
-        graph
-            .compute(|g| {
-                g.tensor("audio").set_f32(samples);
-                g.tensor("pos").set_i32(&pos);
-                g.tensor("mask").set_f32(&mask);
-            })
-            .map_err(|e| Error::Other(format!("encoder graph: {e}")))?;
-        let ids = graph.tensor("codes").get_bytes();
+        let mut graph = OwnedGraph::build(&self.backend, nodes, |ctx| {
+            let [audio, pos, mask, codes] = build(ctx, &self.weights, cfg, n);
+            let io = [audio, pos, mask, codes].map(|t| ctx.slot(t));
+            (io, vec![codes])
+        });
+        let [audio_in, pos_in, mask_in, codes_out] = *graph.io();
+        graph.compute(|g| {
+            g.tensor(audio_in).set_f32(samples);
+            g.tensor(pos_in).set_i32(&pos);
+            g.tensor(mask_in).set_f32(&mask);
+        })?;
+        let ids = graph.tensor(codes_out).get_bytes();
         let ids: Vec<u32> = ids
             .chunks_exact(4)
             .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u32)
             .collect();
-        let nq = self.config.num_quantizers;
+        let nq = cfg.num_quantizers;
         Ok((0..frames)
             .map(|t| (0..nq).map(|q| ids[q * frames + t]).collect())
             .collect())

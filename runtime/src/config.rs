@@ -38,6 +38,43 @@ pub enum ModelType {
     VoiceDesign,
 }
 
+/// The model size (`tts_model_size`): it decides, as in the reference,
+/// whether a CustomVoice model follows instructions (1.7B only).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ModelSize {
+    /// `0b6`: 0.6B parameters.
+    B0_6,
+    /// `1b7`: 1.7B parameters.
+    B1_7,
+}
+
+impl ModelSize {
+    pub fn parse(s: &str) -> Option<Self> {
+        match s {
+            "0b6" => Some(Self::B0_6),
+            "1b7" => Some(Self::B1_7),
+            _ => None,
+        }
+    }
+
+    /// As the config spells it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::B0_6 => "0b6",
+            Self::B1_7 => "1b7",
+        }
+    }
+}
+
+impl std::fmt::Display for ModelSize {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::B0_6 => "0.6B",
+            Self::B1_7 => "1.7B",
+        })
+    }
+}
+
 /// A preset speaker (CustomVoice): its codec row and optional dialect.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Speaker {
@@ -68,7 +105,7 @@ pub struct TextIds {
 }
 
 /// Sampling defaults from `generation_config.json` (the wrapper's hard
-/// defaults fill keys the file lacks: spec/01 §8).
+/// defaults fill keys the file lacks).
 #[derive(Clone, Debug, PartialEq)]
 pub struct GenerationDefaults {
     pub do_sample: bool,
@@ -87,8 +124,8 @@ pub struct GenerationDefaults {
 #[derive(Clone, Debug)]
 pub struct TtsConfig {
     pub model_type: ModelType,
-    /// `0b6` or `1b7` (0b6 ignores instructions, as the reference does).
-    pub model_size: String,
+    /// 0.6B CustomVoice ignores instructions, as the reference does.
+    pub model_size: ModelSize,
     pub talker: TransformerConfig,
     pub code_predictor: TransformerConfig,
     /// Talker codec vocabulary (codebook size + 1024).
@@ -127,7 +164,8 @@ impl Reader<'_> {
         usize::try_from(v).map_err(|_| self.bad(&k, format!("negative value {v}")))
     }
     fn id(&self, path: &str) -> Result<u32> {
-        Ok(self.int(path)? as u32)
+        let v = self.int(path)?;
+        u32::try_from(v).map_err(|_| self.bad(&self.key(path), format!("id {v} out of range")))
     }
     fn float(&self, path: &str) -> Result<f32> {
         let k = self.key(path);
@@ -160,36 +198,48 @@ impl Reader<'_> {
             rope_theta: self.float(&p("rope_theta"))?,
         })
     }
-    fn generation(&self) -> GenerationDefaults {
-        let get = |k: &str| self.file.get(&keys::generation(k));
+    /// `generation_config.json` values; a missing key takes the reference
+    /// wrapper's default, a key of the wrong type is an error.
+    fn generation(&self) -> Result<GenerationDefaults> {
+        let get = |k: &str| (keys::generation(k), self.file.get(&keys::generation(k)));
         let f = |k: &str, d: f32| match get(k) {
-            Some(Value::F64(v)) => v as f32,
-            Some(Value::F32(v)) => v,
-            Some(Value::I32(v)) => v as f32,
-            _ => d,
+            (_, None) => Ok(d),
+            (_, Some(Value::F64(v))) => Ok(v as f32),
+            (_, Some(Value::F32(v))) => Ok(v),
+            (_, Some(Value::I32(v))) => Ok(v as f32),
+            (key, Some(other)) => {
+                Err(self.bad(&key, format!("expected a number, found {other:?}")))
+            }
         };
         let i = |k: &str, d: usize| match get(k) {
-            Some(Value::I32(v)) if v >= 0 => v as usize,
-            Some(Value::I64(v)) if v >= 0 => v as usize,
-            _ => d,
+            (_, None) => Ok(d),
+            (_, Some(Value::I32(v))) if v >= 0 => Ok(v as usize),
+            (_, Some(Value::I64(v))) if v >= 0 => Ok(v as usize),
+            (key, Some(other)) => Err(self.bad(
+                &key,
+                format!("expected a non-negative integer, found {other:?}"),
+            )),
         };
         let b = |k: &str, d: bool| match get(k) {
-            Some(Value::Bool(v)) => v,
-            _ => d,
+            (_, None) => Ok(d),
+            (_, Some(Value::Bool(v))) => Ok(v),
+            (key, Some(other)) => {
+                Err(self.bad(&key, format!("expected a boolean, found {other:?}")))
+            }
         };
         // Fallbacks = `Qwen3TTSModel._merge_generate_kwargs` hard defaults.
-        GenerationDefaults {
-            do_sample: b("do_sample", true),
-            temperature: f("temperature", 0.9),
-            top_k: i("top_k", 50),
-            top_p: f("top_p", 1.0),
-            repetition_penalty: f("repetition_penalty", 1.05),
-            subtalker_do_sample: b("subtalker_dosample", true),
-            subtalker_temperature: f("subtalker_temperature", 0.9),
-            subtalker_top_k: i("subtalker_top_k", 50),
-            subtalker_top_p: f("subtalker_top_p", 1.0),
-            max_new_tokens: i("max_new_tokens", 2048),
-        }
+        Ok(GenerationDefaults {
+            do_sample: b("do_sample", true)?,
+            temperature: f("temperature", 0.9)?,
+            top_k: i("top_k", 50)?,
+            top_p: f("top_p", 1.0)?,
+            repetition_penalty: f("repetition_penalty", 1.05)?,
+            subtalker_do_sample: b("subtalker_dosample", true)?,
+            subtalker_temperature: f("subtalker_temperature", 0.9)?,
+            subtalker_top_k: i("subtalker_top_k", 50)?,
+            subtalker_top_p: f("subtalker_top_p", 1.0)?,
+            max_new_tokens: i("max_new_tokens", 2048)?,
+        })
     }
 }
 
@@ -236,9 +286,15 @@ impl TtsConfig {
         let talker = r.transformer("talker_config")?;
         let code_predictor = r.transformer("talker_config.code_predictor_config")?;
         let lang_names = array_str(file, keys::LANGUAGE_NAMES)?;
-        let lang_ids = array_i32(file, keys::LANGUAGE_IDS)?;
+        let ids = |key: &str| -> Result<Vec<u32>> {
+            array_i32(file, key)?
+                .into_iter()
+                .map(|v| u32::try_from(v).map_err(|_| r.bad(key, format!("negative id {v}"))))
+                .collect()
+        };
+        let lang_ids = ids(keys::LANGUAGE_IDS)?;
         let spk_names = array_str(file, keys::SPEAKER_NAMES)?;
-        let spk_ids = array_i32(file, keys::SPEAKER_IDS)?;
+        let spk_ids = ids(keys::SPEAKER_IDS)?;
         let spk_dialects = array_str(file, keys::SPEAKER_DIALECTS)?;
         if lang_names.len() != lang_ids.len()
             || spk_names.len() != spk_ids.len()
@@ -251,7 +307,15 @@ impl TtsConfig {
         }
         let cfg = TtsConfig {
             model_type,
-            model_size: r.string("tts_model_size")?,
+            model_size: {
+                let size = r.string("tts_model_size")?;
+                ModelSize::parse(&size).ok_or_else(|| {
+                    r.bad(
+                        &r.key("tts_model_size"),
+                        format!("unknown model size '{size}' (expected 0b6 or 1b7)"),
+                    )
+                })?
+            },
             codec_vocab: r.int("talker_config.vocab_size")?,
             codebook_size: r.int("talker_config.code_predictor_config.vocab_size")?,
             num_code_groups: r.int("talker_config.num_code_groups")?,
@@ -270,21 +334,18 @@ impl TtsConfig {
                 tts_bos: r.id("tts_bos_token_id")?,
                 tts_eos: r.id("tts_eos_token_id")?,
             },
-            languages: lang_names
-                .into_iter()
-                .zip(lang_ids.into_iter().map(|i| i as u32))
-                .collect(),
+            languages: lang_names.into_iter().zip(lang_ids).collect(),
             speakers: spk_names
                 .into_iter()
                 .zip(spk_ids)
                 .zip(spk_dialects)
                 .map(|((name, id), dialect)| Speaker {
                     name,
-                    codec_id: id as u32,
+                    codec_id: id,
                     dialect: (!dialect.is_empty()).then_some(dialect),
                 })
                 .collect(),
-            generation: r.generation(),
+            generation: r.generation()?,
             talker,
             code_predictor,
         };
@@ -352,7 +413,7 @@ impl TtsConfig {
     }
 }
 
-/// The speech-tokenizer decoder (vocoder), from `decoder_config` (spec/06).
+/// The speech-tokenizer decoder (vocoder), from `decoder_config`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CodecDecoderConfig {
     /// Codebooks per frame (semantic first).
@@ -421,7 +482,7 @@ impl CodecDecoderConfig {
     }
 }
 
-/// The ECAPA-TDNN speaker encoder of the Base models (spec/04). The released
+/// The ECAPA-TDNN speaker encoder of the Base models. The released
 /// configs carry only `enc_dim` and `sample_rate`; the rest are the
 /// reference class's defaults, used when a key is absent.
 #[derive(Clone, Debug, PartialEq)]
@@ -499,7 +560,7 @@ impl SpeakerEncoderConfig {
     }
 }
 
-/// The speech-tokenizer encoder (Mimi-style), from `encoder_config` (spec/05).
+/// The speech-tokenizer encoder (Mimi-style), from `encoder_config`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct CodecEncoderConfig {
     /// Strides of the SEANet downsampling convs, in order (4, 5, 6, 8).

@@ -48,6 +48,184 @@ pub mod keys {
     pub const SPEAKER_DIALECTS: &str = "qwen3-tts.speakers.dialects";
 }
 
+/// The tensor names of our GGUF files, per model part: the loaders resolve
+/// their typed weights through these (and nothing else spells a name).
+/// Per-layer names are `<stem>.<suffix>`; [`join`] puts them together.
+pub mod tensors {
+    /// `stem.suffix`.
+    pub fn join(stem: &str, suffix: &str) -> String {
+        format!("{stem}.{suffix}")
+    }
+
+    /// Suffixes of a transformer block's tensors (every stack of the family).
+    pub mod block {
+        pub const ATTN_NORM: &str = "attn_norm.weight";
+        pub const ATTN_NORM_BIAS: &str = "attn_norm.bias";
+        pub const ATTN_Q: &str = "attn_q.weight";
+        pub const ATTN_K: &str = "attn_k.weight";
+        pub const ATTN_V: &str = "attn_v.weight";
+        pub const ATTN_O: &str = "attn_o.weight";
+        pub const ATTN_Q_NORM: &str = "attn_q_norm.weight";
+        pub const ATTN_K_NORM: &str = "attn_k_norm.weight";
+        pub const ATTN_SCALE: &str = "attn_scale";
+        pub const FFN_NORM: &str = "ffn_norm.weight";
+        pub const FFN_NORM_BIAS: &str = "ffn_norm.bias";
+        pub const FFN_GATE: &str = "ffn_gate.weight";
+        pub const FFN_UP: &str = "ffn_up.weight";
+        pub const FFN_DOWN: &str = "ffn_down.weight";
+        pub const FFN_SCALE: &str = "ffn_scale";
+    }
+
+    /// Suffixes of convolution and other layer parts.
+    pub const CONV_WEIGHT: &str = "conv.weight";
+    pub const CONV_BIAS: &str = "conv.bias";
+    pub const WEIGHT: &str = "weight";
+    pub const BIAS: &str = "bias";
+
+    pub mod talker {
+        pub const TEXT_EMBD: &str = "talker.text_embd.weight";
+        pub const CODEC_EMBD: &str = "talker.codec_embd.weight";
+        pub const TEXT_PROJ_FC1: &str = "talker.text_proj.fc1";
+        pub const TEXT_PROJ_FC2: &str = "talker.text_proj.fc2";
+        pub const OUTPUT_NORM: &str = "talker.output_norm.weight";
+        pub const CODEC_HEAD: &str = "talker.codec_head.weight";
+        pub fn block(layer: usize) -> String {
+            format!("talker.blk.{layer}")
+        }
+    }
+
+    /// The code predictor ("sub-talker").
+    pub mod code_predictor {
+        pub const OUTPUT_NORM: &str = "cp.output_norm.weight";
+        /// Talker width → predictor width (1.7B models only).
+        pub const MTP_PROJ: &str = "cp.mtp_proj";
+        pub fn block(layer: usize) -> String {
+            format!("cp.blk.{layer}")
+        }
+        /// Embedding table of codebook `g + 1`.
+        pub fn codec_embd(g: usize) -> String {
+            format!("cp.codec_embd.{g}.weight")
+        }
+        /// Output head of codebook `g + 1`.
+        pub fn head(g: usize) -> String {
+            format!("cp.head.{g}.weight")
+        }
+    }
+
+    /// The Base models' ECAPA-TDNN speaker encoder (stems; convs add
+    /// `weight`/`bias`).
+    pub mod speaker {
+        pub const PREFIX: &str = "spk.";
+        pub const FIRST_TDNN: &str = "spk.blocks.0.conv";
+        pub fn block(b: usize) -> String {
+            format!("spk.blocks.{b}")
+        }
+        pub const TDNN1: &str = "tdnn1.conv";
+        pub const TDNN2: &str = "tdnn2.conv";
+        pub const SE_CONV1: &str = "se_block.conv1";
+        pub const SE_CONV2: &str = "se_block.conv2";
+        pub fn res2net_conv(i: usize) -> String {
+            format!("res2net_block.blocks.{i}.conv")
+        }
+        pub const MFA: &str = "spk.mfa.conv";
+        pub const ASP_TDNN: &str = "spk.asp.tdnn.conv";
+        pub const ASP_CONV: &str = "spk.asp.conv";
+        pub const FC: &str = "spk.fc";
+    }
+
+    /// RVQ codebook `q` of a split quantizer under `first`/`rest`, the first
+    /// `semantic` codebooks in the first.
+    fn codebook(first: &str, rest: &str, semantic: usize, q: usize) -> String {
+        if q < semantic {
+            format!("{first}.blk.{q}.codebook.embed")
+        } else {
+            format!("{rest}.blk.{}.codebook.embed", q - semantic)
+        }
+    }
+
+    /// The speech-tokenizer encoder (stems; convs add `conv.weight`/`conv.bias`).
+    pub mod codec_encoder {
+        pub const PREFIX: &str = "enc.";
+        /// SEANet layer `i` (`enc.conv.{i}`) and its residual-block convs.
+        pub fn seanet(i: usize) -> String {
+            format!("enc.conv.{i}")
+        }
+        pub fn seanet_residual(i: usize, part: usize) -> String {
+            format!("enc.conv.{i}.block.{part}")
+        }
+        pub fn block(layer: usize) -> String {
+            format!("enc.tfm.blk.{layer}")
+        }
+        pub const DOWNSAMPLE: &str = "enc.downsample";
+        pub const RVQ_FIRST_INPUT_PROJ: &str = "enc.rvq_first.input_proj.weight";
+        pub const RVQ_REST_INPUT_PROJ: &str = "enc.rvq_rest.input_proj.weight";
+        pub fn codebook(semantic: usize, q: usize) -> String {
+            super::codebook("enc.rvq_first", "enc.rvq_rest", semantic, q)
+        }
+    }
+
+    /// The speech-tokenizer decoder (vocoder).
+    pub mod codec_decoder {
+        pub const PREFIX: &str = "dec.";
+        pub fn codebook(semantic: usize, q: usize) -> String {
+            super::codebook("dec.rvq_first", "dec.rvq_rest", semantic, q)
+        }
+        pub const RVQ_FIRST_OUTPUT_PROJ: &str = "dec.rvq_first.output_proj.weight";
+        pub const RVQ_REST_OUTPUT_PROJ: &str = "dec.rvq_rest.output_proj.weight";
+        /// Encoder-direction projections the decoder file also holds (unused).
+        pub fn is_rvq_input_proj(name: &str) -> bool {
+            name.starts_with("dec.rvq_") && name.ends_with(".input_proj.weight")
+        }
+        pub const PRE_CONV: &str = "dec.pre_conv";
+        pub const TFM_INPUT_PROJ: &str = "dec.pre_transformer.input_proj";
+        pub const TFM_OUTPUT_NORM: &str = "dec.pre_transformer.output_norm.weight";
+        pub const TFM_OUTPUT_PROJ: &str = "dec.pre_transformer.output_proj";
+        pub const TFM_PREFIX: &str = "dec.pre_transformer.";
+        pub fn block(layer: usize) -> String {
+            format!("dec.pre_transformer.blk.{layer}")
+        }
+        /// Upsampling stage `i`: transposed conv, then a ConvNeXt block.
+        pub fn upsample_conv(i: usize) -> String {
+            format!("dec.upsample.{i}.0")
+        }
+        pub fn upsample_convnext(i: usize) -> String {
+            format!("dec.upsample.{i}.1")
+        }
+        /// ConvNeXt parts (suffixes of the block stem).
+        pub const DWCONV: &str = "dwconv";
+        pub const NORM: &str = "norm";
+        pub const PWCONV1: &str = "pwconv1";
+        pub const PWCONV2: &str = "pwconv2";
+        pub const GAMMA: &str = "gamma";
+        /// Vocoder layer `i` of `dec.dec`: 0 the input conv, 1..=n the decoder
+        /// blocks, n + 1 the last SnakeBeta, n + 2 the output conv.
+        pub fn layer(i: usize) -> String {
+            format!("dec.dec.{i}")
+        }
+        /// Part `p` of decoder block `b`: 0 SnakeBeta, 1 transposed conv,
+        /// 2.. residual units.
+        pub fn block_part(b: usize, p: usize) -> String {
+            format!("dec.dec.{b}.block.{p}")
+        }
+        pub const ACT1: &str = "act1";
+        pub const CONV1: &str = "conv1";
+        pub const ACT2: &str = "act2";
+        pub const CONV2: &str = "conv2";
+        pub const ALPHA: &str = "alpha";
+        pub const BETA: &str = "beta";
+        /// Transposed-conv kernels (stored `[k, c_out, c_in]`).
+        pub fn is_transposed_conv(name: &str) -> bool {
+            (name.starts_with("dec.upsample.") && name.contains(".0.conv."))
+                || (name.starts_with("dec.dec.") && name.contains(".block.1.conv."))
+        }
+    }
+
+    /// Embedding tables and codebooks: read a row per token, never whole.
+    pub fn is_lookup_table(name: &str) -> bool {
+        name.contains("_embd.") || name.contains("codebook")
+    }
+}
+
 /// Layout version written into every file.
 pub const FORMAT_VERSION: u32 = 1;
 

@@ -3,15 +3,10 @@
 //! decoder block. Tensors are in ggml order: activations `[width, tokens]`.
 
 use crate::config::TransformerConfig;
-use crate::ggml::{Context, GgmlType, Tensor, TensorStore};
-
-/// Looks a weight up by its GGUF name. Loaders check every required name
-/// when the model is opened, so a miss here is a bug.
-pub fn weight<'a>(store: &'a TensorStore, name: &str) -> Tensor<'a> {
-    store
-        .get(name)
-        .unwrap_or_else(|| panic!("weight '{name}' missing (not checked at load?)"))
-}
+use crate::error::Result;
+use crate::ggml::{Context, GgmlType, StoredTensor, Tensor};
+use crate::gguf_schema::tensors::{self, block};
+use crate::weights::{Linear, WeightSource};
 
 /// `w ⊙ x / sqrt(mean(x²) + eps)` over `ne[0]`.
 pub fn rms_norm<'a>(ctx: &'a Context, x: Tensor<'a>, w: Tensor<'a>, eps: f32) -> Tensor<'a> {
@@ -35,14 +30,9 @@ pub fn sum<'a>(ctx: &'a Context, terms: impl IntoIterator<Item = Tensor<'a>>) ->
 }
 
 /// `x Wᵀ (+ b)`.
-pub fn linear<'a>(
-    ctx: &'a Context,
-    x: Tensor<'a>,
-    w: Tensor<'a>,
-    b: Option<Tensor<'a>>,
-) -> Tensor<'a> {
-    let y = ctx.mul_mat(w, x);
-    add_bias(ctx, y, b)
+pub fn linear<'a>(ctx: &'a Context, x: Tensor<'a>, l: &Linear) -> Tensor<'a> {
+    let y = ctx.mul_mat(ctx.stored(&l.weight), x);
+    add_bias(ctx, y, l.bias.as_ref().map(|b| ctx.stored(b)))
 }
 
 /// `down(silu(gate x) ⊙ up x)`.
@@ -85,71 +75,71 @@ pub struct AttentionOut<'a> {
     pub v: Tensor<'a>,
 }
 
-/// Names of one decoder block's weights under `prefix` (e.g. `talker.blk.3`).
-pub struct BlockWeights<'a> {
-    pub attn_norm: Tensor<'a>,
-    pub q: Tensor<'a>,
-    pub k: Tensor<'a>,
-    pub v: Tensor<'a>,
-    pub o: Tensor<'a>,
+/// Which transformer block a stack uses.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum BlockKind {
+    /// Talker and code predictor: RMSNorm, per-head q/k RMSNorm, SwiGLU.
+    Qwen3,
+    /// The vocoder's transformer: RMSNorm, SwiGLU, LayerScale.
+    CodecDecoder,
+    /// The codec encoder's transformer: LayerNorm, GELU MLP, LayerScale.
+    CodecEncoder,
+}
+
+/// One transformer block's weights.
+#[derive(Clone, Debug)]
+pub struct BlockWeights {
+    pub attn_norm: StoredTensor,
+    pub q: StoredTensor,
+    pub k: StoredTensor,
+    pub v: StoredTensor,
+    pub o: StoredTensor,
     /// Per-head q/k RMSNorm (Qwen3; absent in the codec's transformers).
-    pub q_norm: Option<Tensor<'a>>,
-    pub k_norm: Option<Tensor<'a>>,
-    pub ffn_norm: Tensor<'a>,
+    pub q_norm: Option<StoredTensor>,
+    pub k_norm: Option<StoredTensor>,
+    pub ffn_norm: StoredTensor,
     /// Norm biases: present = LayerNorm (codec encoder), absent = RMSNorm.
-    pub attn_norm_bias: Option<Tensor<'a>>,
-    pub ffn_norm_bias: Option<Tensor<'a>>,
+    pub attn_norm_bias: Option<StoredTensor>,
+    pub ffn_norm_bias: Option<StoredTensor>,
     /// Present = SwiGLU MLP; absent = GELU MLP (`down(gelu(up x))`).
-    pub gate: Option<Tensor<'a>>,
-    pub up: Tensor<'a>,
-    pub down: Tensor<'a>,
+    pub gate: Option<StoredTensor>,
+    pub up: StoredTensor,
+    pub down: StoredTensor,
     /// LayerScale of the attention / MLP branch (codec transformers only).
-    pub attn_scale: Option<Tensor<'a>>,
-    pub ffn_scale: Option<Tensor<'a>>,
+    pub attn_scale: Option<StoredTensor>,
+    pub ffn_scale: Option<StoredTensor>,
 }
 
-/// The GGUF names of one Qwen3 decoder block (for load-time checks).
-pub fn block_weight_names(prefix: &str) -> Vec<String> {
-    [
-        "attn_norm.weight",
-        "attn_q.weight",
-        "attn_k.weight",
-        "attn_v.weight",
-        "attn_o.weight",
-        "attn_q_norm.weight",
-        "attn_k_norm.weight",
-        "ffn_norm.weight",
-        "ffn_gate.weight",
-        "ffn_up.weight",
-        "ffn_down.weight",
-    ]
-    .iter()
-    .map(|s| format!("{prefix}.{s}"))
-    .collect()
-}
-
-impl<'a> BlockWeights<'a> {
-    /// The block under `prefix`; the optional parts are used when present.
-    pub fn new(store: &'a TensorStore, prefix: &str) -> Self {
-        let w = |s: &str| weight(store, &format!("{prefix}.{s}.weight"));
-        let opt = |s: &str| store.get(&format!("{prefix}.{s}"));
-        Self {
-            attn_norm: w("attn_norm"),
-            q: w("attn_q"),
-            k: w("attn_k"),
-            v: w("attn_v"),
-            o: w("attn_o"),
-            q_norm: opt("attn_q_norm.weight"),
-            k_norm: opt("attn_k_norm.weight"),
-            ffn_norm: w("ffn_norm"),
-            attn_norm_bias: opt("attn_norm.bias"),
-            ffn_norm_bias: opt("ffn_norm.bias"),
-            gate: opt("ffn_gate.weight"),
-            up: w("ffn_up"),
-            down: w("ffn_down"),
-            attn_scale: opt("attn_scale"),
-            ffn_scale: opt("ffn_scale"),
-        }
+impl BlockWeights {
+    /// The block under `stem` (e.g. `talker.blk.3`) with shapes from `cfg`.
+    pub fn load(
+        src: &WeightSource,
+        stem: &str,
+        cfg: &TransformerConfig,
+        kind: BlockKind,
+    ) -> Result<Self> {
+        let (h, hd, ff) = (cfg.hidden, cfg.head_dim, cfg.intermediate);
+        let (q_width, kv_width) = (cfg.heads * hd, cfg.kv_heads * hd);
+        let t = |suffix: &str, ne: &[usize]| src.tensor(&tensors::join(stem, suffix), ne);
+        let when = |on: bool, suffix: &str, ne: &[usize]| on.then(|| t(suffix, ne)).transpose();
+        let (qwen3, encoder) = (kind == BlockKind::Qwen3, kind == BlockKind::CodecEncoder);
+        Ok(Self {
+            attn_norm: t(block::ATTN_NORM, &[h])?,
+            q: t(block::ATTN_Q, &[h, q_width])?,
+            k: t(block::ATTN_K, &[h, kv_width])?,
+            v: t(block::ATTN_V, &[h, kv_width])?,
+            o: t(block::ATTN_O, &[q_width, h])?,
+            q_norm: when(qwen3, block::ATTN_Q_NORM, &[hd])?,
+            k_norm: when(qwen3, block::ATTN_K_NORM, &[hd])?,
+            ffn_norm: t(block::FFN_NORM, &[h])?,
+            attn_norm_bias: when(encoder, block::ATTN_NORM_BIAS, &[h])?,
+            ffn_norm_bias: when(encoder, block::FFN_NORM_BIAS, &[h])?,
+            gate: when(!encoder, block::FFN_GATE, &[h, ff])?,
+            up: t(block::FFN_UP, &[h, ff])?,
+            down: t(block::FFN_DOWN, &[ff, h])?,
+            attn_scale: when(!qwen3, block::ATTN_SCALE, &[h])?,
+            ffn_scale: when(!qwen3, block::FFN_SCALE, &[h])?,
+        })
     }
 }
 
@@ -159,19 +149,26 @@ impl<'a> BlockWeights<'a> {
 pub fn self_attention<'a>(
     ctx: &'a Context,
     cfg: &TransformerConfig,
-    w: &BlockWeights<'a>,
+    w: &BlockWeights,
     x: Tensor<'a>,
     pos: Tensor<'a>,
     kv: KvCache<'a>,
     mask: Option<Tensor<'a>>,
 ) -> AttentionOut<'a> {
     let n = x.ne()[1];
+    let p = |t: &StoredTensor| ctx.stored(t);
     let (hd, nh, nkv) = (cfg.head_dim as i64, cfg.heads as i64, cfg.kv_heads as i64);
-    let q = ctx.reshape(ctx.mul_mat(w.q, x), &[hd, nh, n]);
-    let k = ctx.reshape(ctx.mul_mat(w.k, x), &[hd, nkv, n]);
-    let v = ctx.reshape(ctx.mul_mat(w.v, x), &[hd, nkv, n]);
-    let q = w.q_norm.map_or(q, |qn| rms_norm(ctx, q, qn, cfg.rms_eps));
-    let k = w.k_norm.map_or(k, |kn| rms_norm(ctx, k, kn, cfg.rms_eps));
+    let q = ctx.reshape(ctx.mul_mat(p(&w.q), x), &[hd, nh, n]);
+    let k = ctx.reshape(ctx.mul_mat(p(&w.k), x), &[hd, nkv, n]);
+    let v = ctx.reshape(ctx.mul_mat(p(&w.v), x), &[hd, nkv, n]);
+    let q = w
+        .q_norm
+        .as_ref()
+        .map_or(q, |qn| rms_norm(ctx, q, p(qn), cfg.rms_eps));
+    let k = w
+        .k_norm
+        .as_ref()
+        .map_or(k, |kn| rms_norm(ctx, k, p(kn), cfg.rms_eps));
     let q = ctx.rope_neox(q, pos, cfg.head_dim as i32, cfg.rope_theta);
     let k = ctx.rope_neox(k, pos, cfg.head_dim as i32, cfg.rope_theta);
 
@@ -214,7 +211,7 @@ pub fn self_attention<'a>(
     let vt = ctx.cont(ctx.permute(v_all, [1, 2, 0, 3])); // [n_kv, hd, nkv]
     let attn = ctx.mul_mat(vt, probs); // [hd, n, nh]
     let attn = ctx.cont(ctx.permute(attn, [0, 2, 1, 3])); // [hd, nh, n]
-    let out = ctx.mul_mat(w.o, ctx.reshape(attn, &[hd * nh, n]));
+    let out = ctx.mul_mat(p(&w.o), ctx.reshape(attn, &[hd * nh, n]));
     AttentionOut {
         out,
         k: k_all,
@@ -229,26 +226,28 @@ pub fn self_attention<'a>(
 pub fn decoder_block<'a>(
     ctx: &'a Context,
     cfg: &TransformerConfig,
-    w: &BlockWeights<'a>,
+    w: &BlockWeights,
     x: Tensor<'a>,
     pos: Tensor<'a>,
     kv: KvCache<'a>,
     mask: Option<Tensor<'a>>,
 ) -> AttentionOut<'a> {
-    let norm = |x, w, b: Option<Tensor<'a>>| match b {
-        Some(b) => layer_norm(ctx, x, w, b, cfg.rms_eps),
-        None => rms_norm(ctx, x, w, cfg.rms_eps),
+    let p = |t: &StoredTensor| ctx.stored(t);
+    let norm = |x, w: &StoredTensor, b: &Option<StoredTensor>| match b {
+        Some(b) => layer_norm(ctx, x, p(w), p(b), cfg.rms_eps),
+        None => rms_norm(ctx, x, p(w), cfg.rms_eps),
     };
-    let h = norm(x, w.attn_norm, w.attn_norm_bias);
+    let h = norm(x, &w.attn_norm, &w.attn_norm_bias);
     let a = self_attention(ctx, cfg, w, h, pos, kv, mask);
-    let scaled = |y, s: Option<Tensor<'a>>| s.map_or(y, |s| ctx.mul(y, s));
-    let x = ctx.add(x, scaled(a.out, w.attn_scale));
-    let h = norm(x, w.ffn_norm, w.ffn_norm_bias);
-    let mlp = match w.gate {
-        Some(gate) => swiglu_mlp(ctx, h, gate, w.up, w.down),
-        None => ctx.mul_mat(w.down, ctx.gelu_erf(ctx.mul_mat(w.up, h))),
+    let scaled = |y, s: &Option<StoredTensor>| s.as_ref().map_or(y, |s| ctx.mul(y, p(s)));
+    let x = ctx.add(x, scaled(a.out, &w.attn_scale));
+    let h = norm(x, &w.ffn_norm, &w.ffn_norm_bias);
+    let (up, down) = (p(&w.up), p(&w.down));
+    let mlp = match &w.gate {
+        Some(gate) => swiglu_mlp(ctx, h, p(gate), up, down),
+        None => ctx.mul_mat(down, ctx.gelu_erf(ctx.mul_mat(up, h))),
     };
-    let out = ctx.add(x, scaled(mlp, w.ffn_scale));
+    let out = ctx.add(x, scaled(mlp, &w.ffn_scale));
     AttentionOut {
         out,
         k: a.k,
@@ -263,11 +262,29 @@ pub fn decoder_block<'a>(
 // rearranged at load time (see `codec_decoder::prepare`) so that every conv is
 // one matrix product over a view of its input.
 
+/// The left-context tensors a stream of causal layers keeps between calls:
+/// each layer that needs context gets a slot when it is loaded.
+#[derive(Clone, Debug, Default)]
+pub struct StreamStateLayout {
+    /// `[channels, columns]` per slot.
+    pub shapes: Vec<[usize; 2]>,
+}
+
+impl StreamStateLayout {
+    /// A slot for `columns` (> 0) of `channels` each; `None` when none are needed.
+    pub fn slot(&mut self, channels: usize, columns: usize) -> Option<usize> {
+        (columns > 0).then(|| {
+            self.shapes.push([channels, columns]);
+            self.shapes.len() - 1
+        })
+    }
+}
+
 /// Where the causal layers of a graph get their left context from.
 pub struct CausalContext<'a> {
-    /// Persistent `[channels, pad]` tensors by layer name holding the last
-    /// input columns of the previous call (streaming); `None`: zero padding.
-    states: Option<&'a TensorStore>,
+    /// Persistent `[channels, pad]` tensors by slot holding the last input
+    /// columns of the previous call (streaming); `None`: zero padding.
+    states: Option<Vec<Tensor<'a>>>,
     updates: std::cell::RefCell<Vec<Tensor<'a>>>,
 }
 
@@ -280,8 +297,9 @@ impl<'a> CausalContext<'a> {
         }
     }
 
-    /// Left context from `states`, which the graph updates for the next call.
-    pub fn streaming(states: &'a TensorStore) -> Self {
+    /// Left context from `states` (one per slot of the layout), which the
+    /// graph updates for the next call.
+    pub fn streaming(states: Vec<Tensor<'a>>) -> Self {
         Self {
             states: Some(states),
             updates: Default::default(),
@@ -294,17 +312,27 @@ impl<'a> CausalContext<'a> {
     }
 
     /// `x` `[c, n]` with `pad` columns of left context prepended (and, when
-    /// streaming, the last `pad` columns saved as `name`'s next context).
-    pub fn extend(&self, ctx: &'a Context, name: &str, x: Tensor<'a>, pad: usize) -> Tensor<'a> {
+    /// streaming, the last `pad` columns saved in `slot` for the next call).
+    fn extend(
+        &self,
+        ctx: &'a Context,
+        slot: Option<usize>,
+        x: Tensor<'a>,
+        pad: usize,
+    ) -> Tensor<'a> {
         if pad == 0 {
             return x;
         }
-        let Some(states) = self.states else {
+        let Some(states) = &self.states else {
             return ctx.pad(x, [0, pad as i32, 0, 0], [0; 4]);
         };
-        let state = weight(states, &state_name(name));
+        let state = states[slot.expect("a layer with left context has a state slot")];
         let [c, n, ..] = x.ne();
-        assert_eq!(state.ne()[..2], [c, pad as i64], "state shape of {name}");
+        assert_eq!(
+            state.ne()[..2],
+            [c, pad as i64],
+            "state shape of slot {slot:?}"
+        );
         let full = concat_columns(ctx, &[state, x]);
         let es = full.element_size();
         let tail = ctx.view(
@@ -330,119 +358,200 @@ pub fn concat_columns<'a>(ctx: &'a Context, parts: &[Tensor<'a>]) -> Tensor<'a> 
     ctx.reshape(joined, &[rows, joined.ne()[2]])
 }
 
-/// Name of the streaming-state tensor of the causal layer `layer`.
-pub fn state_name(layer: &str) -> String {
-    format!("{layer}.state")
+/// A causal conv (stride 1) with its kernel `[c_in, k, c_out]` (rearranged
+/// at load so that a column of the unfolded input lines up with a kernel
+/// row); left context `(k − 1)·dilation` columns.
+#[derive(Clone, Debug)]
+pub struct CausalConv {
+    pub weight: StoredTensor,
+    pub bias: Option<StoredTensor>,
+    pub dilation: usize,
+    pub state: Option<usize>,
 }
 
-/// Causal conv (stride 1) over `x` `[c_in, n]` → `[c_out, n]`. `w` is
-/// `[c_in, k, c_out]` (rearranged at load so that a column of the unfolded
-/// input lines up with a kernel row); left context `(k − 1)·dilation`.
-pub fn causal_conv1d<'a>(
-    ctx: &'a Context,
-    cc: &CausalContext<'a>,
-    name: &str,
-    x: Tensor<'a>,
-    w: Tensor<'a>,
-    b: Option<Tensor<'a>>,
-    dilation: usize,
-) -> Tensor<'a> {
-    let [c_in, k, c_out, _] = w.ne();
-    let pad = (k as usize - 1) * dilation;
-    let xp = cc.extend(ctx, name, x, pad);
-    let cols = if k == 1 {
-        xp
-    } else {
-        // In the kernel's type: an F16 product would otherwise convert it.
-        let ty = if w.ty() == GgmlType::F16 {
-            GgmlType::F16
+impl CausalConv {
+    pub fn new(
+        weight: StoredTensor,
+        bias: Option<StoredTensor>,
+        dilation: usize,
+        states: &mut StreamStateLayout,
+    ) -> Self {
+        let [c_in, k, ..] = weight.ne();
+        let state = states.slot(c_in as usize, (k as usize - 1) * dilation);
+        Self {
+            weight,
+            bias,
+            dilation,
+            state,
+        }
+    }
+
+    /// Channels in and out.
+    pub fn channels(&self) -> (usize, usize) {
+        let ne = self.weight.ne();
+        (ne[0] as usize, ne[2] as usize)
+    }
+
+    /// `x` `[c_in, n]` → `[c_out, n]`.
+    pub fn forward<'a>(
+        &self,
+        ctx: &'a Context,
+        cc: &CausalContext<'a>,
+        x: Tensor<'a>,
+    ) -> Tensor<'a> {
+        let w = ctx.stored(&self.weight);
+        let [c_in, k, c_out, _] = w.ne();
+        let pad = (k as usize - 1) * self.dilation;
+        let xp = cc.extend(ctx, self.state, x, pad);
+        let cols = if k == 1 {
+            xp
         } else {
-            GgmlType::F32
+            // In the kernel's type: an F16 product would otherwise convert it.
+            let ty = if w.ty() == GgmlType::F16 {
+                GgmlType::F16
+            } else {
+                GgmlType::F32
+            };
+            ctx.unfold_columns(xp, k as usize, self.dilation, ty)
         };
-        ctx.unfold_columns(xp, k as usize, dilation, ty)
-    };
-    let y = ctx.mul_mat(ctx.reshape(w, &[c_in * k, c_out]), cols);
-    add_bias(ctx, y, b)
+        let y = ctx.mul_mat(ctx.reshape(w, &[c_in * k, c_out]), cols);
+        add_bias(ctx, y, self.bias.as_ref().map(|b| ctx.stored(b)))
+    }
 }
 
-/// Causal transposed conv with stride `s` over `x` `[c_in, n]` → `[c_out, s·n]`
-/// (the reference's ConvTranspose1d with the last `k − s` samples dropped).
-/// `w` is `[c_in, c_out, k]` with `k` a multiple of `s`.
-pub fn causal_transposed_conv1d<'a>(
-    ctx: &'a Context,
-    cc: &CausalContext<'a>,
-    name: &str,
-    x: Tensor<'a>,
-    w: Tensor<'a>,
-    b: Option<Tensor<'a>>,
-    s: usize,
-) -> Tensor<'a> {
-    let [c_in, c_out, k, _] = w.ne();
-    let (k, c_out) = (k as usize, c_out as usize);
-    assert!(
-        k % s == 0,
-        "{name}: kernel {k} not a multiple of stride {s}"
-    );
-    let m = k / s; // input frames that overlap one output stretch
-    let n = x.ne()[1] as usize;
-    let xp = cc.extend(ctx, name, x, m - 1);
-    // z[:, t] = every tap's contribution of input column t, ordered (tap, c_out).
-    let z = ctx.mul_mat(ctx.reshape(w, &[c_in, (c_out * k) as i64]), xp);
-    let es = z.element_size();
-    // Taps q·s..(q+1)·s of input column t − q land on output stretch t.
-    let y = sum(
-        ctx,
-        (0..m).map(|q| {
-            let offset = ((m - 1 - q) * c_out * k + q * c_out * s) * es;
-            ctx.view(
-                z,
-                &[(c_out * s) as i64, n as i64],
-                &[c_out * k * es],
-                offset,
-            )
-        }),
-    );
-    let y = ctx.reshape(y, &[c_out as i64, (s * n) as i64]);
-    add_bias(ctx, y, b)
+/// A causal transposed conv with stride `s` (the reference's
+/// ConvTranspose1d with the last `k − s` samples dropped); kernel
+/// `[c_in, c_out, k]` with `k` a multiple of `s`; left context `k/s − 1`
+/// input columns.
+#[derive(Clone, Debug)]
+pub struct CausalTransposedConv {
+    pub weight: StoredTensor,
+    pub bias: Option<StoredTensor>,
+    pub stride: usize,
+    pub state: Option<usize>,
 }
 
-/// Depthwise causal conv over `x` `[c, n]`; `w` is `[c, k]`.
-pub fn causal_depthwise_conv1d<'a>(
-    ctx: &'a Context,
-    cc: &CausalContext<'a>,
-    name: &str,
-    x: Tensor<'a>,
-    w: Tensor<'a>,
-    b: Option<Tensor<'a>>,
-) -> Tensor<'a> {
-    let [c, k, ..] = w.ne();
-    let n = x.ne()[1];
-    let xp = cc.extend(ctx, name, x, k as usize - 1);
-    let (es, wes) = (xp.element_size(), w.element_size());
-    let y = sum(
-        ctx,
-        (0..k as usize).map(|j| {
-            let xj = ctx.view(xp, &[c, n], &[c as usize * es], j * c as usize * es);
-            ctx.mul(xj, ctx.view(w, &[c], &[], j * c as usize * wes))
-        }),
-    );
-    add_bias(ctx, y, b)
+impl CausalTransposedConv {
+    /// `None` when the kernel size is not a multiple of the stride.
+    pub fn new(
+        weight: StoredTensor,
+        bias: Option<StoredTensor>,
+        stride: usize,
+        states: &mut StreamStateLayout,
+    ) -> Option<Self> {
+        let [c_in, _, k, _] = weight.ne();
+        if stride == 0 || k as usize % stride != 0 {
+            return None;
+        }
+        let state = states.slot(c_in as usize, k as usize / stride - 1);
+        Some(Self {
+            weight,
+            bias,
+            stride,
+            state,
+        })
+    }
+
+    /// `x` `[c_in, n]` → `[c_out, s·n]`.
+    pub fn forward<'a>(
+        &self,
+        ctx: &'a Context,
+        cc: &CausalContext<'a>,
+        x: Tensor<'a>,
+    ) -> Tensor<'a> {
+        let w = ctx.stored(&self.weight);
+        let s = self.stride;
+        let [c_in, c_out, k, _] = w.ne();
+        let (k, c_out) = (k as usize, c_out as usize);
+        let m = k / s; // input frames that overlap one output stretch
+        let n = x.ne()[1] as usize;
+        let xp = cc.extend(ctx, self.state, x, m - 1);
+        // z[:, t] = every tap's contribution of input column t, ordered (tap, c_out).
+        let z = ctx.mul_mat(ctx.reshape(w, &[c_in, (c_out * k) as i64]), xp);
+        let es = z.element_size();
+        // Taps q·s..(q+1)·s of input column t − q land on output stretch t.
+        let y = sum(
+            ctx,
+            (0..m).map(|q| {
+                let offset = ((m - 1 - q) * c_out * k + q * c_out * s) * es;
+                ctx.view(
+                    z,
+                    &[(c_out * s) as i64, n as i64],
+                    &[c_out * k * es],
+                    offset,
+                )
+            }),
+        );
+        let y = ctx.reshape(y, &[c_out as i64, (s * n) as i64]);
+        add_bias(ctx, y, self.bias.as_ref().map(|b| ctx.stored(b)))
+    }
 }
 
-/// SnakeBeta with the exponentials folded at load time:
-/// `x + inv_beta ⊙ sin(alpha ⊙ x)²` per channel (`alpha`, `inv_beta`: `[c]`),
-/// in one pass over `x` `[c, n]` (as separate ggml ops it took five passes
-/// and libm's scalar `sinf`).
-pub fn snake<'a>(
-    ctx: &'a Context,
-    x: Tensor<'a>,
-    alpha: Tensor<'a>,
-    inv_beta: Tensor<'a>,
-) -> Tensor<'a> {
-    ctx.map_rows(x, &[alpha, inv_beta], snake_row)
+/// A depthwise causal conv, kernel `[c, k]`; left context `k − 1` columns.
+#[derive(Clone, Debug)]
+pub struct DepthwiseConv {
+    pub weight: StoredTensor,
+    pub bias: Option<StoredTensor>,
+    pub state: Option<usize>,
 }
 
-/// [`snake`] over one time step.
+impl DepthwiseConv {
+    pub fn new(
+        weight: StoredTensor,
+        bias: Option<StoredTensor>,
+        states: &mut StreamStateLayout,
+    ) -> Self {
+        let [c, k, ..] = weight.ne();
+        let state = states.slot(c as usize, k as usize - 1);
+        Self {
+            weight,
+            bias,
+            state,
+        }
+    }
+
+    /// `x` `[c, n]` → `[c, n]`.
+    pub fn forward<'a>(
+        &self,
+        ctx: &'a Context,
+        cc: &CausalContext<'a>,
+        x: Tensor<'a>,
+    ) -> Tensor<'a> {
+        let w = ctx.stored(&self.weight);
+        let [c, k, ..] = w.ne();
+        let n = x.ne()[1];
+        let xp = cc.extend(ctx, self.state, x, k as usize - 1);
+        let (es, wes) = (xp.element_size(), w.element_size());
+        let y = sum(
+            ctx,
+            (0..k as usize).map(|j| {
+                let xj = ctx.view(xp, &[c, n], &[c as usize * es], j * c as usize * es);
+                ctx.mul(xj, ctx.view(w, &[c], &[], j * c as usize * wes))
+            }),
+        );
+        add_bias(ctx, y, self.bias.as_ref().map(|b| ctx.stored(b)))
+    }
+}
+
+/// SnakeBeta with the exponentials folded at load time: `alpha` = exp(α),
+/// `inv_beta` = 1 / (exp(β) + 1e-9), both `[c]`.
+#[derive(Clone, Debug)]
+pub struct Snake {
+    pub alpha: StoredTensor,
+    pub inv_beta: StoredTensor,
+}
+
+impl Snake {
+    /// `x + inv_beta ⊙ sin(alpha ⊙ x)²` per channel, in one pass over `x`
+    /// `[c, n]` (as separate ggml ops it took five passes and libm's scalar
+    /// `sinf`).
+    pub fn forward<'a>(&self, ctx: &'a Context, x: Tensor<'a>) -> Tensor<'a> {
+        let params = [ctx.stored(&self.alpha), ctx.stored(&self.inv_beta)];
+        ctx.map_rows(x, &params, snake_row)
+    }
+}
+
+/// [`Snake`] over one time step.
 fn snake_row(out: &mut [f32], x: &[f32], params: &[&[f32]]) {
     let [alpha, inv_beta] = params else {
         unreachable!("snake takes alpha and inv_beta")
@@ -482,30 +591,32 @@ pub fn layer_norm<'a>(
     ctx.add(ctx.mul(ctx.norm(x, eps), w), b)
 }
 
-/// ConvNeXt block: `x + γ ⊙ pw2(GELU(pw1(LayerNorm(dwconv(x)))))`, weights
-/// under `prefix` (`dwconv.conv`, `norm`, `pwconv1`, `pwconv2`, `gamma`).
-pub fn convnext_block<'a>(
-    ctx: &'a Context,
-    cc: &CausalContext<'a>,
-    w: &'a TensorStore,
-    prefix: &str,
-    x: Tensor<'a>,
-) -> Tensor<'a> {
-    let p = |s: &str| weight(w, &format!("{prefix}.{s}"));
-    let dw = format!("{prefix}.dwconv");
-    let h = causal_depthwise_conv1d(
-        ctx,
-        cc,
-        &dw,
-        x,
-        p("dwconv.conv.weight"),
-        Some(p("dwconv.conv.bias")),
-    );
-    // LayerNorm eps 1e-6 (nn.LayerNorm in the reference block).
-    let h = layer_norm(ctx, h, p("norm.weight"), p("norm.bias"), 1e-6);
-    let h = ctx.gelu_erf(linear(ctx, h, p("pwconv1.weight"), Some(p("pwconv1.bias"))));
-    let h = linear(ctx, h, p("pwconv2.weight"), Some(p("pwconv2.bias")));
-    ctx.add(x, ctx.mul(h, p("gamma")))
+/// ConvNeXt block: `x + γ ⊙ pw2(GELU(pw1(LayerNorm(dwconv(x)))))`.
+#[derive(Clone, Debug)]
+pub struct ConvNext {
+    pub dwconv: DepthwiseConv,
+    pub norm_weight: StoredTensor,
+    pub norm_bias: StoredTensor,
+    pub pwconv1: Linear,
+    pub pwconv2: Linear,
+    pub gamma: StoredTensor,
+}
+
+impl ConvNext {
+    pub fn forward<'a>(
+        &self,
+        ctx: &'a Context,
+        cc: &CausalContext<'a>,
+        x: Tensor<'a>,
+    ) -> Tensor<'a> {
+        let h = self.dwconv.forward(ctx, cc, x);
+        // LayerNorm eps 1e-6 (nn.LayerNorm in the reference block).
+        let (w, b) = (ctx.stored(&self.norm_weight), ctx.stored(&self.norm_bias));
+        let h = layer_norm(ctx, h, w, b, 1e-6);
+        let h = ctx.gelu_erf(linear(ctx, h, &self.pwconv1));
+        let h = linear(ctx, h, &self.pwconv2);
+        ctx.add(x, ctx.mul(h, ctx.stored(&self.gamma)))
+    }
 }
 
 /// Conv over an already padded `x` `[t, c_in]` (time fastest) → `[t_out, c_out]`

@@ -1,13 +1,14 @@
 //! Qwen3-TTS (12 Hz family) runtime on ggml.
 //!
-//! Module map: [`ggml`] holds the only `unsafe` code (FFI wrappers);
-//! [`gguf_schema`] is the one table of GGUF tensor names and metadata keys
-//! shared by the converter and the loaders; [`model_file`] reads and writes
-//! our GGUF files.
+//! Module map (more in docs/architecture.md): [`ggml`] holds the only
+//! `unsafe` code (FFI wrappers); [`gguf_schema`] is the one table of GGUF
+//! tensor names and metadata keys shared by the converter and the loaders;
+//! [`model_file`] reads and writes our GGUF files; [`weights`] resolves a
+//! file's tensors into each model part's typed weights. [`pipeline`] holds the
+//! shared models ([`pipeline::TtsModel`], [`codec_decoder::CodecDecoder`]) and
+//! the per-utterance sessions over them.
 
-// `Arc` shares weights, caches and the backend between the parts of one
-// model (shared ownership, one thread at a time), not across threads.
-#![allow(clippy::arc_with_non_send_sync)]
+#![deny(unsafe_code)]
 
 pub mod audio;
 pub mod code_predictor;
@@ -15,6 +16,7 @@ pub mod codec_decoder;
 pub mod codec_encoder;
 pub mod config;
 pub mod error;
+#[allow(unsafe_code)] // the FFI wrappers: the one place that needs it
 pub mod ggml;
 pub mod gguf_schema;
 pub mod layers;

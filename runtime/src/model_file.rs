@@ -256,10 +256,9 @@ pub enum Overwrite {
 /// Fails early (before any work) if `path` exists and overwriting is refused.
 pub fn check_output(path: &Path, overwrite: Overwrite) -> Result<()> {
     if overwrite == Overwrite::Refuse && path.exists() {
-        return Err(Error::Other(format!(
-            "{}: already exists (use --force to overwrite)",
-            path.display()
-        )));
+        return Err(Error::OutputExists {
+            path: path.to_path_buf(),
+        });
     }
     Ok(())
 }
@@ -330,7 +329,11 @@ where
     for t in plan {
         builder
             .add_tensor(&t.name, t.ty, &t.ne)
-            .map_err(Error::Other)?;
+            .map_err(|reason| Error::Tensor {
+                path: path.to_path_buf(),
+                name: t.name.clone(),
+                reason,
+            })?;
     }
     let header = builder.header_bytes();
     let offsets = builder.tensor_offsets();
@@ -355,8 +358,8 @@ where
         for (i, t) in plan.iter().enumerate() {
             let target = data_start + offsets[i] as u64;
             if out.written > target {
-                return Err(Error::Other(format!(
-                    "internal: tensor '{}' overlaps its predecessor",
+                return Err(Error::Internal(format!(
+                    "tensor '{}' overlaps its predecessor",
                     t.name
                 )));
             }
@@ -366,8 +369,8 @@ where
             produce(i, t, &mut out)?;
             let got = (out.written - before) as usize;
             if got != t.n_bytes() {
-                return Err(Error::Other(format!(
-                    "internal: tensor '{}' produced {got} bytes, expected {}",
+                return Err(Error::Internal(format!(
+                    "tensor '{}' produced {got} bytes, expected {}",
                     t.name,
                     t.n_bytes()
                 )));

@@ -1,25 +1,26 @@
-//! Text in, 16-codebook speech codes out: model loading and the reference's
-//! decode loop (spec/07 §4).
+//! Text in, 16-codebook speech codes out, and on to audio: the loaded models
+//! (shared, immutable) and the sessions that run one utterance at a time on
+//! them, with the reference's decode loop (see docs/architecture.md).
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Instant;
 
-use crate::code_predictor::{self, CodePredictor};
-use crate::codec_decoder::CodecDecoder;
+use crate::code_predictor::{CodePredictor, CodePredictorWeights};
+use crate::codec_decoder::{CodecDecoder, DecoderSession};
 use crate::codec_encoder::CodecEncoder;
 use crate::config::TtsConfig;
 use crate::error::{Error, Result};
 use crate::ggml::{Backend, TensorStore};
-use crate::gguf_schema::ARCH_TTS;
+use crate::gguf_schema::{tensors, ARCH_TTS};
 use crate::model_file::GgufFile;
-use crate::prompt::{self, Prompt, Request, Voice};
+use crate::prompt::{self, Embedder, Prompt, Request, Voice};
 use crate::sampler::{Sampler, SamplingParams, TalkerProcessors};
 use crate::speaker_encoder::SpeakerEncoder;
-use crate::talker::{self, Talker};
+use crate::talker::{Talker, TalkerWeights};
 use crate::text_tokenizer::TextTokenizer;
 use crate::voice::VoicePrompt;
-use crate::weights::load_weights_with;
+use crate::weights::{load_weights_with, WeightSource};
 
 /// The default thread count: physical cores. Decoding streams weights from
 /// memory and the vocoder fills the FMA units; a core's second hardware
@@ -27,24 +28,6 @@ use crate::weights::load_weights_with;
 /// badly when they outnumber the cores that run them.
 pub fn default_threads() -> usize {
     num_cpus::get_physical().max(1)
-}
-
-/// Checks that `names` exist with the expected leading dims where given.
-fn require(file: &GgufFile, names: &[String], shapes: &[(&str, Vec<i64>)]) -> Result<()> {
-    for n in names {
-        file.tensor_info(n)?;
-    }
-    for (name, want) in shapes {
-        let got = &file.tensor_info(name)?.ne;
-        if got[..want.len().min(got.len())] != want[..] {
-            return Err(Error::Tensor {
-                path: file.path().to_path_buf(),
-                name: name.to_string(),
-                reason: format!("shape {got:?} does not match the config (expected {want:?})"),
-            });
-        }
-    }
-    Ok(())
 }
 
 /// Sampling and stopping settings of one generation.
@@ -88,6 +71,29 @@ impl GenerateOptions {
         }
     }
 
+    /// Checks every setting (errors name the option).
+    pub fn validate(&self) -> Result<()> {
+        self.talker.validate().map_err(|e| {
+            Error::invalid("temperature/top_k/top_p", format!("talker sampling: {e}"))
+        })?;
+        self.subtalker.validate().map_err(|e| {
+            Error::invalid("subtalker sampling", format!("sub-talker sampling: {e}"))
+        })?;
+        if !(self.repetition_penalty.is_finite() && self.repetition_penalty > 0.0) {
+            return Err(Error::invalid(
+                "repetition_penalty",
+                format!(
+                    "must be a finite number > 0 (1 = off), got {}",
+                    self.repetition_penalty
+                ),
+            ));
+        }
+        if self.max_new_tokens == 0 {
+            return Err(Error::invalid("max_new_tokens", "must be at least 1"));
+        }
+        Ok(())
+    }
+
     /// Both samplers greedy (the deterministic reference setting).
     pub fn greedy(mut self) -> Self {
         self.talker = SamplingParams::greedy();
@@ -124,78 +130,85 @@ pub struct DecodeTimes {
     pub first_frame: f64,
 }
 
-/// A loaded TTS model (talker, code predictor, text tokenizer).
+/// A loaded TTS model (talker, code predictor, text tokenizer, speaker
+/// encoder): immutable, shared by every [`Session`] (`Send + Sync`).
 pub struct TtsModel {
-    pub talker: Talker,
-    pub code_predictor: CodePredictor,
+    pub config: TtsConfig,
     pub tokenizer: TextTokenizer,
+    pub talker: Arc<TalkerWeights>,
+    pub code_predictor: Arc<CodePredictorWeights>,
     /// Base models: reference audio → x-vector.
     pub speaker_encoder: Option<SpeakerEncoder>,
-    pub config: TtsConfig,
     /// `general.name` of the model file.
     pub name: String,
-    weights: Arc<TensorStore>,
-    backend: Arc<Backend>,
+    store: TensorStore,
 }
 
 impl TtsModel {
     /// Opens a `tts-*.gguf` file written by `qwen3-tts-convert`.
-    pub fn load(path: impl AsRef<Path>, threads: usize) -> Result<Self> {
+    pub fn load(path: impl AsRef<Path>) -> Result<Self> {
         let file = GgufFile::open_arch(path, ARCH_TTS)?;
         let config = TtsConfig::from_gguf(&file)?;
-        let (t, cp) = (&config.talker, &config.code_predictor);
-        let mut names = talker::weight_names(&config);
-        names.extend(code_predictor::weight_names(&config));
-        require(
-            &file,
-            &names,
-            &[
-                (
-                    "talker.codec_embd.weight",
-                    vec![t.hidden as i64, config.codec_vocab as i64],
-                ),
-                ("talker.text_embd.weight", vec![config.text_hidden as i64]),
-                (
-                    "talker.blk.0.attn_q.weight",
-                    vec![t.hidden as i64, (t.heads * t.head_dim) as i64],
-                ),
-                (
-                    "cp.blk.0.attn_k.weight",
-                    vec![cp.hidden as i64, (cp.kv_heads * cp.head_dim) as i64],
-                ),
-                (
-                    "cp.head.0.weight",
-                    vec![cp.hidden as i64, config.codebook_size as i64],
-                ),
-            ],
-        )?;
         let tokenizer = TextTokenizer::from_gguf(&file)?;
-        let backend = Arc::new(Backend::cpu(threads));
-        // The speaker encoder keeps its own (F32) copy of the spk.* tensors.
-        let weights = Arc::new(load_weights_with(
+        // The speaker encoder keeps its own (F32) copy of its tensors.
+        let store = load_weights_with(
             &file,
-            &backend,
-            |name| !name.starts_with("spk."),
+            |name| !name.starts_with(tensors::speaker::PREFIX),
             |_, _| Ok(None),
-        )?);
-        let speaker_encoder = SpeakerEncoder::from_file(&file, backend.clone())?;
+        )?;
+        let src = WeightSource::new(&store, file.path());
+        let talker = TalkerWeights::load(&src, &config)?;
+        let code_predictor = CodePredictorWeights::load(&src, &config, talker.codec_embd.clone())?;
         Ok(Self {
-            talker: Talker::new(&config, weights.clone(), backend.clone()),
-            code_predictor: CodePredictor::new(&config, weights.clone(), backend.clone()),
+            talker: Arc::new(talker),
+            code_predictor: Arc::new(code_predictor),
+            speaker_encoder: SpeakerEncoder::from_file(&file)?,
             tokenizer,
-            speaker_encoder,
             config,
             name: file
                 .get_str(crate::gguf_schema::keys::NAME)
                 .unwrap_or_default(),
-            weights,
-            backend,
+            store,
         })
     }
 
-    /// Bytes of model weights held in backend memory.
+    /// Bytes of model weights held in memory (the speaker encoder's aside).
     pub fn weights_size(&self) -> usize {
-        self.weights.size()
+        self.store.size()
+    }
+
+    /// A session on its own `threads`-thread backend.
+    pub fn session(self: &Arc<Self>, threads: usize) -> Session {
+        Session::new(self.clone(), Arc::new(Backend::cpu(threads)))
+    }
+}
+
+/// One utterance at a time on a shared [`TtsModel`]: the talker's KV cache,
+/// the code predictor's graph and the backend they compute on. Sessions of
+/// one model run independently, also on several threads at once.
+pub struct Session {
+    talker: Talker,
+    code_predictor: CodePredictor,
+    model: Arc<TtsModel>,
+    backend: Arc<Backend>,
+}
+
+impl Session {
+    pub fn new(model: Arc<TtsModel>, backend: Arc<Backend>) -> Self {
+        Self {
+            talker: Talker::new(model.talker.clone(), backend.clone()),
+            code_predictor: CodePredictor::new(model.code_predictor.clone(), backend.clone()),
+            model,
+            backend,
+        }
+    }
+
+    pub fn model(&self) -> &Arc<TtsModel> {
+        &self.model
+    }
+
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
     }
 
     pub fn set_threads(&self, threads: usize) {
@@ -203,8 +216,27 @@ impl TtsModel {
     }
 
     /// Builds the prompt for a request.
-    pub fn prompt(&mut self, req: &Request) -> Result<Prompt> {
-        prompt::build(&self.config, &self.tokenizer, &mut self.talker, req)
+    pub fn prompt(&self, req: &Request) -> Result<Prompt> {
+        let m = &*self.model;
+        let emb = Embedder {
+            talker: &self.talker,
+            group_tables: &m.code_predictor.codec_embd,
+        };
+        prompt::build(&m.config, &m.tokenizer, &emb, req)
+    }
+
+    /// The x-vector of mono reference audio at the speaker encoder's rate.
+    pub fn x_vector(&self, samples: &[f32]) -> Result<Vec<f32>> {
+        match &self.model.speaker_encoder {
+            Some(e) => e.embed(&self.backend, samples),
+            None => Err(Error::invalid(
+                "voice",
+                format!(
+                    "this {:?} model has no speaker encoder: voice cloning needs a Base model",
+                    self.model.config.model_type
+                ),
+            )),
+        }
     }
 
     /// Runs the decode loop; returns the frames (16 codes each). `trace_steps`
@@ -243,26 +275,13 @@ impl TtsModel {
         trace_steps: usize,
         mut on_frame: impl FnMut(usize, &[u32]),
     ) -> Result<(Vec<Vec<u32>>, Trace)> {
-        opts.talker
-            .validate()
-            .map_err(|e| Error::Other(format!("talker sampling: {e}")))?;
-        opts.subtalker
-            .validate()
-            .map_err(|e| Error::Other(format!("sub-talker sampling: {e}")))?;
-        if !(opts.repetition_penalty.is_finite() && opts.repetition_penalty > 0.0) {
-            return Err(Error::Other(format!(
-                "repetition penalty must be a finite number > 0 (1 = off), got {}",
-                opts.repetition_penalty
-            )));
-        }
-        if opts.max_new_tokens == 0 {
-            return Err(Error::Other("max_new_tokens must be at least 1".into()));
-        }
+        opts.validate()?;
+        let cfg = &self.model.config;
         let processors = TalkerProcessors {
             repetition_penalty: opts.repetition_penalty,
-            eos_id: self.config.codec.eos,
+            eos_id: cfg.codec.eos,
             min_new_tokens: opts.min_new_tokens,
-            suppress: self.config.suppressed_ids(),
+            suppress: cfg.suppressed_ids(),
         };
         let mut rng = Sampler::new(opts.seed);
         let len = prompt.len();
@@ -288,7 +307,7 @@ impl TtsModel {
                 .and_then(|f| f.get(history.len()))
                 .map_or(c0, |f| f[0]);
             history.push(fed);
-            if c0 == self.config.codec.eos || history.len() >= opts.max_new_tokens {
+            if c0 == cfg.codec.eos || history.len() >= opts.max_new_tokens {
                 break;
             }
             let predicting = Instant::now();
@@ -330,7 +349,7 @@ impl TtsModel {
 
 /// Samples of the reference part to drop after an ICL decode: the
 /// reference's own formula, `int(T_ref / max(T_ref + T, 1) · n_samples)` in
-/// float64 (spec/07 §5; about 4 % of (T_ref, T) pairs give 1920·T_ref − 1).
+/// float64 (about 4 % of (T_ref, T) pairs give 1920·T_ref − 1).
 pub fn icl_cut(ref_frames: usize, frames: usize, n_samples: usize) -> usize {
     let ratio = ref_frames as f64 / (ref_frames + frames).max(1) as f64;
     (ratio * n_samples as f64) as usize
@@ -363,20 +382,46 @@ impl Synthesis {
     }
 }
 
-/// Text in, 24 kHz audio out: the TTS model and the speech-tokenizer
-/// decoder, as the reference's `generate_*` APIs combine them.
-pub struct Synthesizer {
-    pub model: TtsModel,
-    pub vocoder: CodecDecoder,
-    tokenizer_path: PathBuf,
-    threads: usize,
-}
-
 /// Shortest reference clip accepted for cloning.
 pub const MIN_REFERENCE_SECONDS: f64 = 1.0;
 /// Longest reference clip accepted: the encoder attends over the whole clip
 /// and ICL puts all its frames in the prompt (3–10 s is what the model wants).
 pub const MAX_REFERENCE_SECONDS: f64 = 60.0;
+
+/// What [`Synthesizer::synthesize`] is doing, for progress displays.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// Frames generated so far.
+    Frames(usize),
+    /// Generation is done; the vocoder is turning the frames into audio.
+    Vocoding,
+}
+
+/// Text in, 24 kHz audio out: a TTS session and a vocoder session over
+/// shared models, as the reference's `generate_*` APIs combine them.
+pub struct Synthesizer {
+    pub model: Arc<TtsModel>,
+    pub vocoder: Arc<CodecDecoder>,
+    session: Session,
+    decoder: DecoderSession,
+    tokenizer_path: PathBuf,
+}
+
+/// Checks that a speech tokenizer belongs to a TTS model.
+fn check_pair(model: &TtsModel, vocoder: &CodecDecoder, tokenizer_path: &Path) -> Result<()> {
+    let (m, v) = (&model.config, &vocoder.config);
+    if m.codebook_size != v.codebook_size || m.num_code_groups != v.num_quantizers {
+        return Err(Error::WrongModel {
+            path: tokenizer_path.to_path_buf(),
+            reason: format!(
+                "speech tokenizer has {} codebooks of {} codes, the TTS model makes {} of {}: \
+                 not this model's tokenizer",
+                v.num_quantizers, v.codebook_size, m.num_code_groups, m.codebook_size
+            ),
+        });
+    }
+    Ok(())
+}
 
 impl Synthesizer {
     /// Opens `tts-*.gguf` and `tokenizer-*.gguf` and checks they belong together.
@@ -385,31 +430,48 @@ impl Synthesizer {
         tokenizer_path: impl AsRef<Path>,
         threads: usize,
     ) -> Result<Self> {
-        let model = TtsModel::load(tts_path, threads)?;
-        let vocoder = CodecDecoder::load(tokenizer_path.as_ref(), threads)?;
-        let (m, v) = (&model.config, &vocoder.config);
-        if m.codebook_size != v.codebook_size || m.num_code_groups != v.num_quantizers {
-            return Err(Error::WrongModel {
-                path: tokenizer_path.as_ref().to_path_buf(),
-                reason: format!(
-                    "speech tokenizer has {} codebooks of {} codes, the TTS model makes {} of {}: \
-                     not this model's tokenizer",
-                    v.num_quantizers, v.codebook_size, m.num_code_groups, m.codebook_size
-                ),
-            });
-        }
-        Ok(Self {
+        let model = Arc::new(TtsModel::load(tts_path)?);
+        let vocoder = Arc::new(CodecDecoder::load(tokenizer_path.as_ref())?);
+        check_pair(&model, &vocoder, tokenizer_path.as_ref())?;
+        Ok(Self::with_models(model, vocoder, tokenizer_path, threads))
+    }
+
+    /// Another synthesizer over already loaded models (its own sessions on
+    /// its own `threads`-thread backend); `tokenizer_path` is where the codec
+    /// encoder is loaded from when a voice is cloned in context.
+    pub fn with_models(
+        model: Arc<TtsModel>,
+        vocoder: Arc<CodecDecoder>,
+        tokenizer_path: impl AsRef<Path>,
+        threads: usize,
+    ) -> Self {
+        let backend = Arc::new(Backend::cpu(threads));
+        Self {
+            session: Session::new(model.clone(), backend.clone()),
+            decoder: DecoderSession::new(vocoder.clone(), backend),
             model,
             vocoder,
             tokenizer_path: tokenizer_path.as_ref().to_path_buf(),
-            threads,
-        })
+        }
+    }
+
+    /// The TTS session (prompts, generation).
+    pub fn session(&mut self) -> &mut Session {
+        &mut self.session
+    }
+
+    /// The vocoder session.
+    pub fn decoder(&mut self) -> &mut DecoderSession {
+        &mut self.decoder
     }
 
     pub fn set_threads(&mut self, threads: usize) {
-        self.threads = threads;
-        self.model.set_threads(threads);
-        self.vocoder.set_threads(threads);
+        // One backend serves both sessions.
+        self.session.set_threads(threads);
+    }
+
+    fn threads(&self) -> usize {
+        self.session.backend().threads()
     }
 
     /// Clones a voice from mono reference audio at 24 kHz: the x-vector, and
@@ -417,33 +479,42 @@ impl Synthesizer {
     /// cloning. Base models only.
     pub fn clone_voice(&mut self, samples: &[f32], ref_text: Option<&str>) -> Result<VoicePrompt> {
         let Some(speaker) = &self.model.speaker_encoder else {
-            return Err(Error::Other(format!(
-                "this {:?} model has no speaker encoder: voice cloning needs a Base model",
-                self.model.config.model_type
-            )));
+            return Err(Error::invalid(
+                "voice",
+                format!(
+                    "this {:?} model has no speaker encoder: voice cloning needs a Base model",
+                    self.model.config.model_type
+                ),
+            ));
         };
         let rate = speaker.config.sample_rate as f64;
         let seconds = samples.len() as f64 / rate;
         if seconds < MIN_REFERENCE_SECONDS {
-            return Err(Error::Other(format!(
-                "reference audio is {seconds:.2} s long; at least {MIN_REFERENCE_SECONDS} s is needed \
-                 (3–10 s works best)"
-            )));
+            return Err(Error::bad_audio(
+                "reference audio",
+                format!(
+                    "{seconds:.2} s long; at least {MIN_REFERENCE_SECONDS} s is needed \
+                     (3–10 s works best)"
+                ),
+            ));
         }
         if seconds > MAX_REFERENCE_SECONDS {
-            return Err(Error::Other(format!(
-                "reference audio is {seconds:.1} s long; at most {MAX_REFERENCE_SECONDS} s is \
-                 accepted (3–10 s works best): trim it"
-            )));
+            return Err(Error::bad_audio(
+                "reference audio",
+                format!(
+                    "{seconds:.1} s long; at most {MAX_REFERENCE_SECONDS} s is accepted \
+                     (3–10 s works best): trim it"
+                ),
+            ));
         }
-        let x_vector = speaker.embed(samples)?;
+        let x_vector = self.session.x_vector(samples)?;
         let icl = match ref_text {
             Some(text) => {
                 // Loaded for this clip only: it is used once per voice (voices
                 // are saved and reused), and its F32 weights and activations
                 // would otherwise stay resident through every synthesis.
                 let codes =
-                    CodecEncoder::load(&self.tokenizer_path, self.threads)?.encode(samples)?;
+                    CodecEncoder::load(&self.tokenizer_path, self.threads())?.encode(samples)?;
                 Some((codes, text.to_string()))
             }
             None => None,
@@ -451,35 +522,36 @@ impl Synthesizer {
         Ok(VoicePrompt {
             x_vector,
             icl,
-            model_size: self.model.config.model_size.clone(),
+            model_size: self.model.config.model_size.as_str().to_string(),
             model_name: self.model.name.clone(),
         })
     }
 
-    /// Generates speech for `req`; `on_frame(n)` is called after each of
-    /// the `n` frames generated so far.
+    /// Generates speech for `req`; `on_progress` hears of every frame and of
+    /// the vocoder stage.
     pub fn synthesize(
         &mut self,
         req: &Request,
         opts: &GenerateOptions,
-        mut on_frame: impl FnMut(usize),
+        mut on_progress: impl FnMut(Progress),
     ) -> Result<Synthesis> {
         let t0 = Instant::now();
-        let prompt = self.model.prompt(req)?;
+        let prompt = self.session.prompt(req)?;
         let t1 = Instant::now();
-        let (frames, trace) = self
-            .model
-            .generate(&prompt, opts, 0, |i, _| on_frame(i + 1))?;
+        let (frames, trace) = self.session.generate(&prompt, opts, 0, |i, _| {
+            on_progress(Progress::Frames(i + 1))
+        })?;
         let t2 = Instant::now();
+        on_progress(Progress::Vocoding);
         let samples = match &req.voice {
             // ICL: vocode with the reference as left context, then cut it off.
             Voice::Icl { ref_codes, .. } => {
                 let all: Vec<Vec<u32>> = ref_codes.iter().chain(&frames).cloned().collect();
-                let wav = self.vocoder.decode(&all)?;
+                let wav = self.decoder.decode(&all)?;
                 let cut = icl_cut(ref_codes.len(), frames.len(), wav.len());
                 wav[cut..].to_vec()
             }
-            _ => self.vocoder.decode(&frames)?,
+            _ => self.decoder.decode(&frames)?,
         };
         let t3 = Instant::now();
         Ok(Synthesis {

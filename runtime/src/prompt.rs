@@ -1,9 +1,11 @@
-//! Prompt (prefill) construction for every mode of the family (spec/07 §1–3):
-//! CustomVoice speakers, VoiceDesign instructions, Base x-vector and ICL
-//! cloning; streaming and non-streaming text layouts.
+//! Prompt (prefill) construction for every mode of the family, as the
+//! reference's `Qwen3TTSForConditionalGeneration.generate` lays it out (see
+//! docs/architecture.md): CustomVoice speakers, VoiceDesign instructions,
+//! Base x-vector and ICL cloning; streaming and non-streaming text layouts.
 
-use crate::config::{ModelType, TtsConfig};
+use crate::config::{ModelSize, ModelType, TtsConfig};
 use crate::error::{Error, Result};
+use crate::ggml::StoredTensor;
 use crate::talker::Talker;
 use crate::text_tokenizer::TextTokenizer;
 
@@ -88,61 +90,100 @@ fn py_slice(v: &[u32], a: isize, b: isize) -> &[u32] {
     }
 }
 
-fn add_into(dst: &mut [f32], src: &[f32]) {
-    dst.iter_mut().zip(src).for_each(|(d, s)| *d += s);
-}
-
 /// Rows `i` of a row-major `n × h` matrix.
 fn row(m: &[f32], h: usize, i: usize) -> &[f32] {
     &m[i * h..(i + 1) * h]
 }
 
-/// Builds the prompt for `req` with `talker`'s embeddings.
-pub fn build(
-    cfg: &TtsConfig,
-    tok: &TextTokenizer,
-    talker: &mut Talker,
-    req: &Request,
-) -> Result<Prompt> {
-    let h = cfg.talker.hidden;
-    let err = |m: String| Error::Other(m);
+/// The embedding lookups a prompt is made of (the talker's tables, and the
+/// code predictor's for ICL reference frames), run on a session's backend.
+pub struct Embedder<'a> {
+    pub talker: &'a Talker,
+    /// Codebook tables 1.. of the code predictor.
+    pub group_tables: &'a [StoredTensor],
+}
 
-    // --- validate the request against the model's abilities (reference API rules)
+impl Embedder<'_> {
+    fn text(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.talker.text_embed(ids)
+    }
+    fn codec(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        self.talker.codec_embed(ids)
+    }
+    fn frames(&self, frames: &[Vec<u32>]) -> Result<Vec<f32>> {
+        self.talker.frame_embeds(self.group_tables, frames)
+    }
+}
+
+/// Checks `req` against what the model can do (the reference API's rules).
+pub fn validate(cfg: &TtsConfig, req: &Request) -> Result<()> {
+    if req.text.trim().is_empty() {
+        return Err(Error::invalid("text", "nothing to say: the text is empty"));
+    }
+    let voice = |reason: &str| Err(Error::invalid("voice", reason));
     match (&req.voice, cfg.model_type) {
         (Voice::Speaker(_), ModelType::Base) => {
-            return Err(err("Base models clone a voice from reference audio; preset speakers need a CustomVoice model".into()))
+            return voice("Base models clone a voice from reference audio; preset speakers need a CustomVoice model")
         }
         (Voice::Speaker(_), ModelType::VoiceDesign) => {
-            return Err(err("VoiceDesign models take no speaker; describe the voice with an instruction".into()))
+            return voice("VoiceDesign models take no speaker; describe the voice with an instruction")
         }
         (Voice::XVector(_) | Voice::Icl { .. }, t) if t != ModelType::Base => {
-            return Err(err("voice cloning from reference audio needs a Base model".into()))
+            return voice("voice cloning from reference audio needs a Base model")
         }
         (Voice::None, ModelType::Base) => {
-            return Err(err("Base models need reference audio (an x-vector) to clone a voice".into()))
+            return voice("Base models need reference audio (an x-vector) to clone a voice")
         }
         _ => {}
     }
+    if let Voice::XVector(x) | Voice::Icl { x_vector: x, .. } = &req.voice {
+        let h = cfg.talker.hidden;
+        if x.len() != h {
+            return Err(Error::invalid(
+                "voice",
+                format!("x-vector has {} values, the model needs {h}", x.len()),
+            ));
+        }
+    }
     if cfg.model_type == ModelType::Base && req.instruct.as_deref().is_some_and(|s| !s.is_empty()) {
-        return Err(err(
-            "Base models take no instruction (the reference's voice-clone API has none)".into(),
+        return Err(Error::invalid(
+            "instruct",
+            "Base models take no instruction (the reference's voice-clone API has none)",
         ));
     }
+    Ok(())
+}
+
+/// The codec-side conditioning of a request: language and speaker ids.
+struct Conditioning {
+    /// `None` for "auto".
+    language: Option<u32>,
+    /// A CustomVoice preset's codec row.
+    speaker: Option<u32>,
+    instruct: Option<String>,
+    non_streaming: bool,
+}
+
+/// Resolves language, speaker (with its dialect), instruction and layout.
+fn resolve(cfg: &TtsConfig, req: &Request) -> Result<Conditioning> {
     let language = req.language.to_lowercase();
     let mut lang_id = cfg.language_id(&language).ok_or_else(|| {
-        err(format!(
-            "unsupported language '{}' (supported: {})",
-            req.language,
-            cfg.supported_languages().join(", ")
-        ))
+        Error::invalid(
+            "language",
+            format!(
+                "unsupported language '{}' (supported: {})",
+                req.language,
+                cfg.supported_languages().join(", ")
+            ),
+        )
     })?;
     let speaker = match &req.voice {
         Voice::Speaker(name) if !name.is_empty() => Some(cfg.speaker(name).ok_or_else(|| {
             let names: Vec<_> = cfg.speakers.iter().map(|s| s.name.as_str()).collect();
-            err(format!(
-                "unknown speaker '{name}' (available: {})",
-                names.join(", ")
-            ))
+            Error::invalid(
+                "voice",
+                format!("unknown speaker '{name}' (available: {})", names.join(", ")),
+            )
         })?),
         _ => None,
     };
@@ -150,90 +191,106 @@ pub fn build(
     if let Some(dialect) = speaker.and_then(|s| s.dialect.as_ref()) {
         if language == "chinese" || language == "auto" {
             lang_id = Some(cfg.language_id(dialect).flatten().ok_or_else(|| {
-                err(format!(
-                    "speaker dialect '{dialect}' is not in the language table"
-                ))
+                Error::invalid(
+                    "voice",
+                    format!("speaker dialect '{dialect}' is not in the language table"),
+                )
             })?);
         }
     }
-    let instruct = match cfg.model_type {
-        ModelType::CustomVoice if cfg.model_size.contains("0b6") => None,
-        ModelType::Base => None,
+    let instruct = match (cfg.model_type, cfg.model_size) {
+        (ModelType::CustomVoice, ModelSize::B0_6) | (ModelType::Base, _) => None,
         _ => req.instruct.clone().filter(|s| !s.is_empty()),
     };
-    let non_streaming = req
-        .non_streaming
-        .unwrap_or(cfg.model_type != ModelType::Base);
+    Ok(Conditioning {
+        language: lang_id,
+        speaker: speaker.map(|s| s.codec_id),
+        instruct,
+        non_streaming: req
+            .non_streaming
+            .unwrap_or(cfg.model_type != ModelType::Base),
+    })
+}
+
+/// The pieces every layout combines.
+struct Pieces {
+    h: usize,
+    tts_bos: Vec<f32>,
+    tts_eos: Vec<f32>,
+    tts_pad: Vec<f32>,
+    codec_bos: Vec<f32>,
+    codec_pad: Vec<f32>,
+    /// Ids of the target text (between the role tokens and the template's end).
+    text_ids: Vec<u32>,
+}
+
+impl Pieces {
+    /// `a + b` (two `[hidden]` rows).
+    fn sum(a: &[f32], b: &[f32]) -> Vec<f32> {
+        a.iter().zip(b).map(|(x, y)| x + y).collect()
+    }
+}
+
+/// Builds the prompt for `req` with the model's embeddings.
+pub fn build(
+    cfg: &TtsConfig,
+    tok: &TextTokenizer,
+    emb: &Embedder,
+    req: &Request,
+) -> Result<Prompt> {
+    validate(cfg, req)?;
+    let cond = resolve(cfg, req)?;
+    let h = cfg.talker.hidden;
 
     // --- text pieces
     let input_ids = tok.encode(&format!(
         "<|im_start|>assistant\n{}<|im_end|>\n<|im_start|>assistant\n",
         req.text
     ))?;
-    let instruct_ids = match &instruct {
+    let instruct_ids = match &cond.instruct {
         Some(i) => tok.encode(&format!("<|im_start|>user\n{i}<|im_end|>\n"))?,
         None => Vec::new(),
     };
-    let specials = talker.text_embed(&[cfg.text.tts_bos, cfg.text.tts_eos, cfg.text.tts_pad])?;
-    let (tts_bos, tts_eos, tts_pad) = (
-        row(&specials, h, 0).to_vec(),
-        row(&specials, h, 1).to_vec(),
-        row(&specials, h, 2).to_vec(),
-    );
+    let specials = emb.text(&[cfg.text.tts_bos, cfg.text.tts_eos, cfg.text.tts_pad])?;
 
     // --- codec column K = [prefix…, speaker?, pad, bos]
     let c = &cfg.codec;
-    let mut codec_ids = match lang_id {
+    let mut codec_ids = match cond.language {
         None => vec![c.nothink, c.think_bos, c.think_eos],
         Some(l) => vec![c.think, c.think_bos, l, c.think_eos],
     };
     let spk_slot = codec_ids.len();
-    if let Some(s) = speaker {
-        codec_ids.push(s.codec_id);
-    }
+    codec_ids.extend(cond.speaker);
     codec_ids.extend([c.pad, c.bos]);
-    let mut k_col = talker.codec_embed(&codec_ids)?;
-    let x_vector = match &req.voice {
-        Voice::XVector(x) | Voice::Icl { x_vector: x, .. } => Some(x),
-        _ => None,
-    };
-    if let Some(x) = x_vector {
-        if x.len() != h {
-            return Err(err(format!(
-                "x-vector has {} values, the model needs {h}",
-                x.len()
-            )));
-        }
+    let mut k_col = emb.codec(&codec_ids)?;
+    if let Voice::XVector(x) | Voice::Icl { x_vector: x, .. } = &req.voice {
         // The x-vector takes the speaker slot.
-        let mut with = k_col[..spk_slot * h].to_vec();
-        with.extend_from_slice(x);
-        with.extend_from_slice(&k_col[spk_slot * h..]);
-        k_col = with;
+        k_col.splice(spk_slot * h..spk_slot * h, x.iter().copied());
     }
     let n_k = k_col.len() / h;
+    let p = Pieces {
+        h,
+        tts_bos: row(&specials, h, 0).to_vec(),
+        tts_eos: row(&specials, h, 1).to_vec(),
+        tts_pad: row(&specials, h, 2).to_vec(),
+        codec_bos: row(&k_col, h, n_k - 1).to_vec(),
+        codec_pad: row(&k_col, h, n_k - 2).to_vec(),
+        text_ids: py_slice(&input_ids, 3, -5).to_vec(),
+    };
 
     // --- head: instruction, role, control
     let mut prefill = Vec::new();
     if !instruct_ids.is_empty() {
-        prefill.extend(talker.text_embed(&instruct_ids)?);
+        prefill.extend(emb.text(&instruct_ids)?);
     }
-    prefill.extend(talker.text_embed(py_slice(&input_ids, 0, 3))?);
+    prefill.extend(emb.text(py_slice(&input_ids, 0, 3))?);
     for j in 0..n_k - 1 {
-        let mut v = if j < n_k - 2 {
-            tts_pad.clone()
-        } else {
-            tts_bos.clone()
-        };
-        add_into(&mut v, row(&k_col, h, j));
-        prefill.extend(v);
+        let text = if j < n_k - 2 { &p.tts_pad } else { &p.tts_bos };
+        prefill.extend(Pieces::sum(text, row(&k_col, h, j)));
     }
-    let codec_bos = row(&k_col, h, n_k - 1).to_vec();
-    let codec_pad = row(&k_col, h, n_k - 2).to_vec();
-    let text_ids = py_slice(&input_ids, 3, -5).to_vec();
 
-    let mut trailing = Vec::new();
     let mut ref_ids = Vec::new();
-    match &req.voice {
+    let trailing = match &req.voice {
         Voice::Icl {
             ref_codes,
             ref_text,
@@ -241,78 +298,90 @@ pub fn build(
         } => {
             ref_ids = tok.encode(&format!("<|im_start|>assistant\n{ref_text}<|im_end|>\n"))?;
             let mut all_text = py_slice(&ref_ids, 3, -2).to_vec();
-            all_text.extend(&text_ids);
-            let mut text_icl = talker.text_embed(&all_text)?;
-            text_icl.extend(&tts_eos);
-            let mut codec_icl = codec_bos.clone();
-            codec_icl.extend(talker.frame_embeds(ref_codes)?);
-            let (a, b) = (text_icl.len() / h, codec_icl.len() / h);
-            if non_streaming {
-                for k in 0..a {
-                    let mut v = row(&text_icl, h, k).to_vec();
-                    add_into(&mut v, &codec_pad);
-                    prefill.extend(v);
-                }
-                for k in 0..b {
-                    let mut v = row(&codec_icl, h, k).to_vec();
-                    add_into(&mut v, &tts_pad);
-                    prefill.extend(v);
-                }
-                trailing = tts_pad.clone();
-            } else {
-                for k in 0..b {
-                    let mut v = if k < a {
-                        row(&text_icl, h, k).to_vec()
-                    } else {
-                        tts_pad.clone()
-                    };
-                    add_into(&mut v, row(&codec_icl, h, k));
-                    prefill.extend(v);
-                }
-                trailing = if a > b {
-                    text_icl[b * h..].to_vec()
-                } else {
-                    tts_pad.clone()
-                };
+            all_text.extend(&p.text_ids);
+            let mut text = emb.text(&all_text)?;
+            text.extend(&p.tts_eos);
+            let mut codec = p.codec_bos.clone();
+            codec.extend(emb.frames(ref_codes)?);
+            match cond.non_streaming {
+                true => icl_non_streaming(&p, &text, &codec, &mut prefill),
+                false => icl_streaming(&p, &text, &codec, &mut prefill),
             }
         }
-        _ if non_streaming => {
-            if !text_ids.is_empty() {
-                let t = talker.text_embed(&text_ids)?;
-                for k in 0..text_ids.len() {
-                    let mut v = row(&t, h, k).to_vec();
-                    add_into(&mut v, &codec_pad);
-                    prefill.extend(v);
-                }
-            }
-            let mut v = tts_eos.clone();
-            add_into(&mut v, &codec_pad);
-            prefill.extend(v);
-            let mut v = tts_pad.clone();
-            add_into(&mut v, &codec_bos);
-            prefill.extend(v);
-            trailing = tts_pad.clone();
-        }
-        _ => {
-            let mut first = talker.text_embed(py_slice(&input_ids, 3, 4))?;
-            add_into(&mut first, &codec_bos);
-            prefill.extend(first);
-            let rest = py_slice(&input_ids, 4, -5);
-            if !rest.is_empty() {
-                trailing = talker.text_embed(rest)?;
-            }
-            trailing.extend(&tts_eos);
-        }
-    }
+        _ if cond.non_streaming => non_streaming(&p, emb, &mut prefill)?,
+        _ => streaming(&p, emb, &input_ids, &mut prefill)?,
+    };
     Ok(Prompt {
         prefill,
         trailing,
-        tts_pad,
+        tts_pad: p.tts_pad,
         hidden: h,
         input_ids,
         ref_ids,
         instruct_ids,
     })
+}
+
+/// Non-streaming text: the whole text with codec pads, then eos and bos.
+fn non_streaming(p: &Pieces, emb: &Embedder, prefill: &mut Vec<f32>) -> Result<Vec<f32>> {
+    if !p.text_ids.is_empty() {
+        let t = emb.text(&p.text_ids)?;
+        for k in 0..p.text_ids.len() {
+            prefill.extend(Pieces::sum(row(&t, p.h, k), &p.codec_pad));
+        }
+    }
+    prefill.extend(Pieces::sum(&p.tts_eos, &p.codec_pad));
+    prefill.extend(Pieces::sum(&p.tts_pad, &p.codec_bos));
+    Ok(p.tts_pad.clone())
+}
+
+/// Streaming text: the first text token with codec bos; the rest (and eos)
+/// is fed one per generated frame.
+fn streaming(
+    p: &Pieces,
+    emb: &Embedder,
+    input_ids: &[u32],
+    prefill: &mut Vec<f32>,
+) -> Result<Vec<f32>> {
+    let first = emb.text(py_slice(input_ids, 3, 4))?;
+    prefill.extend(Pieces::sum(&first, &p.codec_bos));
+    let rest = py_slice(input_ids, 4, -5);
+    let mut trailing = if rest.is_empty() {
+        Vec::new()
+    } else {
+        emb.text(rest)?
+    };
+    trailing.extend(&p.tts_eos);
+    Ok(trailing)
+}
+
+/// ICL, non-streaming: all text (reference + target) with codec pads, then
+/// the reference frames with text pads.
+fn icl_non_streaming(p: &Pieces, text: &[f32], codec: &[f32], prefill: &mut Vec<f32>) -> Vec<f32> {
+    let h = p.h;
+    for k in 0..text.len() / h {
+        prefill.extend(Pieces::sum(row(text, h, k), &p.codec_pad));
+    }
+    for k in 0..codec.len() / h {
+        prefill.extend(Pieces::sum(row(codec, h, k), &p.tts_pad));
+    }
+    p.tts_pad.clone()
+}
+
+/// ICL, streaming: text and reference frames side by side; text beyond the
+/// frames is fed one per generated frame.
+fn icl_streaming(p: &Pieces, text: &[f32], codec: &[f32], prefill: &mut Vec<f32>) -> Vec<f32> {
+    let h = p.h;
+    let (a, b) = (text.len() / h, codec.len() / h);
+    for k in 0..b {
+        let t = if k < a { row(text, h, k) } else { &p.tts_pad };
+        prefill.extend(Pieces::sum(t, row(codec, h, k)));
+    }
+    if a > b {
+        text[b * h..].to_vec()
+    } else {
+        p.tts_pad.clone()
+    }
 }
 
 #[cfg(test)]

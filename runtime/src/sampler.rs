@@ -2,7 +2,7 @@
 //! predictor (codebooks 1..15).
 //!
 //! The order and semantics follow Hugging Face transformers 4.57.3
-//! (`generation/logits_process.py`), spec 07 §4–4.2:
+//! (`generation/logits_process.py`):
 //!
 //! * talker: [`TalkerProcessors::apply`] (RepetitionPenalty → MinNewTokens(EOS)
 //!   → SuppressTokens), then [`Sampler::sample`];

@@ -1,23 +1,75 @@
 //! The talker: a Qwen3 decoder over summed text + codec embeddings that
-//! predicts codebook 0 of each 80 ms frame (spec/03 §1–2).
+//! predicts codebook 0 of each 80 ms frame (the reference's
+//! `Qwen3TTSTalkerForConditionalGeneration`; see docs/architecture.md).
 //!
-//! Graphs: one prefill graph per prompt length, and decode graphs keyed by
-//! the attended cache length (rounded up to [`KV_BUCKET`]) that are built once
-//! and reused for every token in that bucket. The KV cache is persistent and
-//! written in-graph with `set_rows`, so a reused graph needs only new inputs.
+//! [`TalkerWeights`] are the model's, shared by every session; a [`Talker`]
+//! is one session's state: its KV cache and graphs. Graphs: one prefill graph
+//! per prompt, and a decode graph for the attended cache length rounded up to
+//! [`KV_BUCKET`], built once and reused for every token in that bucket. The
+//! KV cache is persistent and written in-graph with `set_rows`, so a reused
+//! graph needs only new inputs.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::config::{TransformerConfig, TtsConfig};
 use crate::error::{Error, Result};
-use crate::ggml::{Backend, Context, GgmlType, OwnedGraph, TensorStore};
-use crate::layers::{
-    block_weight_names, decoder_block, linear, rms_norm, weight, BlockWeights, KvCache,
+use crate::ggml::{
+    Backend, Context, GgmlType, OwnedGraph, Slot, StoredTensor, Tensor, TensorStore,
 };
+use crate::gguf_schema::tensors::talker as names;
+use crate::layers::{decoder_block, linear, rms_norm, BlockKind, BlockWeights, KvCache};
+use crate::weights::{Linear, WeightSource};
 
 /// Cache lengths are rounded up to this many positions per decode graph.
 pub const KV_BUCKET: usize = 64;
+
+/// The talker's weights.
+#[derive(Clone, Debug)]
+pub struct TalkerWeights {
+    pub cfg: TransformerConfig,
+    /// `[text_hidden, text_vocab]`.
+    pub text_embd: StoredTensor,
+    /// `[hidden, codec_vocab]`.
+    pub codec_embd: StoredTensor,
+    /// Text projection `fc2(silu(fc1(e)))`: text width → talker width.
+    pub text_proj_fc1: Linear,
+    pub text_proj_fc2: Linear,
+    pub blocks: Vec<BlockWeights>,
+    pub output_norm: StoredTensor,
+    /// `[hidden, codec_vocab]`.
+    pub codec_head: StoredTensor,
+}
+
+impl TalkerWeights {
+    pub fn load(src: &WeightSource, cfg: &TtsConfig) -> Result<Self> {
+        let t = &cfg.talker;
+        let text_embd = src.any(names::TEXT_EMBD)?;
+        let text_vocab = text_embd.ne()[1] as usize;
+        let text_embd = src.tensor(names::TEXT_EMBD, &[cfg.text_hidden, text_vocab])?;
+        Ok(Self {
+            cfg: t.clone(),
+            text_embd,
+            codec_embd: src.tensor(names::CODEC_EMBD, &[t.hidden, cfg.codec_vocab])?,
+            text_proj_fc1: src.linear(
+                names::TEXT_PROJ_FC1,
+                cfg.text_hidden,
+                cfg.text_hidden,
+                true,
+            )?,
+            text_proj_fc2: src.linear(names::TEXT_PROJ_FC2, cfg.text_hidden, t.hidden, true)?,
+            blocks: (0..t.layers)
+                .map(|l| BlockWeights::load(src, &names::block(l), t, BlockKind::Qwen3))
+                .collect::<Result<_>>()?,
+            output_norm: src.tensor(names::OUTPUT_NORM, &[t.hidden])?,
+            codec_head: src.tensor(names::CODEC_HEAD, &[t.hidden, cfg.codec_vocab])?,
+        })
+    }
+
+    /// Rows of an embedding table.
+    fn rows(table: &StoredTensor) -> u32 {
+        table.ne()[1] as u32
+    }
+}
 
 /// Output of one talker pass for its last position.
 pub struct TalkerStep {
@@ -27,35 +79,56 @@ pub struct TalkerStep {
     pub hidden: Vec<f32>,
 }
 
-/// GGUF names the talker reads.
-pub fn weight_names(cfg: &TtsConfig) -> Vec<String> {
-    let mut names: Vec<String> = [
-        "talker.text_embd.weight",
-        "talker.codec_embd.weight",
-        "talker.text_proj.fc1.weight",
-        "talker.text_proj.fc1.bias",
-        "talker.text_proj.fc2.weight",
-        "talker.text_proj.fc2.bias",
-        "talker.output_norm.weight",
-        "talker.codec_head.weight",
-    ]
-    .iter()
-    .map(|s| s.to_string())
-    .collect();
-    for l in 0..cfg.talker.layers {
-        names.extend(block_weight_names(&format!("talker.blk.{l}")));
-    }
-    names
+/// Inputs and outputs of a talker pass.
+#[derive(Clone, Copy)]
+struct StepIo {
+    embd: Slot,
+    pos: Slot,
+    mask: Slot,
+    hidden: Slot,
+    logits: Slot,
 }
 
-pub struct Talker {
-    // Drop order: graphs before the stores and the backend.
-    /// Decode graphs (one token) by attended cache length.
-    graphs: HashMap<usize, OwnedGraph>,
-    cache: Option<Arc<TensorStore>>,
+/// The per-layer KV cache of one sequence, `[head_dim·kv_heads, capacity]`.
+struct KvStore {
+    // Kept for its memory; the graphs reach it through `k`/`v`.
+    _store: TensorStore,
+    k: Vec<StoredTensor>,
+    v: Vec<StoredTensor>,
     capacity: usize,
-    weights: Arc<TensorStore>,
-    cfg: TtsConfig,
+}
+
+impl KvStore {
+    fn new(cfg: &TransformerConfig, capacity: usize) -> Self {
+        let width = (cfg.head_dim * cfg.kv_heads) as i64;
+        let name = |kv: &str, l: usize| format!("{kv}{l}");
+        let specs: Vec<_> = (0..cfg.layers)
+            .flat_map(|l| [name("k", l), name("v", l)])
+            .map(|n| (n, GgmlType::F32, vec![width, capacity as i64]))
+            .collect();
+        let store = TensorStore::new(&specs);
+        store.clear(0);
+        let get = |kv: &str| -> Vec<StoredTensor> {
+            (0..cfg.layers)
+                .map(|l| store.get(&name(kv, l)).expect("just created"))
+                .collect()
+        };
+        Self {
+            k: get("k"),
+            v: get("v"),
+            _store: store,
+            capacity,
+        }
+    }
+}
+
+/// One session's talker state: KV cache and graphs.
+pub struct Talker {
+    // Drop order: graphs before the cache.
+    /// The decode graph (one token) of the current cache bucket.
+    step_graph: Option<(usize, OwnedGraph<StepIo>)>,
+    cache: Option<KvStore>,
+    weights: Arc<TalkerWeights>,
     backend: Arc<Backend>,
 }
 
@@ -64,13 +137,11 @@ fn graph_nodes(cfg: &TransformerConfig) -> usize {
 }
 
 impl Talker {
-    pub fn new(cfg: &TtsConfig, weights: Arc<TensorStore>, backend: Arc<Backend>) -> Self {
+    pub fn new(weights: Arc<TalkerWeights>, backend: Arc<Backend>) -> Self {
         Self {
-            graphs: HashMap::new(),
+            step_graph: None,
             cache: None,
-            capacity: 0,
             weights,
-            cfg: cfg.clone(),
             backend,
         }
     }
@@ -79,182 +150,156 @@ impl Talker {
     /// cache grows later if the sequence gets longer).
     pub fn reset(&mut self, positions: usize) {
         let capacity = positions.div_ceil(KV_BUCKET) * KV_BUCKET;
-        if capacity > self.capacity || self.cache.is_none() {
-            self.replace_cache(capacity, 0);
-        }
-        if let Some(c) = &self.cache {
-            c.clear(0);
+        match &self.cache {
+            Some(c) if c.capacity >= capacity => c._store.clear(0),
+            _ => self.replace_cache(capacity, 0),
         }
     }
 
     /// Allocates a cache of `capacity` positions, keeping the first `keep`
-    /// positions of the current one. Cached graphs point at the old cache and
-    /// are dropped.
+    /// positions of the current one. The graph points at the old cache and
+    /// is dropped.
     fn replace_cache(&mut self, capacity: usize, keep: usize) {
-        let t = &self.cfg.talker;
-        let width = t.head_dim * t.kv_heads;
-        let names: Vec<String> = (0..t.layers)
-            .flat_map(|l| [format!("k{l}"), format!("v{l}")])
-            .collect();
-        let specs: Vec<_> = names
-            .iter()
-            .map(|n| {
-                (
-                    n.clone(),
-                    GgmlType::F32,
-                    vec![width as i64, capacity as i64],
-                )
-            })
-            .collect();
-        let new = TensorStore::new(&self.backend, &specs);
+        let t = &self.weights.cfg;
+        let new = KvStore::new(t, capacity);
         if let Some(old) = &self.cache {
-            new.clear(0);
-            for n in &names {
-                let bytes = old.get(n).expect("cache tensor").get_bytes();
-                new.get(n)
-                    .expect("cache tensor")
-                    .set_bytes_at(0, &bytes[..keep * width * 4]);
+            let bytes = keep * t.head_dim * t.kv_heads * 4;
+            for (from, to) in old.k.iter().zip(&new.k).chain(old.v.iter().zip(&new.v)) {
+                to.set_bytes_at(0, &from.get_bytes()[..bytes]);
             }
         }
-        self.graphs.clear();
-        self.cache = Some(Arc::new(new));
-        self.capacity = capacity;
+        self.step_graph = None;
+        self.cache = Some(new);
     }
 
-    fn build_step_graph(&self, n: usize, n_kv: usize) -> OwnedGraph {
-        let cfg = self.cfg.clone();
-        let cache = self.cache.clone().expect("reset() before forward()");
-        let nodes = graph_nodes(&cfg.talker);
-        OwnedGraph::build(
-            &self.backend,
-            nodes,
-            vec![self.weights.clone(), cache],
-            move |ctx, stores| {
-                let (w, c) = (&stores[0], &stores[1]);
-                let t = &cfg.talker;
-                let x = ctx
-                    .new_tensor(GgmlType::F32, &[t.hidden as i64, n as i64])
-                    .set_name("embd")
-                    .set_input();
-                let pos = ctx
-                    .new_tensor(GgmlType::I32, &[n as i64])
-                    .set_name("pos")
-                    .set_input();
-                let mask = ctx
-                    .new_tensor(GgmlType::F32, &[n_kv as i64, n as i64])
-                    .set_name("mask")
-                    .set_input();
-                let mut h = x;
-                for l in 0..t.layers {
-                    let bw = BlockWeights::new(w, &format!("talker.blk.{l}"));
-                    let kv = KvCache::Persistent {
-                        k: weight(c, &format!("k{l}")),
-                        v: weight(c, &format!("v{l}")),
-                        rows: pos,
-                        n_kv,
-                    };
-                    h = decoder_block(ctx, t, &bw, h, pos, kv, Some(mask)).out;
-                }
-                let last = ctx.view(h, &[t.hidden as i64], &[], (n - 1) * t.hidden * 4);
-                let y = rms_norm(ctx, last, weight(w, "talker.output_norm.weight"), t.rms_eps)
-                    .set_name("hidden");
-                let logits = ctx
-                    .mul_mat(weight(w, "talker.codec_head.weight"), y)
-                    .set_name("logits");
-                vec![y, logits]
-            },
-        )
+    fn build_step_graph(&self, n: usize, n_kv: usize) -> OwnedGraph<StepIo> {
+        let w = &*self.weights;
+        let cache = self.cache.as_ref().expect("reset() before forward()");
+        let t = &w.cfg;
+        OwnedGraph::build(&self.backend, graph_nodes(t), |ctx| {
+            let embd = ctx
+                .new_tensor(GgmlType::F32, &[t.hidden as i64, n as i64])
+                .set_input();
+            let pos = ctx.new_tensor(GgmlType::I32, &[n as i64]).set_input();
+            let mask = ctx
+                .new_tensor(GgmlType::F32, &[n_kv as i64, n as i64])
+                .set_input();
+            let mut h = embd;
+            for (l, bw) in w.blocks.iter().enumerate() {
+                let kv = KvCache::Persistent {
+                    k: ctx.stored(&cache.k[l]),
+                    v: ctx.stored(&cache.v[l]),
+                    rows: pos,
+                    n_kv,
+                };
+                h = decoder_block(ctx, t, bw, h, pos, kv, Some(mask)).out;
+            }
+            let last = ctx.view(h, &[t.hidden as i64], &[], (n - 1) * t.hidden * 4);
+            let hidden = rms_norm(ctx, last, ctx.stored(&w.output_norm), t.rms_eps);
+            let logits = ctx.mul_mat(ctx.stored(&w.codec_head), hidden);
+            let io = StepIo {
+                embd: ctx.slot(embd),
+                pos: ctx.slot(pos),
+                mask: ctx.slot(mask),
+                hidden: ctx.slot(hidden),
+                logits: ctx.slot(logits),
+            };
+            (io, vec![hidden, logits])
+        })
     }
 
     /// Runs `embeds` (`n × hidden`, row-major) at positions `start..start+n`,
     /// appending to the KV cache; returns logits and hidden of the last one.
     pub fn forward(&mut self, embeds: &[f32], start: usize) -> Result<TalkerStep> {
-        let h = self.cfg.talker.hidden;
+        let h = self.weights.cfg.hidden;
         let n = embeds.len() / h;
         if n == 0 || !embeds.len().is_multiple_of(h) {
-            return Err(Error::Other(format!(
-                "talker input of {} values is not n × {h}",
-                embeds.len()
-            )));
+            return Err(Error::invalid(
+                "embeddings",
+                format!("talker input of {} values is not n × {h}", embeds.len()),
+            ));
         }
-        if self.cache.is_none() {
-            return Err(Error::Other("talker: reset() must start a sequence".into()));
-        }
-        if start + n > self.capacity {
+        let capacity = match &self.cache {
+            Some(c) => c.capacity,
+            None => {
+                return Err(Error::invalid(
+                    "session",
+                    "the talker's reset() must start a sequence",
+                ))
+            }
+        };
+        if start + n > capacity {
             // Grow geometrically so long outputs reallocate only a few times.
-            let needed = (start + n).max(self.capacity * 2).div_ceil(KV_BUCKET) * KV_BUCKET;
+            let needed = (start + n).max(capacity * 2).div_ceil(KV_BUCKET) * KV_BUCKET;
             self.replace_cache(needed, start);
         }
-        let n_kv = ((start + n).div_ceil(KV_BUCKET) * KV_BUCKET).min(self.capacity);
+        let capacity = self.cache.as_ref().map_or(0, |c| c.capacity);
+        let n_kv = ((start + n).div_ceil(KV_BUCKET) * KV_BUCKET).min(capacity);
         let mut mask = vec![f32::NEG_INFINITY; n_kv * n];
         for i in 0..n {
             mask[i * n_kv..i * n_kv + start + i + 1].fill(0.0);
         }
         let pos: Vec<i32> = (start..start + n).map(|p| p as i32).collect();
-        let set_inputs = |g: &OwnedGraph| {
-            g.tensor("embd").set_f32(embeds);
-            g.tensor("pos").set_i32(&pos);
-            g.tensor("mask").set_f32(&mask);
-        };
-        let read = |g: &OwnedGraph| TalkerStep {
-            logits: g.tensor("logits").get_f32(),
-            hidden: g.tensor("hidden").get_f32(),
+        let run = |g: &mut OwnedGraph<StepIo>| -> Result<TalkerStep> {
+            let io = *g.io();
+            g.compute(|g| {
+                g.tensor(io.embd).set_f32(embeds);
+                g.tensor(io.pos).set_i32(&pos);
+                g.tensor(io.mask).set_f32(&mask);
+            })?;
+            Ok(TalkerStep {
+                logits: g.tensor(io.logits).get_f32(),
+                hidden: g.tensor(io.hidden).get_f32(),
+            })
         };
         if n > 1 {
             // Prompts differ in length: their graphs are used once.
-            let mut g = self.build_step_graph(n, n_kv);
-            g.compute(set_inputs).map_err(Error::Other)?;
-            return Ok(read(&g));
+            return run(&mut self.build_step_graph(n, n_kv));
         }
-        if !self.graphs.contains_key(&n_kv) {
-            let g = self.build_step_graph(1, n_kv);
-            self.graphs.insert(n_kv, g);
+        // Positions only grow within a sequence: the previous bucket's graph
+        // is not needed again.
+        if self.step_graph.as_ref().is_none_or(|(k, _)| *k != n_kv) {
+            self.step_graph = Some((n_kv, self.build_step_graph(1, n_kv)));
         }
-        let g = self.graphs.get_mut(&n_kv).expect("inserted above");
-        g.compute(set_inputs).map_err(Error::Other)?;
-        Ok(read(g))
+        let (_, g) = self.step_graph.as_mut().expect("built above");
+        run(g)
     }
 
     /// Text-stream vectors `T(ids) = fc2(silu(fc1(text_embedding[ids])))`,
     /// `ids.len() × hidden` row-major.
-    pub fn text_embed(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
-        self.check_ids(ids, "talker.text_embd.weight")?;
-        self.run_embedding(ids, move |ctx, w, ids| {
-            let e = ctx.get_rows(weight(w, "talker.text_embd.weight"), ids);
-            let h = linear(
-                ctx,
-                e,
-                weight(w, "talker.text_proj.fc1.weight"),
-                Some(weight(w, "talker.text_proj.fc1.bias")),
-            );
-            let h = ctx.silu(h);
-            linear(
-                ctx,
-                h,
-                weight(w, "talker.text_proj.fc2.weight"),
-                Some(weight(w, "talker.text_proj.fc2.bias")),
-            )
+    pub fn text_embed(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let w = &*self.weights;
+        check_ids(ids, &w.text_embd, "text token")?;
+        self.run_embedding(ids, |ctx, ids| {
+            let e = ctx.get_rows(ctx.stored(&w.text_embd), ids);
+            let h = ctx.silu(linear(ctx, e, &w.text_proj_fc1));
+            linear(ctx, h, &w.text_proj_fc2)
         })
     }
 
     /// Codec-stream vectors `C(ids)` (talker codec embedding rows).
-    pub fn codec_embed(&mut self, ids: &[u32]) -> Result<Vec<f32>> {
-        self.check_ids(ids, "talker.codec_embd.weight")?;
-        self.run_embedding(ids, |ctx, w, ids| {
-            ctx.get_rows(weight(w, "talker.codec_embd.weight"), ids)
-        })
+    pub fn codec_embed(&self, ids: &[u32]) -> Result<Vec<f32>> {
+        let w = &*self.weights;
+        check_ids(ids, &w.codec_embd, "codec id")?;
+        self.run_embedding(ids, |ctx, ids| ctx.get_rows(ctx.stored(&w.codec_embd), ids))
     }
 
     /// Frame embeddings `F(frame) = C(c0) + Σ_g Cg(g, c_g)` of 16-code
-    /// frames (reference codes for ICL), `frames.len() × hidden`.
-    pub fn frame_embeds(&mut self, frames: &[Vec<u32>]) -> Result<Vec<f32>> {
-        let groups = self.cfg.num_code_groups;
-        let cb = self.cfg.codebook_size as u32;
+    /// frames (reference codes for ICL), `frames.len() × hidden`, with the
+    /// code predictor's tables `Cg` for codebooks 1..
+    pub fn frame_embeds(
+        &self,
+        group_tables: &[StoredTensor],
+        frames: &[Vec<u32>],
+    ) -> Result<Vec<f32>> {
+        let groups = group_tables.len() + 1;
+        let cb = group_tables.first().map_or(0, TalkerWeights::rows);
         for (i, f) in frames.iter().enumerate() {
             if f.len() != groups || f.iter().any(|&c| c >= cb) {
-                return Err(Error::Other(format!(
-                    "reference frame {i}: expected {groups} codes below {cb}, got {f:?}"
-                )));
+                return Err(Error::invalid(
+                    "voice",
+                    format!("reference frame {i}: expected {groups} codes below {cb}, got {f:?}"),
+                ));
             }
         }
         // One graph: group-major ids, one lookup per codebook table, summed.
@@ -262,10 +307,11 @@ impl Talker {
         let ids: Vec<u32> = (0..groups)
             .flat_map(|g| frames.iter().map(move |f| f[g]))
             .collect();
-        self.run_embedding(&ids, |ctx, w, ids| {
+        let w = &*self.weights;
+        self.run_embedding(&ids, |ctx, ids| {
             let table = |g: usize| match g {
-                0 => weight(w, "talker.codec_embd.weight"),
-                g => weight(w, &format!("cp.codec_embd.{}.weight", g - 1)),
+                0 => ctx.stored(&w.codec_embd),
+                g => ctx.stored(&group_tables[g - 1]),
             };
             let rows =
                 |g: usize| ctx.get_rows(table(g), ctx.view(ids, &[n as i64], &[], g * n * 4));
@@ -273,45 +319,35 @@ impl Talker {
         })
     }
 
-    fn check_ids(&self, ids: &[u32], table: &str) -> Result<()> {
-        let rows = self.weights.get(table).map_or(0, |t| t.ne()[1] as u32);
-        match ids.iter().find(|&&i| i >= rows) {
-            Some(bad) => Err(Error::Other(format!(
-                "id {bad} is outside '{table}' ({rows} rows)"
-            ))),
-            None => Ok(()),
-        }
-    }
-
-    fn run_embedding<F>(&mut self, ids: &[u32], f: F) -> Result<Vec<f32>>
+    fn run_embedding<F>(&self, ids: &[u32], f: F) -> Result<Vec<f32>>
     where
-        F: for<'a> FnOnce(
-            &'a Context,
-            &'a TensorStore,
-            crate::ggml::Tensor<'a>,
-        ) -> crate::ggml::Tensor<'a>,
+        F: for<'a> FnOnce(&'a Context, Tensor<'a>) -> Tensor<'a>,
     {
         if ids.is_empty() {
             return Ok(Vec::new());
         }
         let n = ids.len();
         // Room for the 16-table frame sum (views, lookups, adds).
-        let mut g = OwnedGraph::build(
-            &self.backend,
-            128,
-            vec![self.weights.clone()],
-            |ctx, stores| {
-                let t = ctx
-                    .new_tensor(GgmlType::I32, &[n as i64])
-                    .set_name("ids")
-                    .set_input();
-                let out = ctx.cont(f(ctx, &stores[0], t)).set_name("out");
-                vec![out]
-            },
-        );
+        let mut g = OwnedGraph::build(&self.backend, 128, |ctx| {
+            let ids = ctx.new_tensor(GgmlType::I32, &[n as i64]).set_input();
+            let out = ctx.cont(f(ctx, ids));
+            ((ctx.slot(ids), ctx.slot(out)), vec![out])
+        });
+        let (ids_slot, out) = *g.io();
         let ids_i32: Vec<i32> = ids.iter().map(|&i| i as i32).collect();
-        g.compute(|g| g.tensor("ids").set_i32(&ids_i32))
-            .map_err(Error::Other)?;
-        Ok(g.tensor("out").get_f32())
+        g.compute(|g| g.tensor(ids_slot).set_i32(&ids_i32))?;
+        Ok(g.tensor(out).get_f32())
+    }
+}
+
+/// Checks that every id has a row in `table`.
+fn check_ids(ids: &[u32], table: &StoredTensor, what: &str) -> Result<()> {
+    let rows = TalkerWeights::rows(table);
+    match ids.iter().find(|&&i| i >= rows) {
+        Some(bad) => Err(Error::invalid(
+            "text",
+            format!("{what} {bad} is outside '{}' ({rows} rows)", table.name()),
+        )),
+        None => Ok(()),
     }
 }

@@ -1,4 +1,4 @@
-//! Qwen2 byte-level BPE text tokenizer (spec/08), built from the vocabulary
+//! Qwen2 byte-level BPE text tokenizer, built from the vocabulary
 //! stored in our GGUF file.
 //!
 //! The tokenizer is assembled with the `tokenizers` crate exactly as
@@ -16,7 +16,7 @@
 //! * decoder: ByteLevel.
 //!
 //! The Mistral-style regex that the official package swaps in when loading
-//! from a local directory (`fix_mistral_regex=True`, spec/08 §3) is
+//! from a local directory (`fix_mistral_regex=True`) is
 //! deliberately *not* used.
 
 use std::collections::HashSet;
@@ -217,7 +217,7 @@ impl TextTokenizer {
             SplitDelimiterBehavior::Isolated,
             false,
         )
-        .map_err(|e| Error::Other(format!("text tokenizer: Qwen2 regex rejected: {e}")))?;
+        .map_err(|e| Error::Internal(format!("text tokenizer: Qwen2 regex rejected: {e}")))?;
         let pre_tokenizer = Sequence::new(vec![
             PreTokenizerWrapper::Split(split),
             PreTokenizerWrapper::ByteLevel(ByteLevel::new(false, false, false)),
@@ -226,7 +226,7 @@ impl TextTokenizer {
         let mut inner = Tokenizer::new(bpe);
         inner
             .with_normalizer(Some(NFC))
-            .map_err(|e| Error::Other(format!("text tokenizer: {e}")))?;
+            .map_err(|e| Error::Internal(format!("text tokenizer: {e}")))?;
         inner
             .with_pre_tokenizer(Some(pre_tokenizer))
             .with_post_processor(Some(ByteLevel::new(false, false, false)))
@@ -267,7 +267,7 @@ impl TextTokenizer {
         let enc = self
             .inner
             .encode(text, false)
-            .map_err(|e| Error::Other(format!("text tokenizer: cannot encode text: {e}")))?;
+            .map_err(|e| Error::invalid("text", format!("cannot tokenize: {e}")))?;
         Ok(enc.get_ids().to_vec())
     }
 
@@ -276,14 +276,17 @@ impl TextTokenizer {
     /// outside the vocabulary.
     pub fn decode(&self, ids: &[u32]) -> Result<String> {
         if let Some(bad) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
-            return Err(Error::Other(format!(
-                "text tokenizer: token id {bad} is outside the vocabulary (size {})",
-                self.vocab_size
-            )));
+            return Err(Error::invalid(
+                "ids",
+                format!(
+                    "token id {bad} is outside the vocabulary (size {})",
+                    self.vocab_size
+                ),
+            ));
         }
         self.inner
             .decode(ids, false)
-            .map_err(|e| Error::Other(format!("text tokenizer: cannot decode ids: {e}")))
+            .map_err(|e| Error::invalid("ids", format!("cannot decode: {e}")))
     }
 
     /// Id of `token`, spelled as in the vocabulary: an added token verbatim

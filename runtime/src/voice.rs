@@ -57,7 +57,7 @@ impl VoicePrompt {
 
     /// Checks the prompt fits a model: same size family and x-vector width.
     pub fn check_model(&self, cfg: &TtsConfig, path: &Path) -> Result<()> {
-        if self.model_size != cfg.model_size || self.x_vector.len() != cfg.talker.hidden {
+        if self.model_size != cfg.model_size.as_str() || self.x_vector.len() != cfg.talker.hidden {
             return Err(Error::WrongModel {
                 path: path.to_path_buf(),
                 reason: format!(

@@ -1,9 +1,11 @@
-//! Uploading GGUF tensors into backend memory, as stored or rearranged into
-//! the layout a model part computes with.
+//! Loading GGUF tensors into memory, as stored or rearranged into the layout
+//! a model part computes with, and resolving them into typed weights.
 
-use crate::error::Result;
-use crate::ggml::Backend;
-use crate::ggml::{GgmlType, TensorStore, TENSOR_ALIGNMENT};
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::ggml::{GgmlType, StoredTensor, TensorStore, TENSOR_ALIGNMENT};
+use crate::gguf_schema::tensors;
 use crate::model_file::GgufFile;
 
 /// A tensor as it will live in backend memory.
@@ -13,19 +15,13 @@ pub struct Prepared {
     pub bytes: Vec<u8>,
 }
 
-/// Loads every tensor of `file` into one backend buffer (one upload).
-pub fn load_weights(file: &GgufFile, backend: &Backend) -> Result<TensorStore> {
-    load_weights_with(file, backend, |_| true, |_, _| Ok(None))
-}
-
 /// Loads the tensors whose names pass `keep`; `prepare` may return a
-/// rearranged version of a tensor (given its name and stored bytes) to upload
+/// rearranged version of a tensor (given its name and stored bytes) to keep
 /// instead of the stored one. Tensors used as stored stay in the mapped file
 /// (no copy); those streamed every step are paged in now, so the first frame
 /// does not pay for it, while lookup tables are left to page in by the row.
 pub fn load_weights_with(
     file: &GgufFile,
-    backend: &Backend,
     keep: impl Fn(&str) -> bool,
     prepare: impl Fn(&str, &[u8]) -> Result<Option<Prepared>>,
 ) -> Result<TensorStore> {
@@ -41,7 +37,7 @@ pub fn load_weights_with(
             }
             None if offset % TENSOR_ALIGNMENT == 0 => {
                 let ty = file.tensor_type(&t.name)?;
-                if !is_lookup_table(&t.name) {
+                if !tensors::is_lookup_table(&t.name) {
                     file.mapping().prefault(offset, t.size);
                 }
                 mapped.push(((t.name.clone(), ty, t.ne.clone()), offset));
@@ -53,18 +49,122 @@ pub fn load_weights_with(
             }
         }
     }
-    let store = TensorStore::with_mapped(backend, &owned, file.mapping(), &mapped);
+    let store = TensorStore::with_mapped(&owned, file.mapping(), &mapped);
     for ((name, _, _), bytes) in owned.iter().zip(uploads) {
-        store.get(name).expect("just created").set_bytes(&bytes);
+        store
+            .get(name)
+            .expect("just created")
+            .set_bytes_at(0, &bytes);
         // the source pages are not needed again
         file.release_tensor(name);
     }
     Ok(store)
 }
 
-/// Embedding tables and codebooks: read a row per token, never whole.
-fn is_lookup_table(name: &str) -> bool {
-    name.contains("_embd.") || name.contains("codebook")
+/// Resolves a model part's tensors from its loaded store into typed fields,
+/// checking each one's shape: a missing or mis-shaped tensor is a load error
+/// naming it (never a panic while a graph is built).
+pub struct WeightSource<'a> {
+    store: &'a TensorStore,
+    path: &'a Path,
+}
+
+/// Dims in ggml order without trailing ones (how GGUF and ggml may differ).
+fn significant(ne: &[i64]) -> &[i64] {
+    let rank = ne.iter().rposition(|&d| d != 1).map_or(1, |p| p + 1);
+    &ne[..rank.min(ne.len())]
+}
+
+impl<'a> WeightSource<'a> {
+    pub fn new(store: &'a TensorStore, path: &'a Path) -> Self {
+        Self { store, path }
+    }
+
+    fn error(&self, name: &str, reason: String) -> Error {
+        Error::Tensor {
+            path: self.path.to_path_buf(),
+            name: name.to_string(),
+            reason,
+        }
+    }
+
+    /// The tensor `name` of any shape.
+    pub fn any(&self, name: &str) -> Result<StoredTensor> {
+        self.store
+            .get(name)
+            .ok_or_else(|| self.error(name, "missing from the file".into()))
+    }
+
+    /// The tensor `name` with dims `ne` (ggml order, trailing ones ignored).
+    pub fn tensor(&self, name: &str, ne: &[usize]) -> Result<StoredTensor> {
+        let t = self.any(name)?;
+        let want: Vec<i64> = ne.iter().map(|&d| d as i64).collect();
+        let got = t.ne();
+        if significant(&got) != significant(&want) {
+            return Err(self.error(
+                name,
+                format!(
+                    "shape {:?} does not match the model's config (expected {:?})",
+                    significant(&got),
+                    significant(&want)
+                ),
+            ));
+        }
+        Ok(t)
+    }
+
+    /// Like [`WeightSource::tensor`] for a tensor only some models have.
+    pub fn optional(&self, name: &str, ne: &[usize]) -> Result<Option<StoredTensor>> {
+        match self.store.get(name) {
+            Some(_) => self.tensor(name, ne).map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// A kernel of rank ≤ 3 whose layout decides the layer's sizes.
+    pub fn kernel(&self, name: &str) -> Result<StoredTensor> {
+        let t = self.any(name)?;
+        if significant(&t.ne()).len() > 3 {
+            return Err(self.error(name, format!("unexpected kernel shape {:?}", t.ne())));
+        }
+        Ok(t)
+    }
+
+    /// `stem.weight` (`[c_in, c_out]`) and, when `bias`, `stem.bias` (`[c_out]`).
+    pub fn linear(&self, stem: &str, c_in: usize, c_out: usize, bias: bool) -> Result<Linear> {
+        Ok(Linear {
+            weight: self.tensor(&tensors::join(stem, tensors::WEIGHT), &[c_in, c_out])?,
+            bias: match bias {
+                true => Some(self.tensor(&tensors::join(stem, tensors::BIAS), &[c_out])?),
+                false => None,
+            },
+        })
+    }
+}
+
+impl WeightSource<'_> {
+    /// `stem.weight` (any `[c_in, c_out]`) and `stem.bias` (`[c_out]`): a
+    /// linear layer whose sizes the config does not give.
+    pub fn linear_any(&self, stem: &str) -> Result<Linear> {
+        let name = tensors::join(stem, tensors::WEIGHT);
+        let weight = self.any(&name)?;
+        let ne = weight.ne();
+        if significant(&ne).len() != 2 {
+            return Err(self.error(&name, format!("expected a matrix, found shape {ne:?}")));
+        }
+        let bias = self.tensor(&tensors::join(stem, tensors::BIAS), &[ne[1] as usize])?;
+        Ok(Linear {
+            weight,
+            bias: Some(bias),
+        })
+    }
+}
+
+/// A linear layer `x Wᵀ (+ b)`.
+#[derive(Clone, Debug)]
+pub struct Linear {
+    pub weight: StoredTensor,
+    pub bias: Option<StoredTensor>,
 }
 
 /// A `prepare` step for [`load_weights_with`] that stores every tensor as

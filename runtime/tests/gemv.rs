@@ -1,9 +1,6 @@
 //! The quantised matrix × vector path of `Context::mul_mat` (prefetching row
 //! walk, inline Q8_0 loop) gives ggml's own results.
 
-// The library shares backends and stores through `Arc` the same way.
-#![allow(clippy::arc_with_non_send_sync)]
-
 use std::sync::Arc;
 
 use qwen3_tts::ggml::{quantize, Backend, GgmlType, OwnedGraph, TensorStore};
@@ -17,23 +14,24 @@ fn both_paths(ty: GgmlType, k: usize, n: usize, m: usize) -> (Vec<f32>, Vec<f32>
         .map(|i| ((i * 104_729 % 997) as f32 / 997.0 - 0.5) * 3.0)
         .collect();
     let backend = Arc::new(Backend::cpu(2));
-    let store = Arc::new(TensorStore::new(
-        &backend,
-        &[("w".to_string(), ty, vec![k as i64, n as i64])],
-    ));
-    store.get("w").unwrap().set_bytes(&quantize(ty, &w, k));
-    let mut g = OwnedGraph::build(&backend, 16, vec![store], |ctx, stores| {
-        let w = stores[0].get("w").unwrap();
+    let store = TensorStore::new(&[("w".to_string(), ty, vec![k as i64, n as i64])]);
+    let stored = store.get("w").unwrap();
+    stored.set_bytes_at(0, &quantize(ty, &w, k));
+    let mut g = OwnedGraph::build(&backend, 16, |ctx| {
+        let w = ctx.stored(&stored);
         let x = ctx
             .new_tensor(GgmlType::F32, &[k as i64, m as i64])
-            .set_name("x")
             .set_input();
         let (ours, ggml) = (ctx.mul_mat(w, x), ctx.mul_mat_ggml(w, x));
         assert_eq!((ours.op(), ggml.op()), ("CUSTOM".into(), "MUL_MAT".into()));
-        vec![ours.set_name("ours"), ggml.set_name("ggml")]
+        (
+            [ctx.slot(x), ctx.slot(ours), ctx.slot(ggml)],
+            vec![ours, ggml],
+        )
     });
-    g.compute(|g| g.tensor("x").set_f32(&x)).unwrap();
-    (g.tensor("ours").get_f32(), g.tensor("ggml").get_f32())
+    let [x_in, ours, ggml] = *g.io();
+    g.compute(|g| g.tensor(x_in).set_f32(&x)).unwrap();
+    (g.tensor(ours).get_f32(), g.tensor(ggml).get_f32())
 }
 
 #[test]

@@ -118,7 +118,7 @@ fn refuses_to_overwrite_and_leaves_no_partial_file() {
         ne: vec![4],
     }];
     let err = write_gguf(&other, &[], &plan, Overwrite::Refuse, |_, _, _| {
-        Err(Error::Other("boom".into()))
+        Err(Error::Internal("boom".into()))
     })
     .err()
     .unwrap();

@@ -46,10 +46,11 @@ fn main() {
     let samples = enc_dump.f32("input_samples");
     let seconds = samples.len() as f64 / 24000.0;
 
-    let model = TtsModel::load(&a[1], threads).unwrap_or_else(|e| panic!("{e}"));
+    let model = TtsModel::load(&a[1]).unwrap_or_else(|e| panic!("{e}"));
     let spk = model.speaker_encoder.as_ref().expect("a Base model");
     let mut xvec = Vec::new();
-    let spk_ms = median_ms(runs, || xvec = spk.embed(&samples).unwrap());
+    let backend = std::sync::Arc::new(qwen3_tts::ggml::Backend::cpu(threads));
+    let spk_ms = median_ms(runs, || xvec = spk.embed(&backend, &samples).unwrap());
     let want = Dump::open(Path::new(&a[3])).f32("x_vector");
     println!(
         "speaker encoder ({}): {spk_ms:.0} ms for {seconds:.2} s of audio; x-vector cosine {:.6}",

@@ -155,10 +155,10 @@ fn run_once(a: &Args, samples: &[f32]) -> BTreeMap<&'static str, f64> {
     let (t, audio_s) = if a.decode_only {
         // Talker + code predictor only (profiling the per-frame path).
         let t1 = Instant::now();
-        let prompt = synth.model.prompt(&req).expect("prompt");
+        let prompt = synth.session().prompt(&req).expect("prompt");
         let prompt_s = t1.elapsed().as_secs_f64();
         let (frames, trace) = synth
-            .model
+            .session()
             .generate(&prompt, &opts, 0, |_, _| {})
             .expect("generate");
         assert_eq!(frames.len(), a.frames, "forced frame count");

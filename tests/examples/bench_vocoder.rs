@@ -22,7 +22,8 @@ fn main() {
     let frames = frames_of(&dump.i64("codes"));
     let want = dump.f32("wav");
     let t = Instant::now();
-    let mut dec = CodecDecoder::load(&args[1], threads).unwrap_or_else(|e| panic!("{e}"));
+    let model = std::sync::Arc::new(CodecDecoder::load(&args[1]).unwrap_or_else(|e| panic!("{e}")));
+    let mut dec = model.session(threads);
     let load_s = t.elapsed().as_secs_f64();
     let audio_s = frames.len() as f64 * dec.samples_per_frame() as f64 / dec.sample_rate() as f64;
     let mut times = Vec::new();
@@ -42,6 +43,6 @@ fn main() {
         1000.0 * times[0] / audio_s,
         snr_db(&wav, &want),
         max_abs_diff(&wav, &want),
-        dec.weights_size() as f64 / 1e6,
+        model.weights_size() as f64 / 1e6,
     );
 }

@@ -9,6 +9,8 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use qwen3_tts::pipeline::{GenerateOptions, TtsModel};
 use qwen3_tts_tests::{cosine, max_rel_diff, request, Dump};
 
@@ -28,7 +30,9 @@ fn main() {
     let dump = Dump::open(&stem.with_extension("safetensors"));
 
     let t = Instant::now();
-    let mut model = TtsModel::load(&gguf, threads).unwrap_or_else(|e| panic!("{e}"));
+    let mut model = TtsModel::load(&gguf)
+        .map(|m| Arc::new(m).session(threads))
+        .unwrap_or_else(|e| panic!("{e}"));
     let load_s = t.elapsed().as_secs_f64();
     let req = request(&json, &dump);
     let prompt = model.prompt(&req).unwrap_or_else(|e| panic!("{e}"));
@@ -36,7 +40,7 @@ fn main() {
 
     let want: Vec<u32> = dump.i64("codes").iter().map(|&c| c as u32).collect();
     let frames_ref: Vec<Vec<u32>> = want.chunks(16).map(<[u32]>::to_vec).collect();
-    let mut opts = GenerateOptions::from_config(&model.config).greedy();
+    let mut opts = GenerateOptions::from_config(&model.model().config).greedy();
     opts.max_new_tokens = frames_ref.len() + 1;
     opts.min_new_tokens = opts.max_new_tokens;
 
@@ -45,7 +49,7 @@ fn main() {
         .generate(&prompt, &opts, 1, |_, _| {})
         .unwrap_or_else(|e| panic!("{e}"));
     let gen_s = t.elapsed().as_secs_f64();
-    let v = model.config.codec_vocab;
+    let v = model.model().config.codec_vocab;
     let ref_logits = &dump.f32("talker_logits")[..v];
     let free = frames
         .concat()

@@ -3,7 +3,9 @@
 //! reference's 300/25 chunking past 300 frames, and streaming in pieces equal
 //! to the offline decode within 1e-5.
 
-use qwen3_tts::codec_decoder::CodecDecoder;
+use std::sync::Arc;
+
+use qwen3_tts::codec_decoder::{CodecDecoder, DecoderSession};
 use qwen3_tts::ggml::GgmlType;
 use qwen3_tts_tests::{
     convert_tiny_tokenizer, fixtures, frames_of, max_abs_diff, serial, snr_db, Dump,
@@ -13,8 +15,9 @@ fn dump(name: &str) -> Dump {
     Dump::open(&fixtures().join(format!("reference/codec/{name}.safetensors")))
 }
 
-fn decoder(ty: GgmlType, dir: &std::path::Path) -> CodecDecoder {
-    CodecDecoder::load(convert_tiny_tokenizer(ty, dir), 2).expect("load decoder")
+fn decoder(ty: GgmlType, dir: &std::path::Path) -> DecoderSession {
+    let model = CodecDecoder::load(convert_tiny_tokenizer(ty, dir)).expect("load decoder");
+    Arc::new(model).session(2)
 }
 
 #[test]
@@ -93,12 +96,12 @@ fn bad_codes_and_files_are_errors() {
     assert!(dec.decode(&[]).unwrap().is_empty());
 
     let tts = qwen3_tts_tests::convert_tiny("0.6B-Base", GgmlType::F32, tmp.path());
-    let err = CodecDecoder::load(&tts, 1)
+    let err = CodecDecoder::load(&tts)
         .err()
         .expect("TTS file as tokenizer")
         .to_string();
     assert!(err.contains("qwen3-tts-tokenizer"), "{err}");
-    let err = CodecDecoder::load(tmp.path().join("missing.gguf"), 1)
+    let err = CodecDecoder::load(tmp.path().join("missing.gguf"))
         .err()
         .unwrap()
         .to_string();

@@ -3,7 +3,9 @@
 //! Q8_0 ≥ 0.9999, Q4_K ≥ 0.999. Plus seeded sampling and request errors.
 
 use qwen3_tts::ggml::GgmlType;
-use qwen3_tts::pipeline::{GenerateOptions, TtsModel};
+use std::sync::Arc;
+
+use qwen3_tts::pipeline::{GenerateOptions, Session, TtsModel};
 use qwen3_tts::prompt::{Request, Voice};
 use qwen3_tts_tests::{convert_tiny, cosine, fixtures, serial, Dump, VARIANTS};
 
@@ -38,8 +40,8 @@ fn first_case(variant: &str) -> (Dump, Request) {
     (dump, req)
 }
 
-fn forced_greedy(model: &TtsModel) -> GenerateOptions {
-    let mut o = GenerateOptions::from_config(&model.config).greedy();
+fn forced_greedy(model: &Session) -> GenerateOptions {
+    let mut o = GenerateOptions::from_config(&model.model().config).greedy();
     o.max_new_tokens = 101;
     o.min_new_tokens = 101;
     o
@@ -53,8 +55,9 @@ fn f16_codes_match_reference() {
     let _serial = serial();
     for variant in VARIANTS {
         let tmp = tempfile::tempdir().unwrap();
-        let mut model =
-            TtsModel::load(convert_tiny(variant, GgmlType::F16, tmp.path()), 2).unwrap();
+        let mut model = TtsModel::load(convert_tiny(variant, GgmlType::F16, tmp.path()))
+            .map(|m| Arc::new(m).session(2))
+            .unwrap();
         let (dump, req) = first_case(variant);
         let prompt = model.prompt(&req).unwrap();
         let want: Vec<u32> = dump.i64("codes").iter().map(|&c| c as u32).collect();
@@ -95,7 +98,9 @@ fn quantized_first_step_logits_cosine() {
         let want = &dump.f32("talker_logits")[..v];
         for (ty, min) in [(GgmlType::Q8_0, 0.9999), (GgmlType::Q4_K, 0.999)] {
             let tmp = tempfile::tempdir().unwrap();
-            let mut model = TtsModel::load(convert_tiny(variant, ty, tmp.path()), 2).unwrap();
+            let mut model = TtsModel::load(convert_tiny(variant, ty, tmp.path()))
+                .map(|m| Arc::new(m).session(2))
+                .unwrap();
             let prompt = model.prompt(&req).unwrap();
             let mut opts = forced_greedy(&model);
             opts.max_new_tokens = 1;
@@ -111,16 +116,14 @@ fn quantized_first_step_logits_cosine() {
 fn seeded_sampling_is_reproducible() {
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
-    let mut model = TtsModel::load(
-        convert_tiny("1.7B-CustomVoice", GgmlType::F32, tmp.path()),
-        2,
-    )
-    .unwrap();
+    let mut model = TtsModel::load(convert_tiny("1.7B-CustomVoice", GgmlType::F32, tmp.path()))
+        .map(|m| Arc::new(m).session(2))
+        .unwrap();
     let (_, req) = first_case("1.7B-CustomVoice");
     let prompt = model.prompt(&req).unwrap();
     // The model's sampling defaults (temperature 0.9, top-k 50) for both
     // streams, plus top-p on the sub-talker to exercise the in-graph filter.
-    let mut opts = GenerateOptions::from_config(&model.config);
+    let mut opts = GenerateOptions::from_config(&model.model().config);
     assert!(opts.talker.do_sample && opts.subtalker.do_sample);
     opts.max_new_tokens = 31;
     opts.min_new_tokens = 31;
@@ -143,18 +146,16 @@ fn seeded_sampling_is_reproducible() {
         .chain(&b)
         .chain(&p)
         .flatten()
-        .all(|&c| (c as usize) < model.config.codebook_size));
+        .all(|&c| (c as usize) < model.model().config.codebook_size));
 }
 
 #[test]
 fn request_errors_are_clear() {
     let _serial = serial();
     let tmp = tempfile::tempdir().unwrap();
-    let mut cv = TtsModel::load(
-        convert_tiny("0.6B-CustomVoice", GgmlType::F32, tmp.path()),
-        1,
-    )
-    .unwrap();
+    let mut cv = TtsModel::load(convert_tiny("0.6B-CustomVoice", GgmlType::F32, tmp.path()))
+        .map(|m| Arc::new(m).session(1))
+        .unwrap();
     let base_req = |voice| Request {
         text: "Hello".into(),
         language: "english".into(),
@@ -163,7 +164,7 @@ fn request_errors_are_clear() {
         non_streaming: None,
     };
     let err =
-        |m: &mut TtsModel, r: &Request| m.prompt(r).expect_err("expected an error").to_string();
+        |m: &mut Session, r: &Request| m.prompt(r).expect_err("expected an error").to_string();
     let e = err(&mut cv, &base_req(Voice::Speaker("nobody".into())));
     assert!(
         e.contains("unknown speaker 'nobody'") && e.contains("ryan"),
@@ -182,15 +183,21 @@ fn request_errors_are_clear() {
     let mut r = base_req(Voice::Speaker("ryan".into()));
     r.instruct = Some("whisper".into());
     assert!(cv.prompt(&r).unwrap().instruct_ids.is_empty());
-    // Empty text follows the reference's slicing (no error).
-    let mut r = base_req(Voice::Speaker("ryan".into()));
-    r.text = String::new();
-    assert!(!cv.prompt(&r).unwrap().is_empty());
+    // Nothing to say is refused (the reference would synthesize ~130 frames
+    // of noise from the bare template).
+    for text in ["", "  \n\t "] {
+        let mut r = base_req(Voice::Speaker("ryan".into()));
+        r.text = text.into();
+        let e = err(&mut cv, &r);
+        assert!(e.starts_with("text:") && e.contains("empty"), "{e}");
+    }
 
-    let mut base = TtsModel::load(
-        convert_tiny("0.6B-Base", GgmlType::F32, tmp.path().join("b").as_path()),
-        1,
-    )
+    let mut base = TtsModel::load(convert_tiny(
+        "0.6B-Base",
+        GgmlType::F32,
+        tmp.path().join("b").as_path(),
+    ))
+    .map(|m| Arc::new(m).session(1))
     .unwrap();
     let mut r = base_req(Voice::XVector(vec![0.0; 32]));
     r.instruct = Some("whisper".into());
@@ -221,7 +228,11 @@ fn model_load_errors_name_the_problem() {
     .unwrap()
     .remove(0)
     .path;
-    let e = TtsModel::load(&tok, 1).err().unwrap().to_string();
+    let e = TtsModel::load(&tok)
+        .map(|m| Arc::new(m).session(1))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains("architecture is 'qwen3-tts-tokenizer'"), "{e}");
 
     // The same model without one weight.
@@ -252,6 +263,10 @@ fn model_load_errors_name_the_problem() {
     .unwrap()
     .commit()
     .unwrap();
-    let e = TtsModel::load(&broken, 1).err().unwrap().to_string();
+    let e = TtsModel::load(&broken)
+        .map(|m| Arc::new(m).session(1))
+        .err()
+        .unwrap()
+        .to_string();
     assert!(e.contains(missing) && e.contains("missing"), "{e}");
 }

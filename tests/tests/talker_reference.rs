@@ -5,7 +5,9 @@
 use std::path::Path;
 
 use qwen3_tts::ggml::GgmlType;
-use qwen3_tts::pipeline::{GenerateOptions, TtsModel};
+use std::sync::Arc;
+
+use qwen3_tts::pipeline::{GenerateOptions, Session, TtsModel};
 use qwen3_tts_tests::{
     convert_tiny, cosine, fixtures, max_rel_diff, request, serial, Dump, VARIANTS,
 };
@@ -37,8 +39,8 @@ fn cases(variant: &str) -> Vec<(String, Json, Dump)> {
 
 /// The reference's forced-length greedy setting: EOS blocked for all 101
 /// samples → exactly 100 frames.
-fn forced_greedy(model: &TtsModel) -> GenerateOptions {
-    let mut o = GenerateOptions::from_config(&model.config).greedy();
+fn forced_greedy(model: &Session) -> GenerateOptions {
+    let mut o = GenerateOptions::from_config(&model.model().config).greedy();
     // A small first reservation makes the KV cache grow (and be copied)
     // twice during the 100 frames.
     o.reserve_frames = 8;
@@ -50,7 +52,9 @@ fn forced_greedy(model: &TtsModel) -> GenerateOptions {
 fn check_variant_f32(variant: &str, tmp: &Path) {
     let _serial = serial();
     let path = convert_tiny(variant, GgmlType::F32, tmp);
-    let mut model = TtsModel::load(&path, 2).unwrap();
+    let mut model = TtsModel::load(&path)
+        .map(|m| Arc::new(m).session(2))
+        .unwrap();
     for (name, case, dump) in cases(variant) {
         let what = format!("{variant}/{name}");
         let req = request(&case, &dump);
@@ -86,7 +90,10 @@ fn check_variant_f32(variant: &str, tmp: &Path) {
         let (frames, trace) = model.generate(&prompt, &opts, 8, |_, _| {}).unwrap();
         let ref_logits = dump.f32("talker_logits");
         let ref_hidden = dump.f32("talker_hidden");
-        let (v, h) = (model.config.codec_vocab, model.config.talker.hidden);
+        let (v, h) = (
+            model.model().config.codec_vocab,
+            model.model().config.talker.hidden,
+        );
         for s in 0..8 {
             let e = max_rel_diff(&trace.talker_logits[s], &ref_logits[s * v..(s + 1) * v]);
             assert!(e <= tol, "{what}: talker logits step {s} rel diff {e}");

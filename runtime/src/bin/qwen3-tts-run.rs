@@ -398,7 +398,7 @@ fn run(args: &Args) -> Result<()> {
         bail!("--threads must be at least 1");
     }
     if args.list_voices {
-        let model = TtsModel::load(&args.model, 1)?;
+        let model = TtsModel::load(&args.model)?;
         list_voices(&model.config);
         return Ok(());
     }
@@ -447,7 +447,11 @@ fn run(args: &Args) -> Result<()> {
         b
     };
     let gen_start = Instant::now();
-    let result = synth.synthesize(&req, &opts, |n| {
+    let result = synth.synthesize(&req, &opts, |p| {
+        let qwen3_tts::pipeline::Progress::Frames(n) = p else {
+            bar.set_message("vocoding");
+            return;
+        };
         let secs = gen_start.elapsed().as_secs_f64();
         bar.set_position(n as u64);
         bar.set_message(format!(

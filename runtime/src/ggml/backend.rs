@@ -1,0 +1,131 @@
+//! Backends, their buffers and the graph scheduler.
+
+use std::ffi::CStr;
+use std::ptr::NonNull;
+use std::sync::atomic::{AtomicUsize, Ordering};
+
+use ggml_sys as sys;
+
+use super::{init_logging, take_log, Graph};
+
+/// A compute backend (the CPU one here; GPU backends plug in the same way).
+pub struct Backend {
+    pub(super) ptr: NonNull<sys::ggml_backend>,
+    threads: AtomicUsize,
+}
+
+// SAFETY: a backend holds its thread count and a work buffer; the runtime
+// gives every session its own backend, and a session computes (or changes
+// the thread count) from one thread at a time.
+unsafe impl Send for Backend {}
+unsafe impl Sync for Backend {}
+
+impl Backend {
+    /// The CPU backend using `n_threads` threads.
+    pub fn cpu(n_threads: usize) -> Self {
+        init_logging();
+        let p = unsafe { sys::ggml_backend_cpu_init() };
+        let ptr = NonNull::new(p).expect("ggml_backend_cpu_init failed");
+        unsafe { sys::ggml_backend_cpu_set_n_threads(ptr.as_ptr(), n_threads.max(1) as i32) };
+        Self {
+            ptr,
+            threads: AtomicUsize::new(n_threads.max(1)),
+        }
+    }
+    pub fn set_threads(&self, n_threads: usize) {
+        unsafe { sys::ggml_backend_cpu_set_n_threads(self.ptr.as_ptr(), n_threads.max(1) as i32) };
+        self.threads.store(n_threads.max(1), Ordering::Relaxed);
+    }
+    /// The thread count computations use.
+    pub fn threads(&self) -> usize {
+        self.threads.load(Ordering::Relaxed)
+    }
+    pub fn name(&self) -> String {
+        unsafe { CStr::from_ptr(sys::ggml_backend_name(self.ptr.as_ptr())) }
+            .to_string_lossy()
+            .into_owned()
+    }
+}
+
+impl Drop for Backend {
+    fn drop(&mut self) {
+        unsafe { sys::ggml_backend_free(self.ptr.as_ptr()) };
+    }
+}
+
+/// A backend buffer holding the data of a context's tensors (e.g. weights).
+pub struct BackendBuffer {
+    pub(super) ptr: NonNull<sys::ggml_backend_buffer>,
+}
+
+unsafe impl Send for BackendBuffer {}
+
+impl BackendBuffer {
+    pub fn size(&self) -> usize {
+        unsafe { sys::ggml_backend_buffer_get_size(self.ptr.as_ptr()) }
+    }
+}
+
+impl Drop for BackendBuffer {
+    fn drop(&mut self) {
+        unsafe { sys::ggml_backend_buffer_free(self.ptr.as_ptr()) };
+    }
+}
+
+/// A `ggml_backend_sched` over one or more backends (the last must be the CPU).
+/// It must not outlive the backends it was created with; callers keep both in
+/// one struct with the scheduler declared first so it drops first.
+pub struct Scheduler {
+    pub(super) ptr: NonNull<sys::ggml_backend_sched>,
+}
+
+unsafe impl Send for Scheduler {}
+
+impl Scheduler {
+    pub fn new(backends: &[&Backend], graph_size: usize) -> Self {
+        let mut raw: Vec<sys::ggml_backend_t> = backends.iter().map(|b| b.ptr.as_ptr()).collect();
+        let p = unsafe {
+            sys::ggml_backend_sched_new(
+                raw.as_mut_ptr(),
+                std::ptr::null_mut(),
+                raw.len() as i32,
+                graph_size,
+                false,
+                false,
+            )
+        };
+        Self {
+            ptr: NonNull::new(p).expect("ggml_backend_sched_new failed"),
+        }
+    }
+
+    /// Allocates the graph's intermediate tensors (inputs become writable).
+    pub fn alloc_graph(&mut self, graph: &Graph<'_>) -> Result<(), String> {
+        unsafe { sys::ggml_backend_sched_reset(self.ptr.as_ptr()) };
+        if unsafe { sys::ggml_backend_sched_alloc_graph(self.ptr.as_ptr(), graph.ptr.as_ptr()) } {
+            Ok(())
+        } else {
+            Err(format!("failed to allocate compute graph: {}", take_log()))
+        }
+    }
+
+    /// Computes an allocated graph.
+    pub fn compute(&mut self, graph: &Graph<'_>) -> Result<(), String> {
+        let status =
+            unsafe { sys::ggml_backend_sched_graph_compute(self.ptr.as_ptr(), graph.ptr.as_ptr()) };
+        if status == sys::GGML_STATUS_SUCCESS {
+            Ok(())
+        } else {
+            Err(format!(
+                "graph compute failed (status {status}): {}",
+                take_log()
+            ))
+        }
+    }
+}
+
+impl Drop for Scheduler {
+    fn drop(&mut self) {
+        unsafe { sys::ggml_backend_sched_free(self.ptr.as_ptr()) };
+    }
+}

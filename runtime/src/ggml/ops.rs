@@ -1,0 +1,466 @@
+//! Graph operations: thin wrappers over ggml's ops (shapes follow ggml's
+//! conventions) and the custom row and unfold kernels.
+
+use ggml_sys as sys;
+
+use super::{gemv, Context, GgmlType, Tensor};
+
+impl Context {
+    // ---- operations (thin; shapes follow ggml's conventions) -----------------
+
+    /// `a` `[k, n]` (weights) times `b` `[k, m, …]` → `[n, m, …]`. Quantised
+    /// or F16 weights times up to four vectors take the prefetching row walk
+    /// of `gemv` (ggml's kernels, same results).
+    pub fn mul_mat<'a>(&'a self, a: Tensor<'a>, b: Tensor<'a>) -> Tensor<'a> {
+        if gemv::applies(a.raw(), b.raw()) {
+            let mut args = [a.raw(), b.raw()];
+            return self.wrap(unsafe {
+                sys::ggml_custom_4d(
+                    self.raw(),
+                    GgmlType::F32.raw(),
+                    a.ne()[1],
+                    b.ne()[1],
+                    1,
+                    1,
+                    args.as_mut_ptr(),
+                    2,
+                    Some(gemv::compute),
+                    sys::GGML_N_TASKS_MAX,
+                    std::ptr::null_mut(),
+                )
+            });
+        }
+        self.mul_mat_ggml(a, b)
+    }
+
+    /// ggml's own `mul_mat`, whatever the shapes (the reference `mul_mat`'s
+    /// fast path is tested against).
+    pub fn mul_mat_ggml<'a>(&'a self, a: Tensor<'a>, b: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_mul_mat(self.raw(), a.raw(), b.raw()) })
+    }
+    pub fn add<'a>(&'a self, a: Tensor<'a>, b: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_add(self.raw(), a.raw(), b.raw()) })
+    }
+    pub fn mul<'a>(&'a self, a: Tensor<'a>, b: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_mul(self.raw(), a.raw(), b.raw()) })
+    }
+    pub fn scale<'a>(&'a self, a: Tensor<'a>, s: f32) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_scale(self.raw(), a.raw(), s) })
+    }
+    pub fn silu<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_silu(self.raw(), a.raw()) })
+    }
+    pub fn gelu_erf<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_gelu_erf(self.raw(), a.raw()) })
+    }
+    /// `silu(gate) * up`, fused.
+    pub fn swiglu<'a>(&'a self, gate: Tensor<'a>, up: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_swiglu_split(self.raw(), gate.raw(), up.raw()) })
+    }
+    pub fn rms_norm<'a>(&'a self, a: Tensor<'a>, eps: f32) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_rms_norm(self.raw(), a.raw(), eps) })
+    }
+    pub fn norm<'a>(&'a self, a: Tensor<'a>, eps: f32) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_norm(self.raw(), a.raw(), eps) })
+    }
+    pub fn get_rows<'a>(&'a self, table: Tensor<'a>, ids: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_get_rows(self.raw(), table.raw(), ids.raw()) })
+    }
+    /// NEOX-style rotary embedding over the first `n_dims` of `ne[0]`, positions
+    /// in the I32 tensor `pos` (one per `ne[2]`).
+    pub fn rope_neox<'a>(
+        &'a self,
+        a: Tensor<'a>,
+        pos: Tensor<'a>,
+        n_dims: i32,
+        theta: f32,
+    ) -> Tensor<'a> {
+        self.wrap(unsafe {
+            sys::ggml_rope_ext(
+                self.raw(),
+                a.raw(),
+                pos.raw(),
+                std::ptr::null_mut(),
+                n_dims,
+                sys::GGML_ROPE_TYPE_NEOX as i32,
+                0,
+                theta,
+                1.0,
+                0.0,
+                1.0,
+                0.0,
+                0.0,
+            )
+        })
+    }
+    /// `softmax(a * scale + mask)` along `ne[0]`; `mask` may be absent.
+    pub fn soft_max_ext<'a>(
+        &'a self,
+        a: Tensor<'a>,
+        mask: Option<Tensor<'a>>,
+        scale: f32,
+    ) -> Tensor<'a> {
+        let m = mask.map_or(std::ptr::null_mut(), |m| m.raw());
+        self.wrap(unsafe { sys::ggml_soft_max_ext(self.raw(), a.raw(), m, scale, 0.0) })
+    }
+    pub fn cont<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_cont(self.raw(), a.raw()) })
+    }
+    pub fn transpose<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_transpose(self.raw(), a.raw()) })
+    }
+    pub fn permute<'a>(&'a self, a: Tensor<'a>, axes: [i32; 4]) -> Tensor<'a> {
+        self.wrap(unsafe {
+            sys::ggml_permute(self.raw(), a.raw(), axes[0], axes[1], axes[2], axes[3])
+        })
+    }
+    pub fn reshape<'a>(&'a self, a: Tensor<'a>, ne: &[i64]) -> Tensor<'a> {
+        let p = unsafe {
+            match ne.len() {
+                1 => sys::ggml_reshape_1d(self.raw(), a.raw(), ne[0]),
+                2 => sys::ggml_reshape_2d(self.raw(), a.raw(), ne[0], ne[1]),
+                3 => sys::ggml_reshape_3d(self.raw(), a.raw(), ne[0], ne[1], ne[2]),
+                _ => sys::ggml_reshape_4d(self.raw(), a.raw(), ne[0], ne[1], ne[2], ne[3]),
+            }
+        };
+        self.wrap(p)
+    }
+    pub fn sub<'a>(&'a self, a: Tensor<'a>, b: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_sub(self.raw(), a.raw(), b.raw()) })
+    }
+    /// `a·s + b` elementwise.
+    pub fn scale_bias<'a>(&'a self, a: Tensor<'a>, s: f32, b: f32) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_scale_bias(self.raw(), a.raw(), s, b) })
+    }
+    /// Running sum along `ne[0]`.
+    pub fn cumsum<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_cumsum(self.raw(), a.raw()) })
+    }
+    /// 1 where `a > 0`, else 0.
+    pub fn step<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_step(self.raw(), a.raw()) })
+    }
+    /// Index of the maximum of each row (first one on ties), I32.
+    pub fn argmax<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_argmax(self.raw(), a.raw()) })
+    }
+    /// Indices that sort each row in descending order, I32.
+    pub fn argsort_desc<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_argsort(self.raw(), a.raw(), sys::GGML_SORT_ORDER_DESC) })
+    }
+    pub fn concat<'a>(&'a self, a: Tensor<'a>, b: Tensor<'a>, dim: i32) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_concat(self.raw(), a.raw(), b.raw(), dim) })
+    }
+    /// Writes the rows of `src` into `dst` at the row indices `rows` (I64/I32);
+    /// returns a view of `dst` that must be part of the graph.
+    pub fn set_rows<'a>(
+        &'a self,
+        dst: Tensor<'a>,
+        src: Tensor<'a>,
+        rows: Tensor<'a>,
+    ) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_set_rows(self.raw(), dst.raw(), src.raw(), rows.raw()) })
+    }
+    /// A view of `a` with dims `ne` (up to 3), byte strides `nb` (for dims 1..)
+    /// and byte `offset`.
+    pub fn view<'a>(
+        &'a self,
+        a: Tensor<'a>,
+        ne: &[i64],
+        nb: &[usize],
+        offset: usize,
+    ) -> Tensor<'a> {
+        let p = unsafe {
+            match ne.len() {
+                1 => sys::ggml_view_1d(self.raw(), a.raw(), ne[0], offset),
+                2 => sys::ggml_view_2d(self.raw(), a.raw(), ne[0], ne[1], nb[0], offset),
+                _ => sys::ggml_view_3d(
+                    self.raw(),
+                    a.raw(),
+                    ne[0],
+                    ne[1],
+                    ne[2],
+                    nb[0],
+                    nb[1],
+                    offset,
+                ),
+            }
+        };
+        self.wrap(p)
+    }
+    pub fn sin<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_sin(self.raw(), a.raw()) })
+    }
+    pub fn sqr<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_sqr(self.raw(), a.raw()) })
+    }
+    /// Elementwise clamp to `[min, max]`.
+    pub fn clamp<'a>(&'a self, a: Tensor<'a>, min: f32, max: f32) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_clamp(self.raw(), a.raw(), min, max) })
+    }
+    /// Copies `src` into `dst` (same element count); returns a view of `dst`
+    /// that must be part of the graph for the copy to happen.
+    pub fn cpy<'a>(&'a self, src: Tensor<'a>, dst: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_cpy(self.raw(), src.raw(), dst.raw()) })
+    }
+    /// Zero padding: `left[i]` / `right[i]` elements before / after dim `i`.
+    pub fn pad<'a>(&'a self, a: Tensor<'a>, left: [i32; 4], right: [i32; 4]) -> Tensor<'a> {
+        self.wrap(unsafe {
+            sys::ggml_pad_ext(
+                self.raw(),
+                a.raw(),
+                left[0],
+                right[0],
+                left[1],
+                right[1],
+                left[2],
+                right[2],
+                left[3],
+                right[3],
+            )
+        })
+    }
+    /// 1-D im2col: `data` `[t, c_in]` → `[c_in·k, t_out]` (tap fastest) of
+    /// type `ty`, for a kernel shaped like `kernel` `[k, c_in, c_out]`.
+    pub fn im2col_1d<'a>(
+        &'a self,
+        kernel: Tensor<'a>,
+        data: Tensor<'a>,
+        stride: i32,
+        dilation: i32,
+        ty: GgmlType,
+    ) -> Tensor<'a> {
+        self.wrap(unsafe {
+            sys::ggml_im2col(
+                self.raw(),
+                kernel.raw(),
+                data.raw(),
+                stride,
+                0,
+                0,
+                0,
+                dilation,
+                0,
+                false,
+                ty.raw(),
+            )
+        })
+    }
+    pub fn relu<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_relu(self.raw(), a.raw()) })
+    }
+    pub fn tanh<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_tanh(self.raw(), a.raw()) })
+    }
+    pub fn sigmoid<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_sigmoid(self.raw(), a.raw()) })
+    }
+    pub fn sqrt<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_sqrt(self.raw(), a.raw()) })
+    }
+    /// Mean of each row (over `ne[0]`).
+    pub fn mean<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_mean(self.raw(), a.raw()) })
+    }
+    /// Sum of each row (over `ne[0]`).
+    pub fn sum_rows<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_sum_rows(self.raw(), a.raw()) })
+    }
+    /// `a` tiled to the shape of `like`.
+    pub fn repeat<'a>(&'a self, a: Tensor<'a>, like: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_repeat(self.raw(), a.raw(), like.raw()) })
+    }
+    /// Reflect padding along `ne[0]` (edge not repeated).
+    pub fn pad_reflect<'a>(&'a self, a: Tensor<'a>, left: i32, right: i32) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_pad_reflect_1d(self.raw(), a.raw(), left, right) })
+    }
+    pub fn elu<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_elu(self.raw(), a.raw()) })
+    }
+    /// Casts (copies) `a` to type `ty`.
+    pub fn cast<'a>(&'a self, a: Tensor<'a>, ty: GgmlType) -> Tensor<'a> {
+        self.wrap(unsafe { sys::ggml_cast(self.raw(), a.raw(), ty.raw()) })
+    }
+
+    /// A custom elementwise-per-row op: `f(out_row, x_row, params)` for every
+    /// row (`ne[0]` elements) of the contiguous F32 tensor `x`, where `params`
+    /// are the F32 vectors `params` (each `ne[0]` long, e.g. per-channel
+    /// weights). The result has `x`'s shape; rows are split across the
+    /// backend's threads.
+    pub fn map_rows<'a>(
+        &'a self,
+        x: Tensor<'a>,
+        params: &[Tensor<'a>],
+        f: RowKernel,
+    ) -> Tensor<'a> {
+        let n0 = x.ne()[0];
+        assert!(
+            x.ty() == GgmlType::F32 && unsafe { sys::ggml_is_contiguous(x.raw()) },
+            "map_rows wants a contiguous F32 input"
+        );
+        for p in params {
+            assert!(
+                p.ty() == GgmlType::F32
+                    && p.n_elements() == n0
+                    && unsafe { sys::ggml_is_contiguous(p.raw()) },
+                "map_rows parameters must be contiguous F32 vectors of {n0} elements"
+            );
+        }
+        let mut args: Vec<*mut sys::ggml_tensor> = std::iter::once(x.raw())
+            .chain(params.iter().map(|p| p.raw()))
+            .collect();
+        assert!(
+            args.len() <= sys::GGML_MAX_SRC as usize,
+            "too many map_rows parameters"
+        );
+        let [ne0, ne1, ne2, ne3] = x.ne();
+        self.wrap(unsafe {
+            sys::ggml_custom_4d(
+                self.raw(),
+                GgmlType::F32.raw(),
+                ne0,
+                ne1,
+                ne2,
+                ne3,
+                args.as_mut_ptr(),
+                args.len() as i32,
+                Some(map_rows_thunk),
+                sys::GGML_N_TASKS_MAX,
+                f as *mut std::os::raw::c_void,
+            )
+        })
+    }
+}
+
+impl Context {
+    /// The input of a dilated conv as one matrix: `x` `[c, n + (k − 1)·d]`
+    /// (contiguous F32, channels fastest) → `[k·c, n]` of type `ty` (F32 or
+    /// F16) whose column `t` stacks columns `t, t + d, …, t + (k − 1)·d` of
+    /// `x`. Multiplied by a kernel laid out `[c, k, c_out]` it gives the
+    /// conv; unlike ggml's im2col (time fastest) it is whole-column copies,
+    /// no transposes, and written in the kernel's type the product needs no
+    /// conversion pass of its own.
+    pub fn unfold_columns<'a>(
+        &'a self,
+        x: Tensor<'a>,
+        k: usize,
+        dilation: usize,
+        ty: GgmlType,
+    ) -> Tensor<'a> {
+        let [c, len, ..] = x.ne();
+        let pad = ((k - 1) * dilation) as i64;
+        assert!(
+            k >= 2 && dilation >= 1 && len > pad && x.ty() == GgmlType::F32 && x.ne()[2] == 1,
+            "unfold_columns: bad input {:?} for k {k}, dilation {dilation}",
+            x.ne()
+        );
+        assert!(
+            matches!(ty, GgmlType::F32 | GgmlType::F16),
+            "unfold_columns writes F32 or F16, not {ty:?}"
+        );
+        assert!(
+            unsafe { sys::ggml_is_contiguous(x.raw()) },
+            "unfold_columns wants a contiguous input"
+        );
+        let mut args = [x.raw()];
+        self.wrap(unsafe {
+            sys::ggml_custom_4d(
+                self.raw(),
+                ty.raw(),
+                k as i64 * c,
+                len - pad,
+                1,
+                1,
+                args.as_mut_ptr(),
+                1,
+                Some(unfold_columns_thunk),
+                sys::GGML_N_TASKS_MAX,
+                std::ptr::null_mut(),
+            )
+        })
+    }
+}
+
+/// Thread `ith`'s share of the output columns of [`Context::unfold_columns`]
+/// (k and the dilation follow from the shapes).
+unsafe extern "C" fn unfold_columns_thunk(
+    dst: *mut sys::ggml_tensor,
+    ith: std::os::raw::c_int,
+    nth: std::os::raw::c_int,
+    _userdata: *mut std::os::raw::c_void,
+) {
+    use half::slice::HalfFloatSliceExt;
+    // SAFETY: `unfold_columns` checked that the input is contiguous F32
+    // `[c, n + (k − 1)·d]` and created the output contiguous `[k·c, n]` of
+    // F32 or F16; every slice below lies inside those.
+    unsafe {
+        let dst = &*dst;
+        let x = &*dst.src[0];
+        let c = x.ne[0] as usize;
+        let (kc, n) = (dst.ne[0] as usize, dst.ne[1] as usize);
+        let k = kc / c;
+        let d = (x.ne[1] as usize - n) / (k - 1);
+        let src = std::slice::from_raw_parts(x.data as *const f32, c * x.ne[1] as usize);
+        let f16_out = dst.type_ == GgmlType::F16.raw();
+        let (ith, nth) = (ith as usize, nth as usize);
+        let (first, end) = (n * ith / nth, n * (ith + 1) / nth);
+        let put = |t: usize, j: usize, len: usize| {
+            let from = &src[(t + j * d) * c..][..len];
+            let at = t * kc + j * c;
+            if f16_out {
+                let out = (dst.data as *mut half::f16).add(at);
+                std::slice::from_raw_parts_mut(out, len).convert_from_f32_slice(from);
+            } else {
+                let out = (dst.data as *mut f32).add(at);
+                std::slice::from_raw_parts_mut(out, len).copy_from_slice(from);
+            }
+        };
+        for t in first..end {
+            if d == 1 {
+                put(t, 0, kc); // the k columns are adjacent
+            } else {
+                for j in 0..k {
+                    put(t, j, c);
+                }
+            }
+        }
+    }
+}
+
+/// The per-row kernel of [`Context::map_rows`]: `out` and `x` are one row,
+/// `params` the parameter vectors (all the same length).
+pub type RowKernel = fn(out: &mut [f32], x: &[f32], params: &[&[f32]]);
+
+/// Runs a [`RowKernel`] (passed as `userdata`) over thread `ith`'s share of the rows.
+unsafe extern "C" fn map_rows_thunk(
+    dst: *mut sys::ggml_tensor,
+    ith: std::os::raw::c_int,
+    nth: std::os::raw::c_int,
+    userdata: *mut std::os::raw::c_void,
+) {
+    // SAFETY: `map_rows` stored a `RowKernel` in `userdata` and checked that
+    // the input and the parameters are contiguous F32 with rows of `n0`; the
+    // output was created contiguous with the input's shape.
+    unsafe {
+        let f = std::mem::transmute::<*mut std::os::raw::c_void, RowKernel>(userdata);
+        let dst = &*dst;
+        let n0 = dst.ne[0] as usize;
+        let rows = (sys::ggml_nelements(dst) as usize)
+            .checked_div(n0)
+            .unwrap_or(0);
+        let n_src = dst.src.iter().take_while(|s| !s.is_null()).count();
+        let x = &*dst.src[0];
+        let mut params = [&[][..]; sys::GGML_MAX_SRC as usize];
+        for (slot, &p) in params.iter_mut().zip(&dst.src[1..n_src]) {
+            *slot = std::slice::from_raw_parts((*p).data as *const f32, n0);
+        }
+        let params = &params[..n_src - 1];
+        let (ith, nth) = (ith as usize, nth as usize);
+        let (start, end) = (rows * ith / nth, rows * (ith + 1) / nth);
+        for r in start..end {
+            let out = std::slice::from_raw_parts_mut((dst.data as *mut f32).add(r * n0), n0);
+            let xr = std::slice::from_raw_parts((x.data as *const f32).add(r * n0), n0);
+            f(out, xr, params);
+        }
+    }
+}

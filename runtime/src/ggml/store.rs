@@ -1,0 +1,236 @@
+//! Tensors that live across graph executions: weights and persistent state
+//! (KV caches, streaming context).
+
+use std::ptr::NonNull;
+use std::sync::Arc;
+
+use ggml_sys as sys;
+
+use super::{mmap, BackendBuffer, Context, GgmlType, Tensor, MAX_DIMS};
+
+/// A tensor to create in a [`TensorStore`]: name, type, ggml-order dims.
+pub type TensorSpec = (String, GgmlType, Vec<i64>);
+
+/// Alignment ggml's CPU backend requires of tensor data.
+pub const TENSOR_ALIGNMENT: usize = 32;
+
+/// The memory of a store: metadata contexts plus the buffers holding the data.
+pub(super) struct StoreMemory {
+    // Field order: buffers are freed before the contexts, the mapping last.
+    owned: Option<BackendBuffer>,
+    mapped: Option<BackendBuffer>,
+    contexts: Vec<Context>,
+    mapping: Option<Arc<mmap::MappedFile>>,
+}
+
+// SAFETY: after creation the contexts' metadata is only read. Tensor data is
+// written by graph computations and `StoredTensor::set_bytes_at`/`clear`;
+// the runtime shares a weight store read-only between sessions, and a
+// state store (KV cache, decoder context) belongs to one session, which
+// computes its graphs one at a time.
+unsafe impl Send for StoreMemory {}
+unsafe impl Sync for StoreMemory {}
+
+/// Tensors that live across graph executions (weights, KV caches). Weights
+/// stored as the model computes with them can stay in the mapped model file
+/// (no copy: the OS pages them in on first use, and a lookup table only costs
+/// the rows actually read). Cloning shares the same tensors.
+#[derive(Clone)]
+pub struct TensorStore {
+    memory: Arc<StoreMemory>,
+}
+
+/// A handle to one tensor of a [`TensorStore`], for use in any graph
+/// ([`Context::stored`]); it keeps the store's memory alive, and so does every
+/// graph that uses it.
+#[derive(Clone)]
+pub struct StoredTensor {
+    ptr: NonNull<sys::ggml_tensor>,
+    memory: Arc<StoreMemory>,
+}
+
+// SAFETY: the handle only reads the tensor's metadata (immutable after the
+// store is created); data access goes through ggml's backend copy functions,
+// under the store's contract above.
+unsafe impl Send for StoredTensor {}
+unsafe impl Sync for StoredTensor {}
+
+impl std::fmt::Debug for StoredTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "StoredTensor({} {:?} {:?})",
+            self.name(),
+            self.ty(),
+            self.ne()
+        )
+    }
+}
+
+fn alloc_on_cpu(ctx: &Context) -> BackendBuffer {
+    let p = unsafe {
+        sys::ggml_backend_alloc_ctx_tensors_from_buft(
+            ctx.raw(),
+            sys::ggml_backend_cpu_buffer_type(),
+        )
+    };
+    BackendBuffer {
+        ptr: NonNull::new(p).expect("failed to allocate a CPU buffer for persistent tensors"),
+    }
+}
+
+impl TensorStore {
+    /// Creates tensors with `specs` in host memory (contents uninitialised
+    /// until set).
+    pub fn new(specs: &[TensorSpec]) -> Self {
+        let memory = Self::owned_memory(specs);
+        Self {
+            memory: Arc::new(memory),
+        }
+    }
+
+    fn owned_memory(specs: &[TensorSpec]) -> StoreMemory {
+        let ctx = Context::new(specs.len().max(1), 0);
+        for (name, ty, ne) in specs {
+            ctx.new_tensor(*ty, ne).set_name(name);
+        }
+        StoreMemory {
+            owned: (!specs.is_empty()).then(|| alloc_on_cpu(&ctx)),
+            mapped: None,
+            contexts: vec![ctx],
+            mapping: None,
+        }
+    }
+
+    /// Like [`TensorStore::new`] for `owned`, plus `mapped` tensors whose
+    /// data is used in place at the given byte offsets of `mapping` (each a
+    /// multiple of [`TENSOR_ALIGNMENT`], holding the tensor's exact bytes).
+    /// Mapped tensors are read-only: nothing may write to them.
+    pub fn with_mapped(
+        owned: &[TensorSpec],
+        mapping: Arc<mmap::MappedFile>,
+        mapped: &[(TensorSpec, usize)],
+    ) -> Self {
+        let mut memory = Self::owned_memory(owned);
+        if !mapped.is_empty() {
+            let ctx = Context::new(mapped.len(), 0);
+            let bytes = mapping.bytes();
+            let mut range = (usize::MAX, 0);
+            let tensors: Vec<(Tensor<'_>, usize)> = mapped
+                .iter()
+                .map(|((name, ty, ne), offset)| {
+                    let t = ctx.new_tensor(*ty, ne).set_name(name);
+                    assert!(
+                        offset % TENSOR_ALIGNMENT == 0 && offset + t.n_bytes() <= bytes.len(),
+                        "mapped tensor '{name}' is unaligned or outside the file"
+                    );
+                    range = (range.0.min(*offset), range.1.max(offset + t.n_bytes()));
+                    (t, *offset)
+                })
+                .collect();
+            // ggml never writes through or frees a from_ptr buffer; `mapping`
+            // keeps the memory alive as long as the buffer.
+            let base = bytes[range.0..].as_ptr() as *mut std::os::raw::c_void;
+            let buffer = unsafe { sys::ggml_backend_cpu_buffer_from_ptr(base, range.1 - range.0) };
+            let buffer = BackendBuffer {
+                ptr: NonNull::new(buffer).expect("ggml_backend_cpu_buffer_from_ptr failed"),
+            };
+            for (t, offset) in &tensors {
+                let addr = bytes[*offset..].as_ptr() as *mut std::os::raw::c_void;
+                let status =
+                    unsafe { sys::ggml_backend_tensor_alloc(buffer.ptr.as_ptr(), t.raw(), addr) };
+                assert_eq!(
+                    status,
+                    sys::GGML_STATUS_SUCCESS,
+                    "ggml_backend_tensor_alloc"
+                );
+            }
+            drop(tensors);
+            memory.mapped = Some(buffer);
+            memory.contexts.push(ctx);
+            memory.mapping = Some(mapping);
+        }
+        Self {
+            memory: Arc::new(memory),
+        }
+    }
+
+    /// The tensor called `name`, if any.
+    pub fn get(&self, name: &str) -> Option<StoredTensor> {
+        self.memory
+            .contexts
+            .iter()
+            .find_map(|c| c.get_tensor(name))
+            .map(|t| StoredTensor {
+                ptr: t.ptr,
+                memory: self.memory.clone(),
+            })
+    }
+
+    /// Bytes of memory held (mapped file ranges included).
+    pub fn size(&self) -> usize {
+        self.memory
+            .owned
+            .iter()
+            .chain(&self.memory.mapped)
+            .map(BackendBuffer::size)
+            .sum()
+    }
+
+    /// Fills every byte of every owned tensor with `value` (e.g. to clear a
+    /// cache); mapped tensors are read-only and left alone.
+    pub fn clear(&self, value: u8) {
+        if let Some(b) = &self.memory.owned {
+            unsafe { sys::ggml_backend_buffer_clear(b.ptr.as_ptr(), value) };
+        }
+    }
+}
+
+impl StoredTensor {
+    fn tensor(&self) -> Tensor<'_> {
+        // Alive as long as `self.memory`, which `self` holds.
+        Tensor {
+            ptr: self.ptr,
+            _ctx: std::marker::PhantomData,
+        }
+    }
+    /// Dimensions in ggml order.
+    pub fn ne(&self) -> [i64; MAX_DIMS] {
+        self.tensor().ne()
+    }
+    pub fn ty(&self) -> GgmlType {
+        self.tensor().ty()
+    }
+    pub fn name(&self) -> String {
+        self.tensor().name()
+    }
+    pub fn n_bytes(&self) -> usize {
+        self.tensor().n_bytes()
+    }
+    /// Copies raw bytes into the tensor starting at byte `offset`.
+    pub fn set_bytes_at(&self, offset: usize, data: &[u8]) {
+        self.tensor().set_bytes_at(offset, data)
+    }
+    /// Reads the whole tensor back as raw bytes.
+    pub fn get_bytes(&self) -> Vec<u8> {
+        self.tensor().get_bytes()
+    }
+}
+
+impl Context {
+    /// `stored` as a tensor of this context's graphs; the context keeps its
+    /// store alive.
+    pub fn stored(&self, stored: &StoredTensor) -> Tensor<'_> {
+        let mut keep = self.keep_alive.borrow_mut();
+        if !keep.iter().any(|m| Arc::ptr_eq(m, &stored.memory)) {
+            keep.push(stored.memory.clone());
+        }
+        Tensor {
+            ptr: stored.ptr,
+            _ctx: std::marker::PhantomData,
+        }
+    }
+}
+
+/// The stores a context's graphs read from, kept alive with it.
+pub(super) type KeepAlive = std::cell::RefCell<Vec<Arc<StoreMemory>>>;
