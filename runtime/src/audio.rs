@@ -380,3 +380,48 @@ fn gcd(a: usize, b: usize) -> usize {
         gcd(b, a % b)
     }
 }
+
+/// Sample format of a written WAV file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SampleFormat {
+    /// 16-bit PCM (samples clamped to ±1).
+    S16,
+    /// 32-bit IEEE float (values kept as they are).
+    F32,
+}
+
+/// A mono WAV file of `samples` at `sample_rate`, as bytes.
+pub fn encode_wav(samples: &[f32], sample_rate: u32, format: SampleFormat) -> Result<Vec<u8>> {
+    let mut cursor = std::io::Cursor::new(Vec::new());
+    write_wav(&mut cursor, samples, sample_rate, format)?;
+    Ok(cursor.into_inner())
+}
+
+/// Writes a mono WAV file of `samples` at `sample_rate` to `out`.
+pub fn write_wav<W: std::io::Write + std::io::Seek>(
+    out: W,
+    samples: &[f32],
+    sample_rate: u32,
+    format: SampleFormat,
+) -> Result<()> {
+    let (bits, sample_format) = match format {
+        SampleFormat::S16 => (16, hound::SampleFormat::Int),
+        SampleFormat::F32 => (32, hound::SampleFormat::Float),
+    };
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate,
+        bits_per_sample: bits,
+        sample_format,
+    };
+    let err = |e: hound::Error| Error::Other(format!("writing WAV: {e}"));
+    let mut w = hound::WavWriter::new(out, spec).map_err(err)?;
+    for &s in samples {
+        match format {
+            SampleFormat::S16 => w.write_sample((s.clamp(-1.0, 1.0) * 32767.0).round() as i16),
+            SampleFormat::F32 => w.write_sample(s),
+        }
+        .map_err(err)?;
+    }
+    w.finalize().map_err(err)
+}

@@ -456,21 +456,23 @@ impl Synthesizer {
         })
     }
 
-    /// Generates speech for `req`; `on_frame(n)` is called after each of
-    /// the `n` frames generated so far.
+    /// Generates speech for `req`; `progress` gets [`Progress::Frames`]`(n)`
+    /// after each of the `n` frames generated so far, then
+    /// [`Progress::Vocoding`] once before the vocoder runs.
     pub fn synthesize(
         &mut self,
         req: &Request,
         opts: &GenerateOptions,
-        mut on_frame: impl FnMut(usize),
+        mut progress: impl FnMut(Progress),
     ) -> Result<Synthesis> {
         let t0 = Instant::now();
         let prompt = self.model.prompt(req)?;
         let t1 = Instant::now();
         let (frames, trace) = self
             .model
-            .generate(&prompt, opts, 0, |i, _| on_frame(i + 1))?;
+            .generate(&prompt, opts, 0, |i, _| progress(Progress::Frames(i + 1)))?;
         let t2 = Instant::now();
+        progress(Progress::Vocoding);
         let samples = match &req.voice {
             // ICL: vocode with the reference as left context, then cut it off.
             Voice::Icl { ref_codes, .. } => {
@@ -494,4 +496,13 @@ impl Synthesizer {
             },
         })
     }
+}
+
+/// What [`Synthesizer::synthesize`] is doing, for a progress display.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Progress {
+    /// This many frames (80 ms each) generated so far.
+    Frames(usize),
+    /// Generation is done; the vocoder turns the frames into samples.
+    Vocoding,
 }
