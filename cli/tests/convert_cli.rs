@@ -213,11 +213,23 @@ fn short_t_is_not_the_type() {
     let o = out.path().to_str().unwrap();
     let r = run(&["-i", input.to_str().unwrap(), "-o", o, "-t", "q8_0"]);
     assert_eq!(r.status.code(), Some(2), "{}", stderr(&r));
-    assert!(stderr(&r).contains("unexpected argument '-t'"), "{}", stderr(&r));
+    assert!(
+        stderr(&r).contains("unexpected argument '-t'"),
+        "{}",
+        stderr(&r)
+    );
     assert!(entries(out.path()).is_empty());
     let f16 = out.path().join("tts-f16.gguf");
     let q = out.path().join("tts-q8_0.gguf");
-    let r = run(&["-i", input.to_str().unwrap(), "-o", o, "--type", "f16", "--tts-only"]);
+    let r = run(&[
+        "-i",
+        input.to_str().unwrap(),
+        "-o",
+        o,
+        "--type",
+        "f16",
+        "--tts-only",
+    ]);
     assert!(r.status.success(), "{}", stderr(&r));
     assert!(f16.exists());
     let (f, q_s) = (f16.to_str().unwrap(), q.to_str().unwrap());
@@ -244,13 +256,20 @@ fn a_second_type_keeps_the_identical_tokenizer_file() {
     let r = run(&["-i", input, "-o", o, "--type", "f16", "-q"]);
     assert!(r.status.success(), "{}", stderr(&r));
     let want = format!("{} exists and is identical: kept", tok.display());
-    assert!(stdout(&r).contains(&want), "'{want}' not in: {}", stdout(&r));
+    assert!(
+        stdout(&r).contains(&want),
+        "'{want}' not in: {}",
+        stdout(&r)
+    );
     assert!(out.path().join("tts-f16.gguf").exists());
     assert_eq!(std::fs::read(&tok).unwrap(), bytes);
     assert_eq!(std::fs::metadata(&tok).unwrap().modified().unwrap(), mtime);
     let mut files = entries(out.path());
     files.sort();
-    assert_eq!(files, ["tokenizer-f16.gguf", "tts-f16.gguf", "tts-q8_0.gguf"]);
+    assert_eq!(
+        files,
+        ["tokenizer-f16.gguf", "tts-f16.gguf", "tts-q8_0.gguf"]
+    );
 
     // A tokenizer file with other contents is still refused, and nothing is written.
     let mut changed = bytes.clone();
@@ -274,7 +293,15 @@ fn q4_k_fallbacks_are_reported() {
     let out = tempfile::tempdir().unwrap();
     let o = out.path().to_str().unwrap();
     let input = fixture("0.6B-CustomVoice");
-    let r = run(&["-i", input.to_str().unwrap(), "-o", o, "--type", "q4_k", "--tts-only"]);
+    let r = run(&[
+        "-i",
+        input.to_str().unwrap(),
+        "-o",
+        o,
+        "--type",
+        "q4_k",
+        "--tts-only",
+    ]);
     assert!(r.status.success(), "{}", stderr(&r));
     let s = stdout(&r);
     for want in [
@@ -284,7 +311,15 @@ fn q4_k_fallbacks_are_reported() {
         assert!(s.contains(want), "'{want}' not in: {s}");
     }
     // At Q8_0 all of those rows fit.
-    let r = run(&["-i", input.to_str().unwrap(), "-o", o, "--type", "q8_0", "--tts-only"]);
+    let r = run(&[
+        "-i",
+        input.to_str().unwrap(),
+        "-o",
+        o,
+        "--type",
+        "q8_0",
+        "--tts-only",
+    ]);
     assert!(r.status.success(), "{}", stderr(&r));
     assert!(!stdout(&r).contains("instead of q4_k"), "{}", stdout(&r));
 

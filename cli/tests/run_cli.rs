@@ -501,7 +501,10 @@ fn stages_are_plain_lines_without_a_terminal() {
     assert_eq!(lines[1], "generating…");
     assert!(lines[2].starts_with("generated 3 frames in "), "{e}");
     assert_eq!(lines[3], "vocoding…");
-    assert!(lines[4].contains("RTF") && lines[4].contains("3 frames"), "{e}");
+    assert!(
+        lines[4].contains("RTF") && lines[4].contains("3 frames"),
+        "{e}"
+    );
 
     // --quiet prints nothing.
     let r = run(&[

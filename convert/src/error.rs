@@ -108,7 +108,9 @@ mod tests {
         let e = Err::<(), _>(e).context("converting").unwrap_err();
         assert_eq!(e.to_string(), "converting");
         assert_eq!(format!("{e:#}"), "converting: reading a.json: no such file");
-        let e = None::<u8>.with_context(|| format!("missing {}", 3)).unwrap_err();
+        let e = None::<u8>
+            .with_context(|| format!("missing {}", 3))
+            .unwrap_err();
         assert_eq!(format!("{e:#}"), "missing 3");
     }
 }

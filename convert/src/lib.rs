@@ -195,13 +195,7 @@ fn plan_tensors(
         let ne = if ne.is_empty() { vec![1] } else { ne };
         let role = schema::role(&gguf, t.shape.len());
         let ty = schema::storage_type(role, requested, ne[0] as usize);
-        fallbacks.extend(schema::fallback(
-            &gguf,
-            role,
-            requested,
-            ne[0] as usize,
-            ty,
-        ));
+        fallbacks.extend(schema::fallback(&gguf, role, requested, ne[0] as usize, ty));
         plans.push(TensorPlan { name: gguf, ty, ne });
         recipes.push(recipe);
     }

@@ -133,11 +133,13 @@ impl Safetensors {
             let (header_len, meta) =
                 SafeTensors::read_metadata(map.bytes()).map_err(|e| match e {
                     safetensors::SafeTensorError::MetadataIncompleteBuffer
-                    | safetensors::SafeTensorError::HeaderTooSmall => crate::error::Error::msg(format!(
+                    | safetensors::SafeTensorError::HeaderTooSmall => {
+                        crate::error::Error::msg(format!(
                         "{}: truncated safetensors file ({} bytes; its header describes more data)",
                         path.display(),
                         map.len()
-                    )),
+                    ))
+                    }
                     other => crate::error::Error::msg(format!(
                         "{}: not a valid safetensors file: {other:?}",
                         path.display()

@@ -449,7 +449,10 @@ mod fallback_tests {
             tensor_fallback("talker.blk.0.attn_q.weight", &[512, 8], Q4_K, Q4_K),
             None
         );
-        assert_eq!(tensor_fallback("talker.output_norm.weight", &[64], Q4_K, F32), None);
+        assert_eq!(
+            tensor_fallback("talker.output_norm.weight", &[64], Q4_K, F32),
+            None
+        );
         assert_eq!(
             tensor_fallback("talker.text_embd.weight", &[512, 8], Q4_K, Q8_0),
             None

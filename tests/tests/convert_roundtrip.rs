@@ -318,8 +318,7 @@ fn quantizer_matches_direct_conversion() {
     .remove(0)
     .path;
     let requant = out.path().join("tok-q4_k.gguf");
-    qwen3_tts_quantize::requantize(&tok, &requant, GgmlType::Q4_K, Overwrite::Refuse)
-        .unwrap();
+    qwen3_tts_quantize::requantize(&tok, &requant, GgmlType::Q4_K, Overwrite::Refuse).unwrap();
     let r = GgufFile::open_arch(&requant, schema::ARCH_TOKENIZER).unwrap();
     let tok_dir = dir.join("speech_tokenizer");
     let (_, config) = read_json(&tok_dir.join("config.json"));

@@ -179,7 +179,9 @@ fn main() -> ExitCode {
         std::process::exit(INTERRUPTED);
     });
     if let Err(e) = handler {
-        eprintln!("qwen3-tts-run: warning: no interrupt handler ({e}); Ctrl-C may leave a temporary file");
+        eprintln!(
+            "qwen3-tts-run: warning: no interrupt handler ({e}); Ctrl-C may leave a temporary file"
+        );
     }
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
