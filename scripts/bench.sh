@@ -40,7 +40,7 @@ if [ "$REFERENCE" = 1 ] && [ ! -x "$PY" ]; then
     echo "error: no oracle venv at $PY (scripts/setup_oracle.sh), or run with REFERENCE=0" >&2
     exit 1
 fi
-cargo build --release --locked -q -p qwen3-tts-convert -p qwen3-tts-tests --example bench_e2e \
+cargo build --release --locked -q -p qwen3-tts-cli --bin qwen3-tts-convert -p qwen3-tts-tests --example bench_e2e \
     --example bench_bandwidth
 
 # The ~4 s reference clip: ref_24k.wav (3.2 s) continued from its start.

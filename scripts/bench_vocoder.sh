@@ -12,7 +12,7 @@ runs=${RUNS:-3}
 src=models/random-0.6B-Base
 [ -d "$src/speech_tokenizer" ] || { echo "error: $src not found; run scripts/make_real_checkpoints.sh 0.6B-Base" >&2; exit 1; }
 out=models/convert-0.6B-Base
-cargo build --release --locked -q -p qwen3-tts-convert -p qwen3-tts-tests --example bench_vocoder
+cargo build --release --locked -q -p qwen3-tts-cli --bin qwen3-tts-convert -p qwen3-tts-tests --example bench_vocoder
 for t in f32 f16; do
     [ -f "$out/tokenizer-$t.gguf" ] || target/release/qwen3-tts-convert -q -i "$src" -o "$out" \
         --tokenizer-only --tokenizer-type "$t"

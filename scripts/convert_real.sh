@@ -8,7 +8,7 @@ variant=${1:-0.6B-Base}; shift || true
 types=("${@:-f32 f16 q8_0 q4_k}"); types=(${types[*]})
 src=models/random-$variant
 [ -f "$src/config.json" ] || { echo "error: $src not found; run scripts/make_real_checkpoints.sh $variant" >&2; exit 1; }
-cargo build --release --locked -q -p qwen3-tts-convert
+cargo build --release --locked -q -p qwen3-tts-cli --bin qwen3-tts-convert
 out=models/convert-$variant
 mkdir -p "$out"
 src_bytes=$(stat -c %s "$src/model.safetensors")

@@ -19,7 +19,8 @@ OUT=${OUT:-out.wav}
 say() { printf '\033[1m==> %s\033[0m\n' "$*" >&2; }
 
 say "Building (release)"
-if ! command -v cmake >/dev/null || ! ls /usr/lib/llvm-*/lib/libclang*.so* >/dev/null 2>&1; then
+# libclang itself (libclang.so*, libclang-<version>.so*), not libclang-cpp.so.
+if ! command -v cmake >/dev/null || ! ls /usr/lib/llvm-*/lib/libclang{.so,-[0-9]*.so}* 2>/dev/null | grep -q .; then
     say "Installing build tools (cmake, libclang-dev)"
     SUDO=""; [ "$(id -u)" = 0 ] || SUDO=sudo
     $SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq cmake libclang-dev g++

@@ -9,7 +9,7 @@ cd "$(dirname "$0")/.."
 variant=${1:-0.6B-Base}; case=${2:-xvec}; threads=${THREADS:-2}
 src=models/random-$variant; out=models/convert-$variant; ref=models/reference-real/$variant/$case
 [ -f "$ref.safetensors" ] || { echo "error: $ref.safetensors missing; run scripts/dump_talker_real.py" >&2; exit 1; }
-cargo build --release --locked -q -p qwen3-tts-convert -p qwen3-tts-tests --example compare_reference
+cargo build --release --locked -q -p qwen3-tts-cli --bin qwen3-tts-convert -p qwen3-tts-tests --example compare_reference
 for t in ${TYPES:-f32 f16 q8_0 q4_k}; do
     [ -f "$out/tts-$t.gguf" ] || target/release/qwen3-tts-convert -q -i "$src" -o "$out" --type "$t" --tts-only
     target/release/examples/compare_reference "$out/tts-$t.gguf" "$ref" "$threads"

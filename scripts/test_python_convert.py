@@ -2,7 +2,7 @@
 the qwen3-tts-convert CLI: an in-memory state dict must give the same file.
 
     cd convert && maturin develop --release && cd ..
-    cargo build --release -p qwen3-tts-convert
+    cargo build --release -p qwen3-tts-cli --bin qwen3-tts-convert
     python scripts/test_python_convert.py [checkpoint_dir]
 """
 import subprocess
@@ -19,7 +19,7 @@ cli = next(p for p in [repo / "target/release/qwen3-tts-convert", repo / "target
 
 with tempfile.TemporaryDirectory() as tmp:
     tmp = Path(tmp)
-    subprocess.run([cli, "-i", ckpt, "-o", tmp / "cli", "-t", "q8_0", "--tokenizer-type", "f16", "-q"], check=True)
+    subprocess.run([cli, "-i", ckpt, "-o", tmp / "cli", "--type", "q8_0", "--tokenizer-type", "f16", "-q"], check=True)
     for kind, cfg, name in [("tts", ckpt, "tts-q8_0.gguf"), ("tokenizer", ckpt / "speech_tokenizer", "tokenizer-f16.gguf")]:
         sd = {k: v.float().numpy() for k, v in load_file(cfg / "model.safetensors").items()}
         ty = "q8_0" if kind == "tts" else "f16"

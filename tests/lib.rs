@@ -123,7 +123,6 @@ pub fn convert_tiny(
             tokenizer_ty: qwen3_tts::ggml::GgmlType::F16,
             overwrite: qwen3_tts::model_file::Overwrite::Refuse,
             parts: qwen3_tts_convert::Parts::TtsOnly,
-            progress: false,
         })
         .unwrap_or_else(|e| panic!("converting {variant}: {e:#}"));
     }
@@ -141,7 +140,6 @@ pub fn convert_tiny_tokenizer(ty: qwen3_tts::ggml::GgmlType, dir: &std::path::Pa
             tokenizer_ty: ty,
             overwrite: qwen3_tts::model_file::Overwrite::Refuse,
             parts: qwen3_tts_convert::Parts::TokenizerOnly,
-            progress: false,
         })
         .unwrap_or_else(|e| panic!("converting the tiny speech tokenizer: {e:#}"));
     }

@@ -4,24 +4,26 @@
 //! encoder + decoder). Tensor names and precision rules come from
 //! [`qwen3_tts::gguf_schema`].
 
+pub mod error;
 pub mod metadata;
 #[cfg(feature = "python")]
 mod python;
 pub mod source;
 
 use std::collections::BTreeMap;
-use std::io::Write;
+use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context};
 use qwen3_tts::ggml::gguf::Value;
 use qwen3_tts::ggml::{quantize, GgmlType, MAX_NAME};
-use qwen3_tts::gguf_schema::{self as schema, keys};
+use qwen3_tts::gguf_schema::{self as schema, keys, Fallback};
 use qwen3_tts::model_file::{
-    check_output, write_gguf, FileSummary, Overwrite, PendingFile, TensorPlan,
+    check_output, write_gguf, FileSummary, Overwrite, PendingFile, TensorPlan, WriteProgress,
 };
 use serde_json::Value as Json;
 
+pub use error::{Error, Result};
 pub use source::{MemorySource, Safetensors, SourceDType, SourceTensor, TensorSource};
 
 /// Which of the two files to write.
@@ -43,7 +45,6 @@ pub struct Options {
     pub tokenizer_ty: GgmlType,
     pub overwrite: Overwrite,
     pub parts: Parts,
-    pub progress: bool,
 }
 
 /// How one output tensor is made from the checkpoint.
@@ -64,6 +65,8 @@ pub struct FilePlan {
     pub path: PathBuf,
     pub metadata: Vec<(String, Value)>,
     pub tensors: Vec<TensorPlan>,
+    /// Tensors whose rows do not fit the type the rules want for them.
+    pub fallbacks: Vec<Fallback>,
     recipes: Vec<Recipe>,
 }
 
@@ -140,11 +143,12 @@ fn plan_tensors(
     requested: GgmlType,
     accept: impl Fn(&str) -> bool,
     skip: impl Fn(&str) -> bool,
-) -> Result<(Vec<TensorPlan>, Vec<Recipe>)> {
+) -> Result<(Vec<TensorPlan>, Vec<Recipe>, Vec<Fallback>)> {
     let all = src.tensors();
     let by_name: BTreeMap<&str, &SourceTensor> = all.iter().map(|t| (t.name.as_str(), t)).collect();
     let mut plans = Vec::new();
     let mut recipes = Vec::new();
+    let mut fallbacks = Vec::new();
     for t in &all {
         if !accept(&t.name) {
             bail!(
@@ -189,18 +193,16 @@ fn plan_tensors(
         }
         let ne: Vec<i64> = t.shape.iter().rev().map(|&d| d as i64).collect();
         let ne = if ne.is_empty() { vec![1] } else { ne };
-        let ty = schema::storage_type(
-            schema::role(&gguf, t.shape.len()),
-            requested,
-            ne[0] as usize,
-        );
+        let role = schema::role(&gguf, t.shape.len());
+        let ty = schema::storage_type(role, requested, ne[0] as usize);
+        fallbacks.extend(schema::fallback(&gguf, role, requested, ne[0] as usize, ty));
         plans.push(TensorPlan { name: gguf, ty, ne });
         recipes.push(recipe);
     }
     if plans.is_empty() {
         bail!("{src_name}: no tensors to convert");
     }
-    Ok((plans, recipes))
+    Ok((plans, recipes, fallbacks))
 }
 
 /// Checks that the planned tensors include `required` (by GGUF name).
@@ -253,7 +255,7 @@ pub fn plan_tts(
     md.extend(metadata::text_tokenizer(dir, &tok_config)?);
 
     let src_name = format!("{}/model.safetensors", dir.display());
-    let (tensors, recipes) = plan_tensors(
+    let (tensors, recipes, fallbacks) = plan_tensors(
         src,
         &src_name,
         ty,
@@ -277,6 +279,7 @@ pub fn plan_tts(
         path: outdir.join(format!("tts-{}.gguf", ty.name())),
         metadata: md,
         tensors,
+        fallbacks,
         recipes,
     })
 }
@@ -325,7 +328,7 @@ pub fn plan_tokenizer(
             .is_some_and(|i| i + 1 >= valid)
     };
     let src_name = format!("{}/model.safetensors", dir.display());
-    let (tensors, recipes) = plan_tensors(
+    let (tensors, recipes, fallbacks) = plan_tensors(
         src,
         &src_name,
         ty,
@@ -344,6 +347,7 @@ pub fn plan_tokenizer(
         path: outdir.join(format!("tokenizer-{}.gguf", ty.name())),
         metadata: md,
         tensors,
+        fallbacks,
         recipes,
     })
 }
@@ -396,58 +400,116 @@ fn produce_tensor(
     Ok(())
 }
 
-/// Writes a planned file under a temporary name (committed by the caller).
+/// Writes a planned file under a temporary name (committed by the caller),
+/// reporting each tensor to `progress`.
 pub fn write_plan(
     plan: &FilePlan,
     src: &dyn TensorSource,
     overwrite: Overwrite,
-    progress: &indicatif::ProgressBar,
+    progress: &mut dyn FnMut(WriteProgress<'_>),
 ) -> Result<PendingFile> {
-    progress.set_message(
-        plan.path
-            .file_name()
-            .unwrap_or_default()
-            .to_string_lossy()
-            .into_owned(),
-    );
+    write_plan_to(plan, &plan.path, src, overwrite, progress)
+}
+
+/// [`write_plan`] to another path than the plan's (progress names the plan's).
+fn write_plan_to(
+    plan: &FilePlan,
+    path: &Path,
+    src: &dyn TensorSource,
+    overwrite: Overwrite,
+    progress: &mut dyn FnMut(WriteProgress<'_>),
+) -> Result<PendingFile> {
+    let bytes = plan.tensors.iter().map(|t| t.n_bytes() as u64).sum();
+    progress(WriteProgress::FileStart {
+        path: &plan.path,
+        bytes,
+    });
+    let mut done = 0u64;
     let pending = write_gguf(
-        &plan.path,
+        path,
         &plan.metadata,
         &plan.tensors,
         overwrite,
         |i, t, out| {
             produce_tensor(src, t, &plan.recipes[i], out)
                 .map_err(|e| qwen3_tts::Error::Internal(format!("{e:#}")))?;
-            progress.inc(t.n_bytes() as u64);
+            done += t.n_bytes() as u64;
+            progress(WriteProgress::Tensor {
+                name: &t.name,
+                done,
+            });
             Ok(())
         },
     )?;
+    progress(WriteProgress::FileDone { path: &plan.path });
     Ok(pending)
 }
 
-/// Summarises a written plan (counts and bytes per storage type).
+/// Summarises a written plan (counts and bytes per storage type, fallbacks).
 pub fn summarize(plan: &FilePlan) -> FileSummary {
-    FileSummary::from_plan(&plan.path, &plan.tensors)
+    let mut s = FileSummary::from_plan(&plan.path, &plan.tensors);
+    s.fallbacks = plan.fallbacks.clone();
+    s
 }
 
-fn progress_bar(total: u64, show: bool) -> indicatif::ProgressBar {
-    if !show {
-        return indicatif::ProgressBar::hidden();
+/// Whether two files have the same bytes.
+fn same_bytes(a: &Path, b: &Path) -> std::io::Result<bool> {
+    let len = std::fs::metadata(a)?.len();
+    if std::fs::metadata(b)?.len() != len {
+        return Ok(false);
     }
-    let pb = indicatif::ProgressBar::new(total);
-    pb.set_style(
-        indicatif::ProgressStyle::with_template(
-            "{msg:24} [{bar:40}] {bytes}/{total_bytes} {bytes_per_sec} eta {eta}",
-        )
-        .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar())
-        .progress_chars("=> "),
-    );
-    pb
+    let (mut fa, mut fb) = (std::fs::File::open(a)?, std::fs::File::open(b)?);
+    let (mut ba, mut bb) = (vec![0u8; 1 << 20], vec![0u8; 1 << 20]);
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(ba.len() as u64) as usize;
+        fa.read_exact(&mut ba[..n])?;
+        fb.read_exact(&mut bb[..n])?;
+        if ba[..n] != bb[..n] {
+            return Ok(false);
+        }
+        left -= n as u64;
+    }
+    Ok(true)
+}
+
+/// Whether the existing `plan.path` holds exactly what `plan` writes: the
+/// plan is written to a temporary directory next to it and compared.
+fn identical_to_existing(
+    plan: &FilePlan,
+    src: &dyn TensorSource,
+    progress: &mut dyn FnMut(WriteProgress<'_>),
+) -> Result<bool> {
+    let dir = match plan.path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d,
+        _ => Path::new("."),
+    };
+    let tmp = tempfile::Builder::new()
+        .prefix(".qwen3-tts-convert-")
+        .suffix(".partial")
+        .tempdir_in(dir)
+        .with_context(|| format!("{}: cannot write a temporary file", dir.display()))?;
+    let probe = tmp.path().join(plan.path.file_name().unwrap_or_default());
+    write_plan_to(plan, &probe, src, Overwrite::Refuse, progress)?.commit()?;
+    same_bytes(&probe, &plan.path)
+        .with_context(|| format!("comparing with {}", plan.path.display()))
 }
 
 /// Converts a checkpoint directory. Nothing is written unless every requested
 /// file converts; existing outputs are only replaced with `Overwrite::Replace`.
+///
+/// The speech-tokenizer file is the same for every TTS type: when it exists
+/// with exactly the contents this conversion gives, it is kept (its summary
+/// says `kept`) instead of refused.
 pub fn convert(opts: &Options) -> Result<Vec<FileSummary>> {
+    convert_with_progress(opts, &mut |_| {})
+}
+
+/// [`convert`], reporting the files and tensors written to `progress`.
+pub fn convert_with_progress(
+    opts: &Options,
+    progress: &mut dyn FnMut(WriteProgress<'_>),
+) -> Result<Vec<FileSummary>> {
     let dir = &opts.input;
     let (_, config) = read_config(dir, "Qwen3-TTS")?;
     match model_type(&config) {
@@ -488,25 +550,50 @@ pub fn convert(opts: &Options) -> Result<Vec<FileSummary>> {
             src,
         ));
     }
+    // An existing tokenizer file may be the one this conversion gives.
+    let is_tokenizer = |plan: &FilePlan| {
+        plan.metadata.iter().any(|(k, v)| {
+            k == keys::ARCHITECTURE && matches!(v, Value::Str(a) if a == schema::ARCH_TOKENIZER)
+        })
+    };
+    let compare = |plan: &FilePlan| {
+        is_tokenizer(plan) && opts.overwrite == Overwrite::Refuse && plan.path.exists()
+    };
     for (plan, _) in &jobs {
-        check_output(&plan.path, opts.overwrite)?;
+        if !compare(plan) {
+            check_output(&plan.path, opts.overwrite)?;
+        }
+    }
+    let mut kept = vec![false; jobs.len()];
+    for (i, (plan, src)) in jobs.iter().enumerate() {
+        if compare(plan) {
+            if !identical_to_existing(plan, src, progress)? {
+                bail!(
+                    "{}: already exists with other contents (use --force to overwrite)",
+                    plan.path.display()
+                );
+            }
+            kept[i] = true;
+        }
     }
 
-    let total: u64 = jobs
-        .iter()
-        .flat_map(|(p, _)| &p.tensors)
-        .map(|t| t.n_bytes() as u64)
-        .sum();
-    let pb = progress_bar(total, opts.progress);
     let mut pending = Vec::new();
-    for (plan, src) in &jobs {
-        pending.push(write_plan(plan, src, opts.overwrite, &pb)?);
+    for (i, (plan, src)) in jobs.iter().enumerate() {
+        if !kept[i] {
+            pending.push(write_plan(plan, src, opts.overwrite, progress)?);
+        }
     }
-    pb.finish_and_clear();
     for p in pending {
         p.commit()?;
     }
-    Ok(jobs.iter().map(|(plan, _)| summarize(plan)).collect())
+    Ok(jobs
+        .iter()
+        .zip(kept)
+        .map(|((plan, _), kept)| FileSummary {
+            kept,
+            ..summarize(plan)
+        })
+        .collect())
 }
 
 /// Which file a tensor source holds.
@@ -535,6 +622,6 @@ pub fn convert_source(
         FileKind::Tokenizer => plan_tokenizer(config_dir, src, ty, outdir)?,
     };
     check_output(&plan.path, overwrite)?;
-    write_plan(&plan, src, overwrite, &indicatif::ProgressBar::hidden())?.commit()?;
+    write_plan(&plan, src, overwrite, &mut |_| {})?.commit()?;
     Ok(summarize(&plan))
 }

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context, Result};
 use qwen3_tts::ggml::gguf::Value;
 use qwen3_tts::gguf_schema::keys;
 use serde_json::Value as Json;

@@ -5,7 +5,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context, Result};
 use qwen3_tts::ggml::mmap::MappedFile;
 use safetensors::{Dtype, SafeTensors};
 
@@ -133,15 +133,17 @@ impl Safetensors {
             let (header_len, meta) =
                 SafeTensors::read_metadata(map.bytes()).map_err(|e| match e {
                     safetensors::SafeTensorError::MetadataIncompleteBuffer
-                    | safetensors::SafeTensorError::HeaderTooSmall => anyhow::anyhow!(
+                    | safetensors::SafeTensorError::HeaderTooSmall => {
+                        crate::error::Error::msg(format!(
                         "{}: truncated safetensors file ({} bytes; its header describes more data)",
                         path.display(),
                         map.len()
-                    ),
-                    other => anyhow::anyhow!(
+                    ))
+                    }
+                    other => crate::error::Error::msg(format!(
                         "{}: not a valid safetensors file: {other:?}",
                         path.display()
-                    ),
+                    )),
                 })?;
             let data_start = 8 + header_len;
             let mut entries = BTreeMap::new();

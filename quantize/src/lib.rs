@@ -4,11 +4,13 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
 use qwen3_tts::ggml::gguf::Value;
 use qwen3_tts::ggml::{quantize, GgmlType};
 use qwen3_tts::gguf_schema::{self as schema, keys};
-use qwen3_tts::model_file::{write_gguf_with_base, FileSummary, GgufFile, Overwrite, TensorPlan};
+use qwen3_tts::model_file::{
+    write_gguf_with_base, FileSummary, GgufFile, Overwrite, TensorPlan, WriteProgress,
+};
+use qwen3_tts::{Error, Result};
 
 /// Rows converted at a time, in elements (bounds peak memory).
 const CHUNK_ELEMENTS: usize = 1 << 22;
@@ -19,23 +21,38 @@ pub fn requantize(
     output: &Path,
     ty: GgmlType,
     overwrite: Overwrite,
-    progress: bool,
+) -> Result<FileSummary> {
+    requantize_with_progress(input, output, ty, overwrite, &mut |_| {})
+}
+
+/// [`requantize`], reporting the file and each tensor written to `progress`.
+pub fn requantize_with_progress(
+    input: &Path,
+    output: &Path,
+    ty: GgmlType,
+    overwrite: Overwrite,
+    progress: &mut dyn FnMut(WriteProgress<'_>),
 ) -> Result<FileSummary> {
     let src = GgufFile::open(input)?;
     let arch = src.architecture();
     if arch != schema::ARCH_TTS && arch != schema::ARCH_TOKENIZER {
-        bail!(
-            "{}: architecture '{arch}' is not a qwen3-tts file (expected '{}' or '{}')",
-            input.display(),
-            schema::ARCH_TTS,
-            schema::ARCH_TOKENIZER
-        );
+        return Err(Error::WrongModel {
+            path: input.to_path_buf(),
+            reason: format!(
+                "architecture '{arch}' is not a qwen3-tts file (expected '{}' or '{}')",
+                schema::ARCH_TTS,
+                schema::ARCH_TOKENIZER
+            ),
+        });
     }
     if input.canonicalize().ok() == output.canonicalize().ok() && output.exists() {
-        bail!(
-            "{}: output is the input file; write to another path",
-            output.display()
-        );
+        return Err(Error::invalid(
+            "output",
+            format!(
+                "{} is the input file; write to another path",
+                output.display()
+            ),
+        ));
     }
     let plan: Vec<TensorPlan> = src
         .tensors()
@@ -46,13 +63,17 @@ pub fn requantize(
             ne: t.ne.clone(),
         })
         .collect();
+    let fallbacks = plan
+        .iter()
+        .filter_map(|t| schema::tensor_fallback(&t.name, &t.ne, ty, t.ty))
+        .collect();
     let overrides = vec![(keys::FILE_TYPE.to_string(), Value::U32(ty.id()))];
     let total: u64 = plan.iter().map(|t| t.n_bytes() as u64).sum();
-    let pb = if progress {
-        indicatif::ProgressBar::new(total)
-    } else {
-        indicatif::ProgressBar::hidden()
-    };
+    progress(WriteProgress::FileStart {
+        path: output,
+        bytes: total,
+    });
+    let mut done = 0u64;
     let pending = write_gguf_with_base(
         output,
         Some(src.header()),
@@ -74,16 +95,21 @@ pub fn requantize(
                     n * row,
                 );
                 out.write_all(&quantize(t.ty, &values, row))
-                    .map_err(|e| qwen3_tts::Error::io(output, e))?;
+                    .map_err(|e| Error::io(output, e))?;
             }
             src.release_tensor(&t.name);
-            pb.inc(t.n_bytes() as u64);
+            done += t.n_bytes() as u64;
+            progress(WriteProgress::Tensor {
+                name: &t.name,
+                done,
+            });
             Ok(())
         },
-    )
-    .with_context(|| format!("writing {}", output.display()))?;
-    pb.finish_and_clear();
+    )?;
+    progress(WriteProgress::FileDone { path: output });
     pending.commit()?;
 
-    Ok(FileSummary::from_plan(output, &plan))
+    let mut summary = FileSummary::from_plan(output, &plan);
+    summary.fallbacks = fallbacks;
+    Ok(summary)
 }

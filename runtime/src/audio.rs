@@ -125,31 +125,24 @@ fn probe(path: &Path, file: File) -> Result<Box<dyn FormatReader>> {
     ) {
         Ok(f) => Ok(f),
         // No format matched at all ...
-        Err(SymError::Unsupported(what)) if what.starts_with("core (probe)") => {
-            return Err(Error::bad_audio(
-                &name,
-                format!("not a recognised audio file ({SUPPORTED})"),
-            ))
-        }
+        Err(SymError::Unsupported(what)) if what.starts_with("core (probe)") => Err(
+            Error::bad_audio(&name, format!("not a recognised audio file ({SUPPORTED})")),
+        ),
         // ... or a container was recognised but its content is not (e.g. MP3-in-WAV).
-        Err(SymError::Unsupported(what)) => {
-            return Err(Error::bad_audio(
-                &name,
-                format!("unsupported audio encoding ({what}; {SUPPORTED})"),
-            ))
-        }
+        Err(SymError::Unsupported(what)) => Err(Error::bad_audio(
+            &name,
+            format!("unsupported audio encoding ({what}; {SUPPORTED})"),
+        )),
         Err(SymError::IoError(e)) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
-            return Err(Error::bad_audio(
+            Err(Error::bad_audio(
                 &name,
                 format!("not a recognised audio file, or truncated ({SUPPORTED})"),
             ))
         }
-        Err(e) => {
-            return Err(Error::bad_audio(
-                &name,
-                format!("cannot read the audio file: {e}"),
-            ))
-        }
+        Err(e) => Err(Error::bad_audio(
+            &name,
+            format!("cannot read the audio file: {e}"),
+        )),
     }
 }
 
@@ -165,13 +158,13 @@ fn audio_track(
     let track = format
         .first_track_known_codec(TrackType::Audio)
         .or_else(|| format.first_track(TrackType::Audio))
-        .ok_or_else(|| Error::bad_audio(&name, format!("no audio track")))?;
+        .ok_or_else(|| Error::bad_audio(&name, "no audio track"))?;
     let track_id = track.id;
     let params = track
         .codec_params
         .as_ref()
         .and_then(|p| p.audio())
-        .ok_or_else(|| Error::bad_audio(&name, format!("audio track without codec parameters")))?
+        .ok_or_else(|| Error::bad_audio(&name, "audio track without codec parameters"))?
         .clone();
     let rate = params.sample_rate.unwrap_or(0);
     let limit_frames = |rate: u32| (max_seconds * rate as f64).floor() as u64;
@@ -263,7 +256,7 @@ fn decode_mono(
             ));
         }
         if rate == 0 {
-            return Err(Error::bad_audio(&name, format!("unknown sample rate")));
+            return Err(Error::bad_audio(&name, "unknown sample rate"));
         }
         let frames = buf.frames();
         if (mono.len() + frames) as u64 > limit_frames(rate) {
@@ -451,4 +444,52 @@ fn gcd(a: usize, b: usize) -> usize {
     } else {
         gcd(b, a % b)
     }
+}
+
+/// Sample format of a written WAV file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SampleFormat {
+    /// 16-bit PCM (samples clamped to ±1).
+    S16,
+    /// 32-bit IEEE float (values kept as they are).
+    F32,
+}
+
+/// A mono WAV file of `samples` at `sample_rate`, as bytes.
+pub fn encode_wav(samples: &[f32], sample_rate: u32, format: SampleFormat) -> Result<Vec<u8>> {
+    let mut cursor = std::io::Cursor::new(Vec::new());
+    write_wav(&mut cursor, samples, sample_rate, format)?;
+    Ok(cursor.into_inner())
+}
+
+/// Writes a mono WAV file of `samples` at `sample_rate` to `out`.
+pub fn write_wav<W: std::io::Write + std::io::Seek>(
+    out: W,
+    samples: &[f32],
+    sample_rate: u32,
+    format: SampleFormat,
+) -> Result<()> {
+    let (bits, sample_format) = match format {
+        SampleFormat::S16 => (16, hound::SampleFormat::Int),
+        SampleFormat::F32 => (32, hound::SampleFormat::Float),
+    };
+    let spec = hound::WavSpec {
+        channels: 1,
+        sample_rate,
+        bits_per_sample: bits,
+        sample_format,
+    };
+    let err = |e: hound::Error| match e {
+        hound::Error::IoError(e) => Error::io("WAV output", e),
+        e => Error::Internal(format!("writing WAV: {e}")),
+    };
+    let mut w = hound::WavWriter::new(out, spec).map_err(err)?;
+    for &s in samples {
+        match format {
+            SampleFormat::S16 => w.write_sample((s.clamp(-1.0, 1.0) * 32767.0).round() as i16),
+            SampleFormat::F32 => w.write_sample(s),
+        }
+        .map_err(err)?;
+    }
+    w.finalize().map_err(err)
 }

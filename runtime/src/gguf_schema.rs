@@ -549,3 +549,93 @@ mod tests {
         assert!(parse_file_type("i32").is_err());
     }
 }
+
+/// A tensor stored in another type than the rules ask for with the requested
+/// file type, because its rows do not fit that type's block size.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Fallback {
+    /// GGUF tensor name.
+    pub name: String,
+    /// The type the rules give a tensor of this role whose rows fit.
+    pub wanted: GgmlType,
+    /// The type it is stored as.
+    pub used: GgmlType,
+    /// Its row length (ggml `ne[0]`).
+    pub row_len: usize,
+}
+
+impl Fallback {
+    /// Why the tensor fell back, e.g. "row length 64 is not a multiple of 256".
+    pub fn reason(&self) -> String {
+        format!(
+            "row length {} is not a multiple of {}",
+            self.row_len,
+            self.wanted.block_size()
+        )
+    }
+}
+
+/// The fallback of a tensor of `role` with rows of `row_len` stored as `used`
+/// when `requested` is asked for, if its rows do not fit the wanted type.
+pub fn fallback(
+    name: &str,
+    role: Role,
+    requested: GgmlType,
+    row_len: usize,
+    used: GgmlType,
+) -> Option<Fallback> {
+    // 256 is a multiple of every block size: the type a fitting row gets.
+    let wanted = storage_type(role, requested, 256);
+    (wanted != used).then(|| Fallback {
+        name: name.to_string(),
+        wanted,
+        used,
+        row_len,
+    })
+}
+
+/// [`fallback`] for the tensor `gguf_name` with ggml dims `ne` (the role as
+/// in [`tensor_storage_type`]).
+pub fn tensor_fallback(
+    gguf_name: &str,
+    ne: &[i64],
+    requested: GgmlType,
+    used: GgmlType,
+) -> Option<Fallback> {
+    let rank = ne.iter().rposition(|&d| d != 1).map_or(1, |p| p + 1);
+    fallback(
+        gguf_name,
+        role(gguf_name, rank),
+        requested,
+        ne[0] as usize,
+        used,
+    )
+}
+
+#[cfg(test)]
+mod fallback_tests {
+    use super::*;
+    use GgmlType::*;
+
+    #[test]
+    fn fallbacks_name_the_wanted_type_and_the_row_length() {
+        let f = tensor_fallback("talker.blk.0.attn_q.weight", &[64, 128], Q4_K, Q8_0).unwrap();
+        assert_eq!((f.wanted, f.used, f.row_len), (Q4_K, Q8_0, 64));
+        assert_eq!(f.reason(), "row length 64 is not a multiple of 256");
+        // Rows that fit, and the fixed rules (norms, convs, Q8_0 heads), are no fallback.
+        assert_eq!(
+            tensor_fallback("talker.blk.0.attn_q.weight", &[512, 8], Q4_K, Q4_K),
+            None
+        );
+        assert_eq!(
+            tensor_fallback("talker.output_norm.weight", &[64], Q4_K, F32),
+            None
+        );
+        assert_eq!(
+            tensor_fallback("talker.text_embd.weight", &[512, 8], Q4_K, Q8_0),
+            None
+        );
+        let f = tensor_fallback("talker.text_embd.weight", &[20, 8], Q8_0, F16).unwrap();
+        assert_eq!((f.wanted, f.used), (Q8_0, F16));
+    }
+}

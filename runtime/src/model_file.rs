@@ -416,6 +416,10 @@ pub struct FileSummary {
     pub path: PathBuf,
     pub file_bytes: u64,
     pub by_type: std::collections::BTreeMap<&'static str, (usize, usize)>,
+    /// Tensors stored in another type than asked for (rows that do not fit).
+    pub fallbacks: Vec<crate::gguf_schema::Fallback>,
+    /// The file existed with identical contents and was kept as it was.
+    pub kept: bool,
 }
 
 impl FileSummary {
@@ -452,4 +456,15 @@ impl std::fmt::Display for FileSummary {
         }
         Ok(())
     }
+}
+
+/// Progress of writing a GGUF file (converter, quantizer), for a display.
+#[derive(Clone, Copy, Debug)]
+pub enum WriteProgress<'a> {
+    /// A file starts: its final path and the bytes of tensor data to write.
+    FileStart { path: &'a Path, bytes: u64 },
+    /// Tensor `name` is written; `done` bytes of this file's tensor data so far.
+    Tensor { name: &'a str, done: u64 },
+    /// All tensors of the file are written (it still has its temporary name).
+    FileDone { path: &'a Path },
 }

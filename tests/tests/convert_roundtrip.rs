@@ -248,7 +248,6 @@ fn every_variant_at_every_type_round_trips() {
                 } else {
                     Parts::TtsOnly
                 },
-                progress: false,
             };
             let summaries = convert(&opts).unwrap_or_else(|e| panic!("{variant} {ty:?}: {e:#}"));
             let tts = GgufFile::open_arch(&summaries[0].path, schema::ARCH_TTS).unwrap();
@@ -280,7 +279,6 @@ fn quantizer_matches_direct_conversion() {
             tokenizer_ty: ty,
             overwrite: Overwrite::Refuse,
             parts: Parts::TtsOnly,
-            progress: false,
         })
         .unwrap()
         .remove(0)
@@ -290,7 +288,7 @@ fn quantizer_matches_direct_conversion() {
     let direct = mk(GgmlType::Q8_0, "b");
     for ty in [GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::F16] {
         let requant = out.path().join(format!("re-{}.gguf", ty.name()));
-        qwen3_tts_quantize::requantize(&f32_path, &requant, ty, Overwrite::Refuse, false).unwrap();
+        qwen3_tts_quantize::requantize(&f32_path, &requant, ty, Overwrite::Refuse).unwrap();
         let r = GgufFile::open_arch(&requant, schema::ARCH_TTS).unwrap();
         assert_eq!(r.get_int(keys::FILE_TYPE).unwrap(), ty.id() as i64);
         check_tensors(&r, &dir, ty, None);
@@ -315,14 +313,12 @@ fn quantizer_matches_direct_conversion() {
         tokenizer_ty: GgmlType::F32,
         overwrite: Overwrite::Refuse,
         parts: Parts::TokenizerOnly,
-        progress: false,
     })
     .unwrap()
     .remove(0)
     .path;
     let requant = out.path().join("tok-q4_k.gguf");
-    qwen3_tts_quantize::requantize(&tok, &requant, GgmlType::Q4_K, Overwrite::Refuse, false)
-        .unwrap();
+    qwen3_tts_quantize::requantize(&tok, &requant, GgmlType::Q4_K, Overwrite::Refuse).unwrap();
     let r = GgufFile::open_arch(&requant, schema::ARCH_TOKENIZER).unwrap();
     let tok_dir = dir.join("speech_tokenizer");
     let (_, config) = read_json(&tok_dir.join("config.json"));
@@ -371,7 +367,6 @@ fn in_memory_state_dict_converts_like_the_files() {
             tokenizer_ty: GgmlType::Q8_0,
             overwrite: Overwrite::Refuse,
             parts,
-            progress: false,
         })
         .unwrap()
         .remove(0)
@@ -439,7 +434,6 @@ fn sharded_f16_checkpoint_converts() {
         tokenizer_ty: GgmlType::F32,
         overwrite: Overwrite::Refuse,
         parts: Parts::TtsOnly,
-        progress: false,
     })
     .unwrap();
     let gguf = GgufFile::open_arch(&summary[0].path, schema::ARCH_TTS).unwrap();

@@ -223,7 +223,6 @@ fn model_load_errors_name_the_problem() {
         tokenizer_ty: GgmlType::F16,
         overwrite: Overwrite::Refuse,
         parts: qwen3_tts_convert::Parts::TokenizerOnly,
-        progress: false,
     })
     .unwrap()
     .remove(0)

@@ -373,3 +373,232 @@ fn cloning_errors_are_clear() {
     assert!(!o.status.success());
     assert!(stderr(&o).contains("Base model"), "{}", stderr(&o));
 }
+
+#[test]
+fn empty_text_is_refused_before_loading() {
+    let tmp = tempfile::tempdir().unwrap();
+    // The model does not exist: an error about the text shows it was checked first.
+    let missing = tmp.path().join("missing.gguf");
+    let m = missing.to_str().unwrap();
+    let out = tmp.path().join("out.wav");
+    let o = out.to_str().unwrap();
+    let empty = tmp.path().join("empty.txt");
+    std::fs::write(&empty, "\n").unwrap();
+    for (args, needle) in [
+        (vec!["--text", ""], "--text is empty"),
+        (vec!["--text", " \t\n "], "--text is empty"),
+        (vec!["--text-file", empty.to_str().unwrap()], "empty.txt"),
+    ] {
+        let mut a = vec!["-m", m, "-t", m, "-o", o, "--speaker", "ryan"];
+        a.extend(&args);
+        let r = run(&a);
+        assert!(!r.status.success(), "{args:?} succeeded");
+        let e = stderr(&r);
+        assert!(
+            e.contains(needle) && e.contains("no text to speak"),
+            "{args:?}: '{needle}' not in: {e}"
+        );
+        assert!(!e.contains("missing.gguf"), "{args:?}: loaded first: {e}");
+        assert!(!out.exists());
+    }
+}
+
+/// Files of `dir` whose name contains `.part`.
+fn part_files(dir: &Path) -> Vec<String> {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.contains(".part"))
+        .collect()
+}
+
+#[test]
+fn interrupt_removes_the_temporary_output() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let (tts, tok) = models("0.6B-CustomVoice", tmp.path());
+    let outdir = tmp.path().join("out");
+    std::fs::create_dir(&outdir).unwrap();
+    let out = outdir.join("long.wav");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_qwen3-tts-run"))
+        .args([
+            "-m",
+            tts.to_str().unwrap(),
+            "-t",
+            tok.to_str().unwrap(),
+            "--speaker",
+            "ryan",
+            "--text",
+            "A long one.",
+            "--max-frames",
+            "20000",
+            "--min-frames",
+            "20000",
+            "--threads",
+            "1",
+            "-o",
+            out.to_str().unwrap(),
+        ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start qwen3-tts-run");
+    // Wait until it generates (stderr is a pipe: one plain line per stage).
+    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
+    let mut seen = Vec::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        seen.push(line.clone());
+        if line.starts_with("generating") {
+            break;
+        }
+    }
+    assert!(
+        seen.iter().any(|l| l.starts_with("generating")),
+        "no generating line: {seen:?}"
+    );
+    assert_eq!(part_files(&outdir).len(), 1, "{:?}", part_files(&outdir));
+    assert!(child.try_wait().unwrap().is_none(), "finished already");
+    let kill = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+    let rest: Vec<String> = lines.map_while(|l| l.ok()).collect();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130), "{status:?}; stderr: {rest:?}");
+    assert!(part_files(&outdir).is_empty(), "{:?}", part_files(&outdir));
+    assert!(!out.exists());
+}
+
+#[test]
+fn stages_are_plain_lines_without_a_terminal() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let (tts, tok) = models("0.6B-CustomVoice", tmp.path());
+    let out = tmp.path().join("out.wav");
+    let r = run(&[
+        "-m",
+        tts.to_str().unwrap(),
+        "-t",
+        tok.to_str().unwrap(),
+        "--speaker",
+        "ryan",
+        "--text",
+        "Hello.",
+        "--max-frames",
+        "3",
+        "--min-frames",
+        "3",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let e = stderr(&r);
+    let lines: Vec<&str> = e.lines().collect();
+    assert_eq!(lines.len(), 5, "{e}");
+    assert_eq!(lines[0], "loading…");
+    assert_eq!(lines[1], "generating…");
+    assert!(lines[2].starts_with("generated 3 frames in "), "{e}");
+    assert_eq!(lines[3], "vocoding…");
+    assert!(
+        lines[4].contains("RTF") && lines[4].contains("3 frames"),
+        "{e}"
+    );
+
+    // --quiet prints nothing.
+    let r = run(&[
+        "-m",
+        tts.to_str().unwrap(),
+        "-t",
+        tok.to_str().unwrap(),
+        "--speaker",
+        "ryan",
+        "--text",
+        "Hello.",
+        "--max-frames",
+        "2",
+        "--force",
+        "-q",
+        "-o",
+        out.to_str().unwrap(),
+    ]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert_eq!(stderr(&r), "");
+}
+
+#[test]
+fn list_voices_reads_only_the_metadata() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let (tts, tok) = models("0.6B-CustomVoice", tmp.path());
+    let r = run(&["-m", tts.to_str().unwrap(), "--list-voices"]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    let listed = String::from_utf8_lossy(&r.stdout).into_owned();
+    for want in [
+        "model type: CustomVoice",
+        "speaker: ryan\n",
+        "speaker: dylan (dialect: beijing_dialect)",
+        "english",
+        "chinese",
+    ] {
+        assert!(listed.contains(want), "'{want}' not in: {listed}");
+    }
+
+    // The same metadata without a single tensor lists the same voices...
+    let src = qwen3_tts::model_file::GgufFile::open(&tts).unwrap();
+    let header_only = tmp.path().join("header-only.gguf");
+    qwen3_tts::model_file::write_gguf_with_base(
+        &header_only,
+        Some(src.header()),
+        &[],
+        &[],
+        qwen3_tts::model_file::Overwrite::Refuse,
+        |_, _, _| Ok(()),
+    )
+    .unwrap()
+    .commit()
+    .unwrap();
+    assert!(qwen3_tts::model_file::GgufFile::open(&header_only)
+        .unwrap()
+        .tensors()
+        .is_empty());
+    let r = run(&["-m", header_only.to_str().unwrap(), "--list-voices"]);
+    assert!(r.status.success(), "{}", stderr(&r));
+    assert_eq!(String::from_utf8_lossy(&r.stdout), listed);
+    // ...while synthesising with it fails on the missing weights.
+    let r = run(&[
+        "-m",
+        header_only.to_str().unwrap(),
+        "-t",
+        tok.to_str().unwrap(),
+        "--speaker",
+        "ryan",
+        "--text",
+        "Hi.",
+        "-o",
+        tmp.path().join("x.wav").to_str().unwrap(),
+    ]);
+    assert!(!r.status.success());
+    assert!(
+        stderr(&r).contains("header-only.gguf") && stderr(&r).contains("tensor"),
+        "{}",
+        stderr(&r)
+    );
+}
+
+#[test]
+fn help_says_which_flags_go_with_which_model() {
+    let r = run(&["--help"]);
+    assert!(r.status.success());
+    let h = String::from_utf8_lossy(&r.stdout);
+    for want in [
+        "CustomVoice  a preset speaker: --speaker NAME",
+        "Base         a cloned voice: --ref-audio FILE [--ref-text TRANSCRIPT]",
+        "--voice FILE.qvoice",
+        "VoiceDesign  a described voice: --instruct DESCRIPTION",
+        "Examples:",
+    ] {
+        assert!(h.contains(want), "'{want}' not in: {h}");
+    }
+}

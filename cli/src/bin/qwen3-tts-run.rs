@@ -1,8 +1,9 @@
 //! `qwen3-tts-run`: text → 24 kHz WAV with a converted Qwen3-TTS model.
 
-use std::io::Write;
+use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context as _, Result};
@@ -10,8 +11,9 @@ use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use qwen3_tts::audio;
 use qwen3_tts::config::{ModelType, TtsConfig};
-use qwen3_tts::model_file::Overwrite;
-use qwen3_tts::pipeline::{GenerateOptions, Synthesizer, TtsModel, MAX_REFERENCE_SECONDS};
+use qwen3_tts::gguf_schema::ARCH_TTS;
+use qwen3_tts::model_file::{GgufFile, Overwrite};
+use qwen3_tts::pipeline::{GenerateOptions, Progress, Synthesizer, MAX_REFERENCE_SECONDS};
 use qwen3_tts::prompt::{Request, Voice};
 use qwen3_tts::voice::VoicePrompt;
 
@@ -21,6 +23,15 @@ enum SampleFormat {
     S16,
     /// 32-bit float
     F32,
+}
+
+impl From<SampleFormat> for audio::SampleFormat {
+    fn from(f: SampleFormat) -> Self {
+        match f {
+            SampleFormat::S16 => audio::SampleFormat::S16,
+            SampleFormat::F32 => audio::SampleFormat::F32,
+        }
+    }
 }
 
 #[derive(Clone, Copy, Debug, ValueEnum)]
@@ -33,9 +44,25 @@ enum TextLayout {
     NonStreaming,
 }
 
+const EXAMPLES: &str = "\
+Which flags go with which model type:
+  CustomVoice  a preset speaker: --speaker NAME (see --list-voices); 1.7B also takes --instruct
+  Base         a cloned voice: --ref-audio FILE [--ref-text TRANSCRIPT] [--x-vector-only], or --voice FILE.qvoice
+  VoiceDesign  a described voice: --instruct DESCRIPTION
+
+Examples:
+  qwen3-tts-run -m models/tts-q8_0.gguf --list-voices
+  qwen3-tts-run -m models/tts-q8_0.gguf -t models/tokenizer-f16.gguf \\
+      --speaker ryan --language english --text \"Hello there!\" -o out.wav
+  qwen3-tts-run -m tts-0.6b-base-q8_0.gguf -t tokenizer-f16.gguf \\
+      --ref-audio me.wav --ref-text \"What I say in me.wav.\" --text \"Something new.\" -o new.wav
+  qwen3-tts-run -m tts-0.6b-base-q8_0.gguf -t tokenizer-f16.gguf --voice me.qvoice --text \"Hi.\" -o hi.wav
+  qwen3-tts-run -m tts-1.7b-voicedesign.gguf -t tokenizer-f16.gguf \\
+      --instruct \"A warm, calm narrator\" --text-file story.txt -o - > story.wav";
+
 /// Synthesise speech with a Qwen3-TTS model converted by qwen3-tts-convert.
 #[derive(Parser, Debug)]
-#[command(version, about)]
+#[command(version, about, after_help = EXAMPLES)]
 struct Args {
     /// TTS model file (tts-<type>.gguf)
     #[arg(short = 'm', long = "model")]
@@ -134,8 +161,28 @@ struct Args {
     quiet: bool,
 }
 
+/// The temporary output file, removed by the Ctrl-C / SIGTERM handler.
+static TEMP_OUTPUT: Mutex<Option<PathBuf>> = Mutex::new(None);
+
+/// Exit status after an interrupt (128 + SIGINT), as shells report it.
+const INTERRUPTED: i32 = 130;
+
 fn main() -> ExitCode {
     let args = Args::parse();
+    let handler = ctrlc::set_handler(|| {
+        // Holding the lock also waits for a rename in progress to finish.
+        let temp = TEMP_OUTPUT.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(path) = temp.as_ref() {
+            let _ = std::fs::remove_file(path);
+        }
+        eprintln!("\nqwen3-tts-run: interrupted");
+        std::process::exit(INTERRUPTED);
+    });
+    if let Err(e) = handler {
+        eprintln!(
+            "qwen3-tts-run: warning: no interrupt handler ({e}); Ctrl-C may leave a temporary file"
+        );
+    }
     match run(&args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -182,6 +229,7 @@ impl Sink {
             use std::os::unix::fs::PermissionsExt;
             builder.permissions(std::fs::Permissions::from_mode(0o644));
         }
+        let mut registered = TEMP_OUTPUT.lock().unwrap_or_else(|e| e.into_inner());
         let temp = builder.tempfile_in(dir).with_context(|| {
             format!(
                 "output {}: cannot write in {}",
@@ -189,6 +237,7 @@ impl Sink {
                 dir.display()
             )
         })?;
+        *registered = Some(temp.path().to_path_buf());
         Ok(Sink::File {
             temp,
             path: path.to_path_buf(),
@@ -207,52 +256,36 @@ impl Sink {
                 temp.write_all(wav)
                     .and_then(|_| temp.as_file().sync_all())
                     .with_context(|| format!("writing {}", path.display()))?;
+                let mut registered = TEMP_OUTPUT.lock().unwrap_or_else(|e| e.into_inner());
                 let persisted = if force {
                     temp.persist(&path).map(|_| ())
                 } else {
                     temp.persist_noclobber(&path).map(|_| ())
                 };
+                // Renamed, or removed when the error drops the temporary file.
+                *registered = None;
                 persisted.map_err(|e| anyhow::anyhow!("output {}: {}", path.display(), e.error))
             }
         }
     }
 }
 
-fn wav_bytes(samples: &[f32], sample_rate: u32, format: SampleFormat) -> Result<Vec<u8>> {
-    let (bits, sample_format) = match format {
-        SampleFormat::S16 => (16, hound::SampleFormat::Int),
-        SampleFormat::F32 => (32, hound::SampleFormat::Float),
-    };
-    let spec = hound::WavSpec {
-        channels: 1,
-        sample_rate,
-        bits_per_sample: bits,
-        sample_format,
-    };
-    let mut cursor = std::io::Cursor::new(Vec::new());
-    {
-        let mut w = hound::WavWriter::new(&mut cursor, spec)?;
-        for &s in samples {
-            match format {
-                SampleFormat::S16 => {
-                    w.write_sample((s.clamp(-1.0, 1.0) * 32767.0).round() as i16)?
-                }
-                SampleFormat::F32 => w.write_sample(s)?,
-            }
-        }
-        w.finalize()?;
-    }
-    Ok(cursor.into_inner())
-}
-
+/// The text to speak; empty or whitespace-only text is refused.
 fn text(args: &Args) -> Result<String> {
-    match (&args.text, &args.text_file) {
-        (Some(t), None) => Ok(t.clone()),
+    let text = match (&args.text, &args.text_file) {
+        (Some(t), None) => t.clone(),
         (None, Some(f)) => std::fs::read_to_string(f)
             .with_context(|| format!("--text-file {}", f.display()))
-            .map(|t| t.trim_end_matches(['\n', '\r']).to_string()),
+            .map(|t| t.trim_end_matches(['\n', '\r']).to_string())?,
         _ => bail!("give the text with --text TEXT or --text-file FILE"),
+    };
+    if text.trim().is_empty() {
+        match &args.text_file {
+            Some(f) => bail!("--text-file {}: there is no text to speak", f.display()),
+            None => bail!("--text is empty: there is no text to speak"),
+        }
     }
+    Ok(text)
 }
 
 fn options(args: &Args, synth: &Synthesizer) -> Result<GenerateOptions> {
@@ -349,7 +382,12 @@ fn cloned_voice(args: &Args, synth: &mut Synthesizer) -> Result<Option<VoiceProm
     Ok(Some(voice))
 }
 
-fn request(args: &Args, synth: &Synthesizer, cloned: Option<&VoicePrompt>) -> Result<Request> {
+fn request(
+    args: &Args,
+    text: String,
+    synth: &Synthesizer,
+    cloned: Option<&VoicePrompt>,
+) -> Result<Request> {
     let cfg = &synth.model.config;
     let voice = match (&args.speaker, cfg.model_type) {
         _ if cloned.is_some() => cloned.expect("checked").voice(args.x_vector_only),
@@ -367,7 +405,7 @@ fn request(args: &Args, synth: &Synthesizer, cloned: Option<&VoicePrompt>) -> Re
         (None, ModelType::VoiceDesign) => Voice::None,
     };
     Ok(Request {
-        text: text(args)?,
+        text,
         language: args.language.clone(),
         voice,
         instruct: args.instruct.clone(),
@@ -398,8 +436,9 @@ fn run(args: &Args) -> Result<()> {
         bail!("--threads must be at least 1");
     }
     if args.list_voices {
-        let model = TtsModel::load(&args.model)?;
-        list_voices(&model.config);
+        // The metadata is enough: no weights are loaded.
+        let file = GgufFile::open_arch(&args.model, ARCH_TTS)?;
+        list_voices(&TtsConfig::from_gguf(&file)?);
         return Ok(());
     }
     let Some(tokenizer) = &args.tokenizer else {
@@ -416,11 +455,15 @@ fn run(args: &Args) -> Result<()> {
             );
         }
     }
+    // The text is checked before the model is loaded.
+    let text = if only_save { None } else { Some(text(args)?) };
     let sink = if only_save {
         None
     } else {
         Some(Sink::open(&args.output, args.force)?)
     };
+    let status = Status::new(args.quiet);
+    status.stage("loading…");
     let started = Instant::now();
     let mut synth = Synthesizer::load(&args.model, tokenizer, threads)?;
     let load_s = started.elapsed().as_secs_f64();
@@ -432,37 +475,28 @@ fn run(args: &Args) -> Result<()> {
         }
         return Ok(());
     };
-    let req = request(args, &synth, cloned.as_ref())?;
+    let req = request(args, text.expect("not only_save"), &synth, cloned.as_ref())?;
     let opts = options(args, &synth)?;
 
-    let bar = if args.quiet {
-        ProgressBar::hidden()
-    } else {
-        let b = ProgressBar::new_spinner();
-        b.set_style(
-            ProgressStyle::with_template("{spinner} {pos} frames ({msg}) {elapsed}")
-                .expect("valid template"),
-        );
-        b.enable_steady_tick(Duration::from_millis(200));
-        b
-    };
+    status.stage("generating…");
     let gen_start = Instant::now();
-    let result = synth.synthesize(&req, &opts, |p| {
-        let qwen3_tts::pipeline::Progress::Frames(n) = p else {
-            bar.set_message("vocoding");
-            return;
-        };
-        let secs = gen_start.elapsed().as_secs_f64();
-        bar.set_position(n as u64);
-        bar.set_message(format!(
-            "{:.1} frames/s, {:.2} s of audio",
-            n as f64 / secs.max(1e-9),
-            n as f64 * 0.08
-        ));
+    let mut frames = 0;
+    let result = synth.synthesize(&req, &opts, |p| match p {
+        Progress::Frames(n) => {
+            frames = n;
+            status.frames(n, gen_start.elapsed().as_secs_f64());
+        }
+        Progress::Vocoding => {
+            status.done_line(&format!(
+                "generated {frames} frames in {:.2} s",
+                gen_start.elapsed().as_secs_f64()
+            ));
+            status.stage("vocoding…");
+        }
     });
-    bar.finish_and_clear();
+    status.finish();
     let out = result?;
-    let wav = wav_bytes(&out.samples, out.sample_rate, args.format)?;
+    let wav = audio::encode_wav(&out.samples, out.sample_rate, args.format.into())?;
     sink.finish(&wav, args.force)?;
     if !args.quiet {
         let wall = started.elapsed().as_secs_f64();
@@ -489,4 +523,60 @@ fn run(args: &Args) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// What the run is doing, on stderr: a spinner with the stage and the frame
+/// rate on a terminal, otherwise one plain line per stage.
+struct Status {
+    bar: Option<ProgressBar>,
+    quiet: bool,
+}
+
+impl Status {
+    fn new(quiet: bool) -> Self {
+        let bar = (!quiet && std::io::stderr().is_terminal()).then(|| {
+            let b = ProgressBar::new_spinner();
+            b.set_style(
+                ProgressStyle::with_template("{spinner} {msg} {elapsed}").expect("valid template"),
+            );
+            b.enable_steady_tick(Duration::from_millis(200));
+            b
+        });
+        Status { bar, quiet }
+    }
+
+    /// A new stage ("loading…", "generating…", "vocoding…").
+    fn stage(&self, what: &str) {
+        match &self.bar {
+            Some(b) => b.set_message(what.to_string()),
+            None if !self.quiet => eprintln!("{what}"),
+            None => {}
+        }
+    }
+
+    /// `n` frames generated in `secs` (only shown on a terminal).
+    fn frames(&self, n: usize, secs: f64) {
+        if let Some(b) = &self.bar {
+            b.set_message(format!(
+                "generating: {n} frames ({:.1} frames/s, {:.2} s of audio)",
+                n as f64 / secs.max(1e-9),
+                n as f64 * 0.08
+            ));
+        }
+    }
+
+    /// A line that stays (above the spinner on a terminal).
+    fn done_line(&self, line: &str) {
+        match &self.bar {
+            Some(b) => b.println(line),
+            None if !self.quiet => eprintln!("{line}"),
+            None => {}
+        }
+    }
+
+    fn finish(&self) {
+        if let Some(b) = &self.bar {
+            b.finish_and_clear();
+        }
+    }
 }
