@@ -153,7 +153,8 @@ impl Reader<'_> {
     }
     fn ints(&self, path: &str) -> Result<Vec<usize>> {
         let k = self.key(path);
-        array_i32(self.file, &k)?
+        self.file
+            .get_int_array(&k)?
             .into_iter()
             .map(|v| usize::try_from(v).map_err(|_| self.bad(&k, format!("negative value {v}"))))
             .collect()
@@ -243,28 +244,6 @@ impl Reader<'_> {
     }
 }
 
-fn array_str(file: &GgufFile, key: &str) -> Result<Vec<String>> {
-    match file.get(key) {
-        Some(Value::ArrStr(v)) => Ok(v),
-        other => Err(Error::Metadata {
-            path: file.path().to_path_buf(),
-            key: key.into(),
-            reason: format!("expected a string array, found {other:?}"),
-        }),
-    }
-}
-
-fn array_i32(file: &GgufFile, key: &str) -> Result<Vec<i32>> {
-    match file.get(key) {
-        Some(Value::ArrI32(v)) => Ok(v),
-        other => Err(Error::Metadata {
-            path: file.path().to_path_buf(),
-            key: key.into(),
-            reason: format!("expected an i32 array, found {other:?}"),
-        }),
-    }
-}
-
 impl TtsConfig {
     /// Reads the configuration of a `qwen3-tts` GGUF file.
     pub fn from_gguf(file: &GgufFile) -> Result<Self> {
@@ -285,17 +264,17 @@ impl TtsConfig {
         };
         let talker = r.transformer("talker_config")?;
         let code_predictor = r.transformer("talker_config.code_predictor_config")?;
-        let lang_names = array_str(file, keys::LANGUAGE_NAMES)?;
+        let lang_names = file.get_str_array(keys::LANGUAGE_NAMES)?;
         let ids = |key: &str| -> Result<Vec<u32>> {
-            array_i32(file, key)?
+            file.get_int_array(key)?
                 .into_iter()
                 .map(|v| u32::try_from(v).map_err(|_| r.bad(key, format!("negative id {v}"))))
                 .collect()
         };
         let lang_ids = ids(keys::LANGUAGE_IDS)?;
-        let spk_names = array_str(file, keys::SPEAKER_NAMES)?;
+        let spk_names = file.get_str_array(keys::SPEAKER_NAMES)?;
         let spk_ids = ids(keys::SPEAKER_IDS)?;
-        let spk_dialects = array_str(file, keys::SPEAKER_DIALECTS)?;
+        let spk_dialects = file.get_str_array(keys::SPEAKER_DIALECTS)?;
         if lang_names.len() != lang_ids.len()
             || spk_names.len() != spk_ids.len()
             || spk_names.len() != spk_dialects.len()

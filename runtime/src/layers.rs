@@ -440,7 +440,7 @@ impl CausalTransposedConv {
         states: &mut StreamStateLayout,
     ) -> Option<Self> {
         let [c_in, _, k, _] = weight.ne();
-        if stride == 0 || k as usize % stride != 0 {
+        if stride == 0 || !(k as usize).is_multiple_of(stride) {
             return None;
         }
         let state = states.slot(c_in as usize, k as usize / stride - 1);

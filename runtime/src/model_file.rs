@@ -149,7 +149,10 @@ impl GgufFile {
             Some(Value::I32(v)) => Ok(v as i64),
             Some(Value::U64(v)) => Ok(v as i64),
             Some(Value::I64(v)) => Ok(v),
-            Some(other) => Err(self.meta_err(key, format!("expected an integer, found {other:?}"))),
+            Some(other) => Err(self.meta_err(
+                key,
+                format!("expected an integer, found {}", value_kind(&other)),
+            )),
             None => Err(self.meta_err(key, "missing")),
         }
     }
@@ -159,7 +162,10 @@ impl GgufFile {
         match self.get(key) {
             Some(Value::F32(v)) => Ok(v as f64),
             Some(Value::F64(v)) => Ok(v),
-            Some(other) => Err(self.meta_err(key, format!("expected a float, found {other:?}"))),
+            Some(other) => Err(self.meta_err(
+                key,
+                format!("expected a float, found {}", value_kind(&other)),
+            )),
             None => Err(self.meta_err(key, "missing")),
         }
     }
@@ -168,8 +174,48 @@ impl GgufFile {
     pub fn get_str(&self, key: &str) -> Result<String> {
         match self.get(key) {
             Some(Value::Str(s)) => Ok(s),
-            Some(other) => Err(self.meta_err(key, format!("expected a string, found {other:?}"))),
+            Some(other) => Err(self.meta_err(
+                key,
+                format!("expected a string, found {}", value_kind(&other)),
+            )),
             None => Err(self.meta_err(key, "missing")),
+        }
+    }
+
+    /// A required string array.
+    pub fn get_str_array(&self, key: &str) -> Result<Vec<String>> {
+        match self.get(key) {
+            Some(Value::ArrStr(v)) => Ok(v),
+            Some(other) => Err(self.meta_err(
+                key,
+                format!("expected a string array, found {}", value_kind(&other)),
+            )),
+            None => Err(self.meta_err(key, "missing")),
+        }
+    }
+
+    /// A required integer array (32-bit signed or unsigned elements).
+    pub fn get_int_array(&self, key: &str) -> Result<Vec<i64>> {
+        match self.get(key) {
+            Some(Value::ArrI32(v)) => Ok(v.into_iter().map(i64::from).collect()),
+            Some(Value::ArrU32(v)) => Ok(v.into_iter().map(i64::from).collect()),
+            Some(other) => Err(self.meta_err(
+                key,
+                format!("expected an integer array, found {}", value_kind(&other)),
+            )),
+            None => Err(self.meta_err(key, "missing")),
+        }
+    }
+
+    /// An optional string value: `None` when absent, an error when of another type.
+    pub fn get_opt_str(&self, key: &str) -> Result<Option<String>> {
+        match self.get(key) {
+            None => Ok(None),
+            Some(Value::Str(s)) => Ok(Some(s)),
+            Some(other) => Err(self.meta_err(
+                key,
+                format!("expected a string, found {}", value_kind(&other)),
+            )),
         }
     }
 
@@ -223,6 +269,27 @@ impl GgufFile {
             self.map
                 .release(self.header.data_offset() + t.offset, t.size);
         }
+    }
+}
+
+/// What kind of value `v` is, in words (for error messages).
+pub fn value_kind(v: &Value) -> &'static str {
+    match v {
+        Value::U8(_)
+        | Value::I8(_)
+        | Value::U16(_)
+        | Value::I16(_)
+        | Value::U32(_)
+        | Value::I32(_)
+        | Value::U64(_)
+        | Value::I64(_) => "an integer",
+        Value::F32(_) | Value::F64(_) => "a float",
+        Value::Bool(_) => "a bool",
+        Value::Str(_) => "a string",
+        Value::ArrI32(_) | Value::ArrU32(_) => "an integer array",
+        Value::ArrF32(_) => "a float array",
+        Value::ArrStr(_) => "a string array",
+        Value::ArrOther { .. } => "an array of another type",
     }
 }
 

@@ -29,7 +29,6 @@ use tokenizers::pre_tokenizers::split::{Split, SplitPattern};
 use tokenizers::{AddedToken, PreTokenizerWrapper, SplitDelimiterBehavior, Tokenizer};
 
 use crate::error::{Error, Result};
-use crate::ggml::gguf::Value;
 use crate::gguf_schema::keys;
 use crate::model_file::GgufFile;
 
@@ -68,111 +67,57 @@ impl TextTokenizer {
             key: key.to_string(),
             reason,
         };
-
         for (key, expected) in [
             (keys::TOKENIZER_MODEL, "gpt2"),
             (keys::TOKENIZER_PRE, "qwen2"),
         ] {
-            match file.get(key) {
-                None => {}
-                Some(Value::Str(s)) if s == expected => {}
-                Some(Value::Str(s)) => {
+            match file.get_opt_str(key)? {
+                Some(s) if s != expected => {
                     return Err(meta_err(
                         key,
                         format!("is '{s}', only '{expected}' is supported"),
                     ))
                 }
-                Some(other) => {
-                    return Err(meta_err(
-                        key,
-                        format!("expected a string, found {}", value_kind(&other)),
-                    ))
-                }
+                _ => {}
             }
         }
-
-        let tokens = match file.get(keys::TOKENIZER_TOKENS) {
-            Some(Value::ArrStr(v)) => v,
-            Some(other) => {
-                return Err(meta_err(
-                    keys::TOKENIZER_TOKENS,
-                    format!("expected a string array, found {}", value_kind(&other)),
-                ))
-            }
-            None => return Err(meta_err(keys::TOKENIZER_TOKENS, "missing".into())),
-        };
-        if tokens.is_empty() {
-            return Err(meta_err(keys::TOKENIZER_TOKENS, "is empty".into()));
-        }
-        let n = tokens.len();
-        if u32::try_from(n).is_err() {
-            return Err(meta_err(
-                keys::TOKENIZER_TOKENS,
-                format!("{n} tokens do not fit 32-bit ids"),
-            ));
-        }
-
-        let token_types: Vec<i64> = match file.get(keys::TOKENIZER_TOKEN_TYPE) {
-            Some(Value::ArrI32(v)) => v.into_iter().map(i64::from).collect(),
-            Some(Value::ArrU32(v)) => v.into_iter().map(i64::from).collect(),
-            Some(other) => {
-                return Err(meta_err(
-                    keys::TOKENIZER_TOKEN_TYPE,
-                    format!("expected an integer array, found {}", value_kind(&other)),
-                ))
-            }
-            None => return Err(meta_err(keys::TOKENIZER_TOKEN_TYPE, "missing".into())),
-        };
-        if token_types.len() != n {
+        let tokens = read_tokens(file)?;
+        let token_types = file.get_int_array(keys::TOKENIZER_TOKEN_TYPE)?;
+        if token_types.len() != tokens.len() {
             return Err(meta_err(
                 keys::TOKENIZER_TOKEN_TYPE,
                 format!(
-                    "has {} entries but {} has {n}",
+                    "has {} entries but {} has {}",
                     token_types.len(),
-                    keys::TOKENIZER_TOKENS
+                    keys::TOKENIZER_TOKENS,
+                    tokens.len()
                 ),
             ));
         }
+        let merges = read_merges(file)?;
+        Self::build(file, tokens, &token_types, merges)
+    }
 
-        let merge_lines = match file.get(keys::TOKENIZER_MERGES) {
-            Some(Value::ArrStr(v)) => v,
-            Some(other) => {
-                return Err(meta_err(
-                    keys::TOKENIZER_MERGES,
-                    format!("expected a string array, found {}", value_kind(&other)),
-                ))
-            }
-            None => return Err(meta_err(keys::TOKENIZER_MERGES, "missing".into())),
+    /// The tokenizer of `tokens` (by id) of `token_types`, with `merges`.
+    fn build(
+        file: &GgufFile,
+        tokens: Vec<String>,
+        token_types: &[i64],
+        merges: Vec<(String, String)>,
+    ) -> Result<Self> {
+        let meta_err = |key: &str, reason: String| Error::Metadata {
+            path: file.path().to_path_buf(),
+            key: key.to_string(),
+            reason,
         };
-        if merge_lines.is_empty() {
-            return Err(meta_err(keys::TOKENIZER_MERGES, "is empty".into()));
-        }
-        let mut merges = Vec::with_capacity(merge_lines.len());
-        for (i, line) in merge_lines.iter().enumerate() {
-            // Tolerate a merges.txt "#version" header left in by another writer.
-            if i == 0 && line.starts_with("#version") {
-                continue;
-            }
-            match line.split_once(' ') {
-                Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains(' ') => {
-                    merges.push((a.to_string(), b.to_string()))
-                }
-                _ => {
-                    return Err(meta_err(
-                        keys::TOKENIZER_MERGES,
-                        format!("entry {i} ({line:?}) is not of the form \"left right\""),
-                    ))
-                }
-            }
-        }
-
+        let n = tokens.len();
         // Every token (added ones included) goes into the BPE vocabulary with
         // its own id, so that registering the added tokens below keeps the
         // ids of the file whatever their order.
         let mut vocab = tokenizers::models::bpe::Vocab::with_capacity(n);
         let mut added = Vec::new();
         let mut seen = HashSet::with_capacity(n);
-        for (id, (tok, &ty)) in tokens.iter().zip(&token_types).enumerate() {
+        for (id, (tok, &ty)) in tokens.iter().zip(token_types).enumerate() {
             if tok.is_empty() {
                 return Err(meta_err(
                     keys::TOKENIZER_TOKENS,
@@ -245,7 +190,7 @@ impl TextTokenizer {
             ));
         }
         // The added tokens must have kept the ids of the file.
-        for (id, (tok, &ty)) in tokens.iter().zip(&token_types).enumerate() {
+        for (id, (tok, &ty)) in tokens.iter().zip(token_types).enumerate() {
             if ty != TOKEN_TYPE_NORMAL && inner.token_to_id(tok) != Some(id as u32) {
                 return Err(meta_err(
                     keys::TOKENIZER_TOKENS,
@@ -303,23 +248,55 @@ impl TextTokenizer {
     }
 }
 
-/// A short description of a metadata value's type, for error messages.
-fn value_kind(v: &Value) -> &'static str {
-    match v {
-        Value::U8(_)
-        | Value::I8(_)
-        | Value::U16(_)
-        | Value::I16(_)
-        | Value::U32(_)
-        | Value::I32(_)
-        | Value::U64(_)
-        | Value::I64(_) => "an integer",
-        Value::F32(_) | Value::F64(_) => "a float",
-        Value::Bool(_) => "a bool",
-        Value::Str(_) => "a string",
-        Value::ArrI32(_) | Value::ArrU32(_) => "an integer array",
-        Value::ArrF32(_) => "a float array",
-        Value::ArrStr(_) => "a string array",
-        Value::ArrOther { .. } => "an array of another type",
+/// `tokenizer.ggml.tokens`: the token text by id, non-empty, ids in 32 bits.
+fn read_tokens(file: &GgufFile) -> Result<Vec<String>> {
+    let key = keys::TOKENIZER_TOKENS;
+    let tokens = file.get_str_array(key)?;
+    let bad = |reason: String| Error::Metadata {
+        path: file.path().to_path_buf(),
+        key: key.to_string(),
+        reason,
+    };
+    if tokens.is_empty() {
+        return Err(bad("is empty".into()));
     }
+    if u32::try_from(tokens.len()).is_err() {
+        return Err(bad(format!(
+            "{} tokens do not fit 32-bit ids",
+            tokens.len()
+        )));
+    }
+    Ok(tokens)
+}
+
+/// `tokenizer.ggml.merges`: `"left right"` lines (a leading `#version`
+/// header, as merges.txt has, is skipped).
+fn read_merges(file: &GgufFile) -> Result<Vec<(String, String)>> {
+    let key = keys::TOKENIZER_MERGES;
+    let lines = file.get_str_array(key)?;
+    let bad = |reason: String| Error::Metadata {
+        path: file.path().to_path_buf(),
+        key: key.to_string(),
+        reason,
+    };
+    if lines.is_empty() {
+        return Err(bad("is empty".into()));
+    }
+    let mut merges = Vec::with_capacity(lines.len());
+    for (i, line) in lines.iter().enumerate() {
+        if i == 0 && line.starts_with("#version") {
+            continue;
+        }
+        match line.split_once(' ') {
+            Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains(' ') => {
+                merges.push((a.to_string(), b.to_string()))
+            }
+            _ => {
+                return Err(bad(format!(
+                    "entry {i} ({line:?}) is not of the form \"left right\""
+                )))
+            }
+        }
+    }
+    Ok(merges)
 }

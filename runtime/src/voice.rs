@@ -64,7 +64,7 @@ impl VoicePrompt {
                     "voice made with a {} model ({}-wide x-vector); this model is {} ({}-wide)",
                     self.model_size,
                     self.x_vector.len(),
-                    cfg.model_size,
+                    cfg.model_size.as_str(),
                     cfg.talker.hidden
                 ),
             });
