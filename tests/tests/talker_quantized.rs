@@ -49,7 +49,7 @@ fn forced_greedy(model: &Session) -> GenerateOptions {
 
 #[test]
 fn f16_codes_match_reference() {
-    // Teacher forcing (ORACLE.md): the reference frames are fed back and each
+    // Teacher forcing (docs/architecture.md): the reference frames are fed back and each
     // frame's prediction is compared, so one near-tie flip (top-2 logit gaps
     // reach 3e-4 on random weights) cannot derail the rest of the sequence.
     let _serial = serial();
