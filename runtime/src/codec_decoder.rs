@@ -377,6 +377,8 @@ fn build_graph(
     let (cfg, w) = (&dec.config, &dec.weights);
     let nodes = 4096 + cfg.transformer.layers * 64;
     OwnedGraph::build(backend, nodes, |ctx| {
+        // A stream decoded in pieces of any size must equal the whole.
+        ctx.set_column_invariant(true);
         let cc = CausalContext::streaming(state.context.iter().map(|s| ctx.stored(s)).collect());
         let nq = cfg.num_quantizers;
         let codes = ctx

@@ -246,9 +246,23 @@ impl Session {
         prompt: &Prompt,
         opts: &GenerateOptions,
         trace_steps: usize,
-        on_frame: impl FnMut(usize, &[u32]),
+        mut on_frame: impl FnMut(usize, &[u32]),
     ) -> Result<(Vec<Vec<u32>>, Trace)> {
-        self.decode(prompt, opts, None, trace_steps, on_frame)
+        self.decode(prompt, opts, None, trace_steps, |i, f| {
+            on_frame(i, f);
+            Ok(())
+        })
+    }
+
+    /// [`Session::generate`] whose frame callback may fail: an error stops
+    /// the generation and is returned (how a stream's consumer hangs up).
+    pub fn generate_with(
+        &mut self,
+        prompt: &Prompt,
+        opts: &GenerateOptions,
+        on_frame: impl FnMut(usize, &[u32]) -> Result<()>,
+    ) -> Result<(Vec<Vec<u32>>, Trace)> {
+        self.decode(prompt, opts, None, 0, on_frame)
     }
 
     /// Teacher forcing: feeds `frames` back in (instead of the model's own
@@ -264,7 +278,7 @@ impl Session {
         let mut o = opts.clone();
         o.max_new_tokens = frames.len() + 1;
         o.min_new_tokens = o.max_new_tokens;
-        Ok(self.decode(prompt, &o, Some(frames), 0, |_, _| {})?.0)
+        Ok(self.decode(prompt, &o, Some(frames), 0, |_, _| Ok(()))?.0)
     }
 
     fn decode(
@@ -273,7 +287,7 @@ impl Session {
         opts: &GenerateOptions,
         forced: Option<&[Vec<u32>]>,
         trace_steps: usize,
-        mut on_frame: impl FnMut(usize, &[u32]),
+        mut on_frame: impl FnMut(usize, &[u32]) -> Result<()>,
     ) -> Result<(Vec<Vec<u32>>, Trace)> {
         opts.validate()?;
         let cfg = &self.model.config;
@@ -332,7 +346,7 @@ impl Session {
             }
             let mut frame = vec![c0];
             frame.extend(&fc.codes);
-            on_frame(frames.len(), &frame);
+            on_frame(frames.len(), &frame)?;
             frames.push(frame);
             let mut next = fc.frame_embed;
             next.iter_mut()
@@ -380,6 +394,50 @@ impl Synthesis {
     pub fn seconds(&self) -> f64 {
         self.samples.len() as f64 / self.sample_rate as f64
     }
+}
+
+/// How a stream cuts its audio into chunks.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StreamOptions {
+    /// Frames (80 ms each) before the first chunk: small for latency.
+    pub first_chunk_frames: usize,
+    /// Frames per later chunk: larger, for the vocoder's efficiency.
+    pub chunk_frames: usize,
+}
+
+impl Default for StreamOptions {
+    fn default() -> Self {
+        Self {
+            first_chunk_frames: 2,
+            chunk_frames: 12,
+        }
+    }
+}
+
+/// A piece of a streamed utterance's audio.
+#[derive(Clone, Copy, Debug)]
+pub struct AudioChunk<'a> {
+    /// Mono samples in [−1, 1], continuing the previous chunk.
+    pub samples: &'a [f32],
+    /// Index of `samples[0]` in the whole utterance.
+    pub first_sample: usize,
+    /// Frames generated so far.
+    pub frames: usize,
+    /// The utterance's last chunk (it may be empty).
+    pub last: bool,
+}
+
+/// What a stream produced, besides the chunks it delivered.
+#[derive(Clone, Debug)]
+pub struct StreamSummary {
+    pub sample_rate: u32,
+    /// Samples delivered in all.
+    pub samples: usize,
+    /// The generated frames (16 codes each).
+    pub frames: Vec<Vec<u32>>,
+    pub timings: Timings,
+    /// Seconds from the call to the first chunk with samples.
+    pub first_audio: f64,
 }
 
 /// Shortest reference clip accepted for cloning.
@@ -564,6 +622,89 @@ impl Synthesizer {
                 vocode: (t3 - t2).as_secs_f64(),
                 decode: trace.times,
             },
+        })
+    }
+
+    /// Generates speech for `req` and hands its audio to `on_chunk` while
+    /// the frames are still being generated: a first chunk after
+    /// `stream.first_chunk_frames` frames, then one every
+    /// `stream.chunk_frames`, then a last one. The chunks' samples, joined,
+    /// are what [`Synthesizer::synthesize`] returns for the same request and
+    /// options (the vocoder is causal, and its stream reproduces the
+    /// reference's 300-frame chunking). An error from `on_chunk` stops the
+    /// generation and is returned.
+    ///
+    /// ICL: the reference's frames are decoded first (as left context) and
+    /// their audio is not delivered. The reference cuts at
+    /// `int(T_ref / (T_ref + T) · n_samples)` in float64, which for a few
+    /// lengths T is one sample before `1920 · T_ref`; a stream cannot know T
+    /// when it starts, so it always starts at `1920 · T_ref`, and in those
+    /// cases the offline result has one sample (42 µs) more at its start.
+    pub fn synthesize_stream(
+        &mut self,
+        req: &Request,
+        opts: &GenerateOptions,
+        stream: &StreamOptions,
+        mut on_chunk: impl FnMut(AudioChunk) -> Result<()>,
+    ) -> Result<StreamSummary> {
+        if stream.first_chunk_frames == 0 || stream.chunk_frames == 0 {
+            return Err(Error::invalid(
+                "stream",
+                "chunks need at least one frame each",
+            ));
+        }
+        let t0 = Instant::now();
+        let prompt = self.session.prompt(req)?;
+        let t1 = Instant::now();
+        let (session, decoder) = (&mut self.session, &mut self.decoder);
+        let mut audio = decoder.stream();
+        if let Voice::Icl { ref_codes, .. } = &req.voice {
+            audio.push(ref_codes)?; // context only
+        }
+        let mut pending: Vec<Vec<u32>> = Vec::new();
+        let mut delivered = 0;
+        let mut first_audio = None;
+        let mut vocode = 0.0;
+        let mut due = stream.first_chunk_frames;
+        let mut emit = |frames: &[Vec<u32>], n: usize, last: bool| -> Result<()> {
+            let started = Instant::now();
+            let samples = audio.push(frames)?;
+            vocode += started.elapsed().as_secs_f64();
+            if first_audio.is_none() && !samples.is_empty() {
+                first_audio = Some(t0.elapsed().as_secs_f64());
+            }
+            on_chunk(AudioChunk {
+                samples: &samples,
+                first_sample: delivered,
+                frames: n,
+                last,
+            })?;
+            delivered += samples.len();
+            Ok(())
+        };
+        let (frames, trace) = session.generate_with(&prompt, opts, |i, frame| {
+            pending.push(frame.to_vec());
+            if pending.len() >= due {
+                emit(&pending, i + 1, false)?;
+                pending.clear();
+                due = stream.chunk_frames;
+            }
+            Ok(())
+        })?;
+        let t2 = Instant::now();
+        emit(&pending, frames.len(), true)?;
+        let t3 = Instant::now();
+        Ok(StreamSummary {
+            sample_rate: self.vocoder.sample_rate(),
+            samples: delivered,
+            timings: Timings {
+                prompt: (t1 - t0).as_secs_f64(),
+                generate: (t2 - t1).as_secs_f64() - vocode,
+                vocode: vocode + (t3 - t2).as_secs_f64(),
+                decode: trace.times,
+            },
+            frames,
+            first_audio: first_audio.unwrap_or_else(|| t0.elapsed().as_secs_f64()),
         })
     }
 }

@@ -5,13 +5,32 @@ use ggml_sys as sys;
 
 use super::{gemv, Context, GgmlType, Tensor};
 
+/// Columns a product gets at least in a column-invariant context: above
+/// `gemv`'s vector count and ggml's one-column path.
+pub const COLUMN_INVARIANT_MIN: i64 = gemv::MAX_VECTORS + 1;
+
 impl Context {
     // ---- operations (thin; shapes follow ggml's conventions) -----------------
 
     /// `a` `[k, n]` (weights) times `b` `[k, m, …]` → `[n, m, …]`. Quantised
     /// or F16 weights times up to four vectors take the prefetching row walk
-    /// of `gemv` (ggml's kernels, same results).
+    /// of `gemv` (ggml's kernels, same results). In a column-invariant
+    /// context (see [`Context::set_column_invariant`]) a contiguous `b` of
+    /// fewer than [`COLUMN_INVARIANT_MIN`] columns is zero-padded to that
+    /// many, so that every column takes the same kernel whatever `m` is.
     pub fn mul_mat<'a>(&'a self, a: Tensor<'a>, b: Tensor<'a>) -> Tensor<'a> {
+        let m = b.ne()[1];
+        if self.column_invariant.get()
+            && m < COLUMN_INVARIANT_MIN
+            && unsafe { sys::ggml_is_contiguous(b.raw()) }
+        {
+            let padded = self.pad(b, [0; 4], [0, (COLUMN_INVARIANT_MIN - m) as i32, 0, 0]);
+            let full = self.mul_mat_ggml(a, padded);
+            let [n, _, n2, n3] = full.ne();
+            assert_eq!(n3, 1, "column-invariant products of 4-D tensors");
+            let nb = full.nb();
+            return self.cont(self.view(full, &[n, m, n2], &nb[1..3], 0));
+        }
         if gemv::applies(a.raw(), b.raw()) {
             let mut args = [a.raw(), b.raw()];
             return self.wrap(unsafe {
@@ -31,6 +50,15 @@ impl Context {
             });
         }
         self.mul_mat_ggml(a, b)
+    }
+
+    /// Makes [`Context::mul_mat`] give every column the same result whatever
+    /// the number of columns (ggml takes other kernels, with another order
+    /// of summation, for fewer than two columns, and `gemv` for up to
+    /// four): what a stream decoded in pieces of any size needs to equal the
+    /// whole decoded at once. Costs a little on tiny products only.
+    pub fn set_column_invariant(&self, on: bool) {
+        self.column_invariant.set(on);
     }
 
     /// ggml's own `mul_mat`, whatever the shapes (the reference `mul_mat`'s

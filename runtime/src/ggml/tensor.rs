@@ -22,6 +22,8 @@ pub struct Context {
     id: u64,
     /// Stores whose tensors this context's graphs use (see `Context::stored`).
     pub(super) keep_alive: KeepAlive,
+    /// See `Context::set_column_invariant`.
+    pub(super) column_invariant: std::cell::Cell<bool>,
 }
 
 /// A tensor of one graph's context remembered without a borrow (typed graph
@@ -70,6 +72,7 @@ impl Context {
             ptr: NonNull::new(ptr).expect("ggml_init returned NULL (out of memory)"),
             id: NEXT_CONTEXT_ID.fetch_add(1, Ordering::Relaxed),
             keep_alive: Default::default(),
+            column_invariant: Default::default(),
         }
     }
 
@@ -172,6 +175,10 @@ impl<'ctx> Tensor<'ctx> {
     }
     pub fn n_bytes(&self) -> usize {
         unsafe { sys::ggml_nbytes(self.raw()) }
+    }
+    /// Byte strides in ggml order.
+    pub fn nb(&self) -> [usize; MAX_DIMS] {
+        self.inner().nb
     }
     /// Bytes per element (for plain types).
     pub fn element_size(&self) -> usize {
