@@ -1,5 +1,8 @@
-//! What the three programs share: progress bars for the converter's and
+//! What the three programs share: audio output as it is produced
+//! ([`audio_out`]), progress bars for the converter's and
 //! quantizer's [`WriteProgress`], and their summaries.
+
+pub mod audio_out;
 
 use std::collections::BTreeMap;
 use std::io::IsTerminal;

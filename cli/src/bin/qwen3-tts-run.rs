@@ -13,23 +13,29 @@ use qwen3_tts::audio;
 use qwen3_tts::config::{ModelType, TtsConfig};
 use qwen3_tts::gguf_schema::ARCH_TTS;
 use qwen3_tts::model_file::{GgufFile, Overwrite};
-use qwen3_tts::pipeline::{GenerateOptions, Progress, Synthesizer, MAX_REFERENCE_SECONDS};
+use qwen3_tts::pipeline::{
+    GenerateOptions, Progress, StreamOptions, Synthesizer, Timings, MAX_REFERENCE_SECONDS,
+};
 use qwen3_tts::prompt::{Request, Voice};
 use qwen3_tts::voice::VoicePrompt;
+use qwen3_tts_cli::audio_out::{self, AudioWriter, Encoding};
 
-#[derive(Clone, Copy, Debug, ValueEnum)]
-enum SampleFormat {
-    /// 16-bit PCM
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum OutputFormat {
+    /// 16-bit PCM WAV
     S16,
-    /// 32-bit float
+    /// 32-bit float WAV
     F32,
+    /// Raw 16-bit little-endian PCM, no header (24 kHz mono)
+    Pcm,
 }
 
-impl From<SampleFormat> for audio::SampleFormat {
-    fn from(f: SampleFormat) -> Self {
+impl From<OutputFormat> for Encoding {
+    fn from(f: OutputFormat) -> Self {
         match f {
-            SampleFormat::S16 => audio::SampleFormat::S16,
-            SampleFormat::F32 => audio::SampleFormat::F32,
+            OutputFormat::S16 => Encoding::Wav(audio::SampleFormat::S16),
+            OutputFormat::F32 => Encoding::Wav(audio::SampleFormat::F32),
+            OutputFormat::Pcm => Encoding::RawS16,
         }
     }
 }
@@ -58,7 +64,9 @@ Examples:
       --ref-audio me.wav --ref-text \"What I say in me.wav.\" --text \"Something new.\" -o new.wav
   qwen3-tts-run -m tts-0.6b-base-q8_0.gguf -t tokenizer-f16.gguf --voice me.qvoice --text \"Hi.\" -o hi.wav
   qwen3-tts-run -m tts-1.7b-voicedesign.gguf -t tokenizer-f16.gguf \\
-      --instruct \"A warm, calm narrator\" --text-file story.txt -o - > story.wav";
+      --instruct \"A warm, calm narrator\" --text-file story.txt -o - > story.wav
+  qwen3-tts-run -m models/tts-q8_0.gguf -t models/tokenizer-f16.gguf --speaker ryan \\
+      --text \"Hello there!\" --stream --format pcm -o - | aplay -f S16_LE -r 24000 -c 1";
 
 /// Synthesise speech with a Qwen3-TTS model converted by qwen3-tts-convert.
 #[derive(Parser, Debug)]
@@ -76,15 +84,25 @@ struct Args {
     /// Read the text to speak from a UTF-8 file
     #[arg(long)]
     text_file: Option<PathBuf>,
-    /// Output WAV file, or "-" for standard output
+    /// Output file, or "-" for standard output (not a terminal)
     #[arg(short = 'o', long = "output", default_value = "out.wav")]
     output: PathBuf,
     /// Replace an existing output file
     #[arg(long)]
     force: bool,
-    /// Sample format of the WAV file
+    /// Output format: a WAV file of 16-bit or float samples, or raw PCM
     #[arg(long, value_enum, default_value = "s16")]
-    format: SampleFormat,
+    format: OutputFormat,
+    /// Write the audio while it is generated (to standard output: an
+    /// open-ended WAV header, or raw PCM with --format pcm)
+    #[arg(long)]
+    stream: bool,
+    /// Frames (80 ms each) before the first streamed chunk
+    #[arg(long, requires = "stream", default_value_t = StreamOptions::default().first_chunk_frames)]
+    first_chunk_frames: usize,
+    /// Frames per later streamed chunk
+    #[arg(long, requires = "stream", default_value_t = StreamOptions::default().chunk_frames)]
+    chunk_frames: usize,
 
     /// Preset speaker (CustomVoice models; see --list-voices)
     #[arg(long)]
@@ -168,6 +186,7 @@ static TEMP_OUTPUT: Mutex<Option<PathBuf>> = Mutex::new(None);
 const INTERRUPTED: i32 = 130;
 
 fn main() -> ExitCode {
+    let process_start = Instant::now();
     let args = Args::parse();
     let handler = ctrlc::set_handler(|| {
         // Holding the lock also waits for a rename in progress to finish.
@@ -183,7 +202,7 @@ fn main() -> ExitCode {
             "qwen3-tts-run: warning: no interrupt handler ({e}); Ctrl-C may leave a temporary file"
         );
     }
-    match run(&args) {
+    match run(&args, process_start) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("qwen3-tts-run: error: {e:#}");
@@ -192,7 +211,7 @@ fn main() -> ExitCode {
     }
 }
 
-/// Where the WAV goes: a temporary file next to the output, renamed into
+/// Where the audio goes: a temporary file next to the output, renamed into
 /// place only once it is complete, or standard output.
 enum Sink {
     File {
@@ -203,9 +222,16 @@ enum Sink {
 }
 
 impl Sink {
-    /// Checks the output can be written before any work is done.
-    fn open(path: &Path, force: bool) -> Result<Self> {
+    /// Checks the output can be written before any work is done; binary
+    /// audio is not written to a terminal.
+    fn open(path: &Path, force: bool, encoding: Encoding) -> Result<Self> {
         if path == Path::new("-") {
+            if std::io::stdout().is_terminal() {
+                bail!(
+                    "-o -: standard output is a terminal, and the audio is binary; \
+                     write it to a file (-o FILE) or pipe it to a program (-o - | aplay, ffplay -, …)"
+                );
+            }
             return Ok(Sink::Stdout);
         }
         if path.is_dir() {
@@ -222,7 +248,10 @@ impl Sink {
             _ => Path::new("."),
         };
         let mut builder = tempfile::Builder::new();
-        builder.prefix(".qwen3-tts-run-").suffix(".wav.part");
+        builder.prefix(".qwen3-tts-run-").suffix(match encoding {
+            Encoding::Wav(_) => ".wav.part",
+            Encoding::RawS16 => ".pcm.part",
+        });
         // A normal file once renamed (tempfile's default is owner-only).
         #[cfg(unix)]
         {
@@ -244,28 +273,89 @@ impl Sink {
         })
     }
 
-    fn finish(self, wav: &[u8], force: bool) -> Result<()> {
+    /// Writes the whole of `bytes` and finishes.
+    fn finish(self, bytes: &[u8], force: bool) -> Result<()> {
         match self {
             Sink::Stdout => {
                 let mut out = std::io::stdout().lock();
-                out.write_all(wav)
+                out.write_all(bytes)
                     .and_then(|_| out.flush())
                     .context("writing to standard output")
             }
             Sink::File { mut temp, path } => {
-                temp.write_all(wav)
-                    .and_then(|_| temp.as_file().sync_all())
+                temp.write_all(bytes)
                     .with_context(|| format!("writing {}", path.display()))?;
-                let mut registered = TEMP_OUTPUT.lock().unwrap_or_else(|e| e.into_inner());
-                let persisted = if force {
-                    temp.persist(&path).map(|_| ())
-                } else {
-                    temp.persist_noclobber(&path).map(|_| ())
-                };
-                // Renamed, or removed when the error drops the temporary file.
-                *registered = None;
-                persisted.map_err(|e| anyhow::anyhow!("output {}: {}", path.display(), e.error))
+                persist(temp, &path, force)
             }
+        }
+    }
+
+    /// Starts writing a stream of audio (a WAV header with sizes to come,
+    /// or nothing for raw PCM).
+    fn start_stream(self, sample_rate: u32, encoding: Encoding) -> Result<StreamSink> {
+        Ok(match self {
+            Sink::Stdout => StreamSink::Stdout(
+                AudioWriter::new(std::io::stdout().lock(), sample_rate, encoding)
+                    .context("writing to standard output")?,
+            ),
+            Sink::File { temp, path } => StreamSink::File {
+                writer: AudioWriter::new(temp, sample_rate, encoding)
+                    .with_context(|| format!("writing {}", path.display()))?,
+                path,
+            },
+        })
+    }
+}
+
+/// Syncs the complete temporary file and renames it to `path`.
+fn persist(temp: tempfile::NamedTempFile, path: &Path, force: bool) -> Result<()> {
+    temp.as_file()
+        .sync_all()
+        .with_context(|| format!("writing {}", path.display()))?;
+    let mut registered = TEMP_OUTPUT.lock().unwrap_or_else(|e| e.into_inner());
+    let persisted = if force {
+        temp.persist(path).map(|_| ())
+    } else {
+        temp.persist_noclobber(path).map(|_| ())
+    };
+    // Renamed, or removed when the error drops the temporary file.
+    *registered = None;
+    persisted.map_err(|e| anyhow::anyhow!("output {}: {}", path.display(), e.error))
+}
+
+/// A [`Sink`] that audio is being streamed to.
+enum StreamSink {
+    File {
+        writer: AudioWriter<tempfile::NamedTempFile>,
+        path: PathBuf,
+    },
+    /// An open-ended WAV or raw PCM, flushed after every chunk.
+    Stdout(AudioWriter<std::io::StdoutLock<'static>>),
+}
+
+impl StreamSink {
+    fn write(&mut self, samples: &[f32]) -> qwen3_tts::Result<()> {
+        match self {
+            StreamSink::File { writer, path } => writer
+                .write(samples)
+                .map_err(|e| qwen3_tts::Error::io(path.clone(), e)),
+            StreamSink::Stdout(w) => w
+                .write(samples)
+                .and_then(|_| w.flush())
+                .map_err(|e| qwen3_tts::Error::io("standard output", e)),
+        }
+    }
+
+    /// Patches the WAV sizes in and renames the file into place.
+    fn finish(self, force: bool) -> Result<()> {
+        match self {
+            StreamSink::File { writer, path } => {
+                let temp = writer
+                    .finish()
+                    .with_context(|| format!("writing {}", path.display()))?;
+                persist(temp, &path, force)
+            }
+            StreamSink::Stdout(mut w) => w.flush().context("writing to standard output"),
         }
     }
 }
@@ -428,12 +518,18 @@ fn list_voices(cfg: &TtsConfig) {
     }
 }
 
-fn run(args: &Args) -> Result<()> {
+fn run(args: &Args, process_start: Instant) -> Result<()> {
     let threads = args
         .threads
         .unwrap_or_else(qwen3_tts::pipeline::default_threads);
     if threads == 0 {
         bail!("--threads must be at least 1");
+    }
+    if args.first_chunk_frames == 0 {
+        bail!("--first-chunk-frames must be at least 1");
+    }
+    if args.chunk_frames == 0 {
+        bail!("--chunk-frames must be at least 1");
     }
     if args.list_voices {
         // The metadata is enough: no weights are loaded.
@@ -460,7 +556,7 @@ fn run(args: &Args) -> Result<()> {
     let sink = if only_save {
         None
     } else {
-        Some(Sink::open(&args.output, args.force)?)
+        Some(Sink::open(&args.output, args.force, args.format.into())?)
     };
     let status = Status::new(args.quiet);
     status.stage("loading…");
@@ -477,6 +573,14 @@ fn run(args: &Args) -> Result<()> {
     };
     let req = request(args, text.expect("not only_save"), &synth, cloned.as_ref())?;
     let opts = options(args, &synth)?;
+    if args.stream {
+        let t = Times {
+            process_start,
+            started,
+            load_s,
+        };
+        return stream(args, &mut synth, &req, &opts, sink, &status, t);
+    }
 
     status.stage("generating…");
     let gen_start = Instant::now();
@@ -496,33 +600,147 @@ fn run(args: &Args) -> Result<()> {
     });
     status.finish();
     let out = result?;
-    let wav = audio::encode_wav(&out.samples, out.sample_rate, args.format.into())?;
-    sink.finish(&wav, args.force)?;
+    let bytes = match args.format.into() {
+        Encoding::Wav(f) => audio::encode_wav(&out.samples, out.sample_rate, f)?,
+        e @ Encoding::RawS16 => {
+            audio_out::encode(&out.samples, out.sample_rate, e).context("encoding the audio")?
+        }
+    };
+    sink.finish(&bytes, args.force)?;
     if !args.quiet {
         let wall = started.elapsed().as_secs_f64();
-        let synth_s = wall - load_s;
-        let audio = out.seconds();
-        let t = out.timings;
         eprintln!(
-            "{}: {audio:.2} s of audio ({} frames) in {wall:.2} s wall (load {load_s:.2} s, \
-             prompt {:.2} s, generate {:.2} s = {:.1} frames/s, vocoder {:.2} s); \
-             RTF {:.3} ({:.3} without load); seed {}",
-            if args.output == Path::new("-") {
-                "stdout".to_string()
-            } else {
-                args.output.display().to_string()
-            },
-            out.frames.len(),
-            t.prompt,
-            t.generate,
-            out.frames.len() as f64 / t.generate.max(1e-9),
-            t.vocode,
-            wall / audio.max(1e-9),
-            synth_s / audio.max(1e-9),
-            opts.seed
+            "{}",
+            summary_line(
+                args,
+                &Figures {
+                    audio: out.seconds(),
+                    frames: out.frames.len(),
+                    wall,
+                    load_s,
+                    timings: out.timings,
+                    first_audio: None,
+                    seed: opts.seed,
+                }
+            )
         );
     }
     Ok(())
+}
+
+/// When the run started, and how long loading took.
+struct Times {
+    process_start: Instant,
+    /// Just before loading.
+    started: Instant,
+    load_s: f64,
+}
+
+/// `--stream`: the audio is written while it is generated.
+fn stream(
+    args: &Args,
+    synth: &mut Synthesizer,
+    req: &Request,
+    opts: &GenerateOptions,
+    sink: Sink,
+    status: &Status,
+    t: Times,
+) -> Result<()> {
+    let chunks = StreamOptions {
+        first_chunk_frames: args.first_chunk_frames,
+        chunk_frames: args.chunk_frames,
+    };
+    let rate = synth.vocoder.sample_rate();
+    let mut out = sink.start_stream(rate, args.format.into())?;
+    status.stage("generating (streaming)…");
+    let call = Instant::now();
+    let mut written = 0;
+    let result = synth.synthesize_stream(req, opts, &chunks, |chunk| {
+        out.write(chunk.samples)?;
+        if written == 0 && !chunk.samples.is_empty() {
+            status.done_line(&format!(
+                "first audio after {:.2} s ({:.2} s from start)",
+                call.elapsed().as_secs_f64(),
+                t.process_start.elapsed().as_secs_f64()
+            ));
+        }
+        written += chunk.samples.len();
+        status.streamed(
+            chunk.frames,
+            written as f64 / rate as f64,
+            call.elapsed().as_secs_f64(),
+        );
+        Ok(())
+    });
+    status.finish();
+    let summary = result?;
+    out.finish(args.force)?;
+    if !args.quiet {
+        let wall = t.started.elapsed().as_secs_f64();
+        let first = summary.first_audio;
+        eprintln!(
+            "{}",
+            summary_line(
+                args,
+                &Figures {
+                    audio: summary.samples as f64 / summary.sample_rate as f64,
+                    frames: summary.frames.len(),
+                    wall,
+                    load_s: t.load_s,
+                    timings: summary.timings,
+                    first_audio: Some((first, (call - t.process_start).as_secs_f64() + first)),
+                    seed: opts.seed,
+                }
+            )
+        );
+    }
+    Ok(())
+}
+
+/// What the summary line reports.
+struct Figures {
+    /// Seconds of audio.
+    audio: f64,
+    frames: usize,
+    wall: f64,
+    load_s: f64,
+    timings: Timings,
+    /// Streaming: seconds to the first audio from the request and from the
+    /// start of the process.
+    first_audio: Option<(f64, f64)>,
+    seed: u64,
+}
+
+fn summary_line(args: &Args, f: &Figures) -> String {
+    let synth_s = f.wall - f.load_s;
+    let t = f.timings;
+    let first = match f.first_audio {
+        Some((req, start)) => {
+            format!("first audio after {req:.2} s ({start:.2} s from start); ")
+        }
+        None => String::new(),
+    };
+    format!(
+        "{}: {:.2} s of audio ({} frames) in {:.2} s wall (load {:.2} s, \
+         prompt {:.2} s, generate {:.2} s = {:.1} frames/s, vocoder {:.2} s); \
+         {first}RTF {:.3} ({:.3} without load); seed {}",
+        if args.output == Path::new("-") {
+            "stdout".to_string()
+        } else {
+            args.output.display().to_string()
+        },
+        f.audio,
+        f.frames,
+        f.wall,
+        f.load_s,
+        t.prompt,
+        t.generate,
+        f.frames as f64 / t.generate.max(1e-9),
+        t.vocode,
+        f.wall / f.audio.max(1e-9),
+        synth_s / f.audio.max(1e-9),
+        f.seed
+    )
 }
 
 /// What the run is doing, on stderr: a spinner with the stage and the frame
@@ -561,6 +779,17 @@ impl Status {
                 "generating: {n} frames ({:.1} frames/s, {:.2} s of audio)",
                 n as f64 / secs.max(1e-9),
                 n as f64 * 0.08
+            ));
+        }
+    }
+
+    /// Streaming: `frames` generated and `audio` seconds written in `secs`
+    /// (only shown on a terminal).
+    fn streamed(&self, frames: usize, audio: f64, secs: f64) {
+        if let Some(b) = &self.bar {
+            b.set_message(format!(
+                "streaming: {frames} frames ({:.1} frames/s), {audio:.2} s of audio written",
+                frames as f64 / secs.max(1e-9),
             ));
         }
     }
