@@ -27,6 +27,7 @@ pub mod sampler;
 pub mod speaker_encoder;
 pub mod talker;
 pub mod text_tokenizer;
+pub mod threads;
 pub mod voice;
 pub mod weights;
 

@@ -19,16 +19,11 @@ use crate::sampler::{Sampler, SamplingParams, TalkerProcessors};
 use crate::speaker_encoder::SpeakerEncoder;
 use crate::talker::{Talker, TalkerWeights};
 use crate::text_tokenizer::TextTokenizer;
+use crate::threads::ThreadGovernor;
 use crate::voice::VoicePrompt;
 use crate::weights::{load_weights_with, WeightSource};
 
-/// The default thread count: physical cores. Decoding streams weights from
-/// memory and the vocoder fills the FMA units; a core's second hardware
-/// thread adds nothing to either, and ggml's spinning workers slow down
-/// badly when they outnumber the cores that run them.
-pub fn default_threads() -> usize {
-    num_cpus::get_physical().max(1)
-}
+pub use crate::threads::default_threads;
 
 /// Sampling and stopping settings of one generation.
 #[derive(Clone, Debug)]
@@ -191,6 +186,8 @@ pub struct Session {
     code_predictor: CodePredictor,
     model: Arc<TtsModel>,
     backend: Arc<Backend>,
+    /// Adapts the backend's thread count to the machine's load (if set).
+    governor: Option<ThreadGovernor>,
 }
 
 impl Session {
@@ -200,6 +197,27 @@ impl Session {
             code_predictor: CodePredictor::new(model.code_predictor.clone(), backend.clone()),
             model,
             backend,
+            governor: None,
+        }
+    }
+
+    /// Computes with up to `max` threads, fewer while other processes keep
+    /// cores busy (see [`crate::threads`]); `None`: always the backend's
+    /// current count.
+    pub fn set_adaptive_threads(&mut self, max: Option<usize>) {
+        self.governor = max.map(ThreadGovernor::new);
+        if let Some(max) = max {
+            self.backend.set_threads(max);
+        }
+    }
+
+    /// Follows the machine's load (called between frames).
+    fn adapt_threads(&mut self) {
+        if let Some(g) = &mut self.governor {
+            let n = g.poll();
+            if n != self.backend.threads() {
+                self.backend.set_threads(n);
+            }
         }
     }
 
@@ -211,7 +229,9 @@ impl Session {
         &self.backend
     }
 
-    pub fn set_threads(&self, threads: usize) {
+    /// A fixed thread count (ends adaptive threading).
+    pub fn set_threads(&mut self, threads: usize) {
+        self.governor = None;
         self.backend.set_threads(threads);
     }
 
@@ -290,7 +310,8 @@ impl Session {
         mut on_frame: impl FnMut(usize, &[u32]) -> Result<()>,
     ) -> Result<(Vec<Vec<u32>>, Trace)> {
         opts.validate()?;
-        let cfg = &self.model.config;
+        let model = self.model.clone();
+        let cfg = &model.config;
         let processors = TalkerProcessors {
             repetition_penalty: opts.repetition_penalty,
             eos_id: cfg.codec.eos,
@@ -352,6 +373,7 @@ impl Session {
             next.iter_mut()
                 .zip(prompt.trailing_vector(frames.len() - 1))
                 .for_each(|(a, b)| *a += b);
+            self.adapt_threads();
             let stepping = Instant::now();
             step = self.talker.forward(&next, len + frames.len() - 1)?;
             trace.times.talker += stepping.elapsed().as_secs_f64();
@@ -482,7 +504,8 @@ fn check_pair(model: &TtsModel, vocoder: &CodecDecoder, tokenizer_path: &Path) -
 }
 
 impl Synthesizer {
-    /// Opens `tts-*.gguf` and `tokenizer-*.gguf` and checks they belong together.
+    /// Opens `tts-*.gguf` and `tokenizer-*.gguf` and checks they belong
+    /// together; `threads` as for [`Synthesizer::with_models`] (0: adaptive).
     pub fn load(
         tts_path: impl AsRef<Path>,
         tokenizer_path: impl AsRef<Path>,
@@ -495,7 +518,8 @@ impl Synthesizer {
     }
 
     /// Another synthesizer over already loaded models (its own sessions on
-    /// its own `threads`-thread backend); `tokenizer_path` is where the codec
+    /// its own `threads`-thread backend; 0: up to [`default_threads`], fewer
+    /// while the machine is busy); `tokenizer_path` is where the codec
     /// encoder is loaded from when a voice is cloned in context.
     pub fn with_models(
         model: Arc<TtsModel>,
@@ -503,9 +527,13 @@ impl Synthesizer {
         tokenizer_path: impl AsRef<Path>,
         threads: usize,
     ) -> Self {
-        let backend = Arc::new(Backend::cpu(threads));
+        let backend = Arc::new(Backend::cpu(threads.max(1)));
+        let mut session = Session::new(model.clone(), backend.clone());
+        if threads == 0 {
+            session.set_adaptive_threads(Some(default_threads()));
+        }
         Self {
-            session: Session::new(model.clone(), backend.clone()),
+            session,
             decoder: DecoderSession::new(vocoder.clone(), backend),
             model,
             vocoder,
@@ -523,9 +551,13 @@ impl Synthesizer {
         &mut self.decoder
     }
 
+    /// A fixed thread count (0: adaptive, as at load).
     pub fn set_threads(&mut self, threads: usize) {
         // One backend serves both sessions.
-        self.session.set_threads(threads);
+        match threads {
+            0 => self.session.set_adaptive_threads(Some(default_threads())),
+            n => self.session.set_threads(n),
+        }
     }
 
     fn threads(&self) -> usize {
@@ -601,6 +633,7 @@ impl Synthesizer {
         })?;
         let t2 = Instant::now();
         on_progress(Progress::Vocoding);
+        self.session.adapt_threads();
         let samples = match &req.voice {
             // ICL: vocode with the reference as left context, then cut it off.
             Voice::Icl { ref_codes, .. } => {

@@ -91,6 +91,15 @@ fn two_sessions_at_once_give_what_each_gives_alone() {
         );
     }
 
+    // The thread count (fixed or adaptive, which may change it between
+    // frames) does not change the result.
+    for threads in [2, 0] {
+        let mut synth = Synthesizer::with_models(model.clone(), vocoder.clone(), &tok, threads);
+        let out = synth.synthesize(&jobs[1].0, &jobs[1].1, |_| {}).unwrap();
+        assert_eq!(out.frames, alone[1].frames, "{threads} threads: codes");
+        assert_eq!(out.samples, alone[1].samples, "{threads} threads: samples");
+    }
+
     // A session can run another request after the first (state is reset).
     let mut synth = Synthesizer::with_models(model.clone(), vocoder.clone(), &tok, 1);
     let first = synth.synthesize(&jobs[1].0, &jobs[1].1, |_| {}).unwrap();

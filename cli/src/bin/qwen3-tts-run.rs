@@ -171,7 +171,7 @@ struct Args {
     /// Do not stop before this many frames
     #[arg(long, default_value_t = 1)]
     min_frames: usize,
-    /// CPU threads [physical cores]
+    /// CPU threads [physical cores, fewer while other processes keep cores busy]
     #[arg(long)]
     threads: Option<usize>,
     /// No progress bar or summary
@@ -519,10 +519,9 @@ fn list_voices(cfg: &TtsConfig) {
 }
 
 fn run(args: &Args, process_start: Instant) -> Result<()> {
-    let threads = args
-        .threads
-        .unwrap_or_else(qwen3_tts::pipeline::default_threads);
-    if threads == 0 {
+    // 0 asks the library for adaptive threading (see qwen3_tts::threads).
+    let threads = args.threads.unwrap_or(0);
+    if args.threads == Some(0) {
         bail!("--threads must be at least 1");
     }
     if args.first_chunk_frames == 0 {
