@@ -195,7 +195,8 @@ fn main() -> ExitCode {
             let _ = std::fs::remove_file(path);
         }
         eprintln!("\nqwen3-tts-run: interrupted");
-        std::process::exit(INTERRUPTED);
+        // Not `process::exit`: other threads may be inside ggml.
+        qwen3_tts::ggml::exit_immediately(INTERRUPTED);
     });
     if let Err(e) = handler {
         eprintln!(

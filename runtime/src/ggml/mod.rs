@@ -85,3 +85,15 @@ pub fn take_log() -> String {
         .map(|mut b| std::mem::take(&mut *b).trim().to_string())
         .unwrap_or_default()
 }
+
+extern "C" {
+    fn _exit(status: std::os::raw::c_int) -> !;
+}
+
+/// Ends the process at once with `status`, without running exit handlers
+/// or static destructors: what a signal handler must do while graphs may be
+/// computing on other threads (`exit` would tear ggml's backend registry
+/// down under them, and the process would crash on its way out).
+pub fn exit_immediately(status: i32) -> ! {
+    unsafe { _exit(status) }
+}
