@@ -1,0 +1,104 @@
+//! Streaming figures of `Synthesizer::synthesize_stream`: time to first audio
+//! from the request (model loaded, voice prepared as a `.qvoice` would be),
+//! the per-frame production time, and for a player that starts playing at
+//! the first chunk the number of underruns and the smallest real-time margin.
+//!
+//!     bench_stream --tts F --tokenizer F --ref-audio WAV [--frames 50] [--threads 2] [--runs 3]
+//!         [--first-chunk-frames 2] [--chunk-frames 12] [--text TEXT]
+//!
+//! Prints one JSON object (medians over the runs, each after one warm-up).
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use qwen3_tts::audio;
+use qwen3_tts::pipeline::{GenerateOptions, StreamOptions, Synthesizer};
+use qwen3_tts::prompt::Request;
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn main() {
+    let args: Vec<String> = std::env::args().collect();
+    let get = |k: &str| {
+        args.iter()
+            .position(|a| a == &format!("--{k}"))
+            .map(|i| args[i + 1].clone())
+    };
+    let num = |k: &str, d: usize| get(k).map_or(d, |v| v.parse().expect(k));
+    let tts = PathBuf::from(get("tts").expect("--tts"));
+    let tokenizer = PathBuf::from(get("tokenizer").expect("--tokenizer"));
+    let ref_audio = PathBuf::from(get("ref-audio").expect("--ref-audio"));
+    let (frames, threads, runs) = (num("frames", 50), num("threads", 2), num("runs", 3));
+    let stream = StreamOptions {
+        first_chunk_frames: num("first-chunk-frames", 2),
+        chunk_frames: num("chunk-frames", 12),
+    };
+    let text = get("text").unwrap_or("Hello there, this is a benchmark of the speech engine.".into());
+
+    let mut synth = Synthesizer::load(&tts, &tokenizer, threads).expect("load");
+    let clip = audio::load_resampled(&ref_audio, 24_000).expect("reference audio");
+    let voice = synth.clone_voice(&clip.samples, None).expect("clone").voice(true);
+    let req = Request {
+        text,
+        language: "English".into(),
+        voice,
+        instruct: None,
+        non_streaming: None,
+    };
+    let mut opts = GenerateOptions::from_config(&synth.model.config).greedy();
+    opts.max_new_tokens = frames + 1;
+    opts.min_new_tokens = frames + 1;
+    let rate = synth.vocoder.sample_rate() as f64;
+
+    let (mut first, mut per_frame, mut underruns, mut margin, mut rtf) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    for run in 0..=runs {
+        let start = Instant::now();
+        // (arrival s after the request, seconds of audio in the chunk)
+        let mut chunks: Vec<(f64, f64)> = Vec::new();
+        let summary = synth
+            .synthesize_stream(&req, &opts, &stream, |c| {
+                chunks.push((start.elapsed().as_secs_f64(), c.samples.len() as f64 / rate));
+                Ok(())
+            })
+            .expect("stream");
+        let total = start.elapsed().as_secs_f64();
+        if run == 0 {
+            continue; // warm-up
+        }
+        // A player starting at the first chunk with audio: chunk k must
+        // arrive before the audio of the chunks before it has played out.
+        let t0 = summary.first_audio;
+        let (mut queued, mut under, mut worst) = (0.0, 0, f64::INFINITY);
+        for &(at, secs) in chunks.iter().filter(|c| c.1 > 0.0) {
+            if queued > 0.0 {
+                let slack = t0 + queued - at;
+                worst = worst.min(slack);
+                if slack < 0.0 {
+                    under += 1;
+                }
+            }
+            queued += secs;
+        }
+        first.push(summary.first_audio * 1000.0);
+        per_frame.push(summary.timings.generate / frames as f64 * 1000.0);
+        underruns.push(under as f64);
+        margin.push(worst * 1000.0);
+        rtf.push(total / (summary.samples as f64 / rate));
+    }
+    println!(
+        "{}",
+        serde_json::json!({
+            "tts": tts, "threads": threads, "frames": frames, "runs": runs,
+            "first_chunk_frames": stream.first_chunk_frames, "chunk_frames": stream.chunk_frames,
+            "first_audio_ms": median(first),
+            "generate_ms_per_frame": median(per_frame),
+            "underruns": median(underruns),
+            "min_margin_ms": median(margin),
+            "rtf": median(rtf),
+        })
+    );
+}
