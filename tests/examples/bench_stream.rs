@@ -36,11 +36,15 @@ fn main() {
         first_chunk_frames: num("first-chunk-frames", 2),
         chunk_frames: num("chunk-frames", 12),
     };
-    let text = get("text").unwrap_or("Hello there, this is a benchmark of the speech engine.".into());
+    let text =
+        get("text").unwrap_or("Hello there, this is a benchmark of the speech engine.".into());
 
     let mut synth = Synthesizer::load(&tts, &tokenizer, threads).expect("load");
     let clip = audio::load_resampled(&ref_audio, 24_000).expect("reference audio");
-    let voice = synth.clone_voice(&clip.samples, None).expect("clone").voice(true);
+    let voice = synth
+        .clone_voice(&clip.samples, None)
+        .expect("clone")
+        .voice(true);
     let req = Request {
         text,
         language: "English".into(),
