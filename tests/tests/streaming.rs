@@ -201,6 +201,31 @@ fn cloned_voices_stream_equal_offline() {
 }
 
 #[test]
+fn f16_vocoder_streams_equal_offline() {
+    // The released files' type: F16 convs, whose unfolded columns are F16.
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let tts = convert_tiny("0.6B-CustomVoice", GgmlType::F32, tmp.path());
+    let tok = convert_tiny_tokenizer(GgmlType::F16, tmp.path());
+    let mut cv = Synthesizer::load(tts, tok, 2).unwrap();
+    let req = speaker_request("Half precision, streamed.");
+    let opts = options(&cv, 30, true);
+    let offline = cv.synthesize(&req, &opts, |_| {}).unwrap();
+    for (first, every) in [(1, 1), (2, 3), (4, 25)] {
+        let stream = StreamOptions {
+            first_chunk_frames: first,
+            chunk_frames: every,
+        };
+        let (samples, _) = streamed(&mut cv, &req, &opts, stream);
+        check(
+            &format!("F16 vocoder {first}/{every}"),
+            &offline.samples,
+            &samples,
+        );
+    }
+}
+
+#[test]
 fn a_failing_consumer_stops_the_stream() {
     let _g = serial();
     let tmp = tempfile::tempdir().unwrap();

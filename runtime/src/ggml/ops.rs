@@ -24,12 +24,23 @@ impl Context {
             && m < COLUMN_INVARIANT_MIN
             && unsafe { sys::ggml_is_contiguous(b.raw()) }
         {
-            let padded = self.pad(b, [0; 4], [0, (COLUMN_INVARIANT_MIN - m) as i32, 0, 0]);
-            let full = self.mul_mat_ggml(a, padded);
-            let [n, _, n2, n3] = full.ne();
-            assert_eq!(n3, 1, "column-invariant products of 4-D tensors");
-            let nb = full.nb();
-            return self.cont(self.view(full, &[n, m, n2], &nb[1..3], 0));
+            let right = [0, (COLUMN_INVARIANT_MIN - m) as i32, 0, 0];
+            // ggml pads F32 only; F16 goes there and back (exactly).
+            let padded = match b.ty() {
+                GgmlType::F32 => Some(self.pad(b, [0; 4], right)),
+                GgmlType::F16 => {
+                    let wide = self.pad(self.cast(b, GgmlType::F32), [0; 4], right);
+                    Some(self.cast(wide, GgmlType::F16))
+                }
+                _ => None,
+            };
+            if let Some(padded) = padded {
+                let full = self.mul_mat_ggml(a, padded);
+                let [n, _, n2, n3] = full.ne();
+                assert_eq!(n3, 1, "column-invariant products of 4-D tensors");
+                let nb = full.nb();
+                return self.cont(self.view(full, &[n, m, n2], &nb[1..3], 0));
+            }
         }
         if gemv::applies(a.raw(), b.raw()) {
             let mut args = [a.raw(), b.raw()];
