@@ -285,7 +285,7 @@ def dump_resample(tok, out_dir):
                     "by 1/32768); librosa.resample(y, orig_sr=44100, target_sr=24000) with default res_type "
                     "(soxr_hq); .astype(float32)",
         "mono_44k_len": int(raw.shape[0]), "out_len": int(y24.shape[0]),
-        "note_16k": "nothing in the 12 Hz pipeline resamples to 16 kHz (spec/09 §1 confirmed by source); no 16 kHz output",
+        "note_16k": "nothing in the 12 Hz pipeline resamples to 16 kHz (confirmed in the package source); no 16 kHz output",
     })
 
 

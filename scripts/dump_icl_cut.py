@@ -108,7 +108,7 @@ def main():
     md = args.model_dir
     save(args.out, NAME, {"ref_codes": ref_codes, "codes": codes, "wav_full": wav_full,
                           "cut": torch.tensor([cut], dtype=torch.int64)}, {
-        "what": "ICL post-processing of Qwen3TTSModel.generate_voice_clone (spec/07 §5): the speech-tokenizer "
+        "what": "ICL post-processing of Qwen3TTSModel.generate_voice_clone (see docs/architecture.md): the speech-tokenizer "
                 "decode of concat(ref_codes, codes) as one sequence (wav_full) and the front cut; the API's "
                 "returned waveform is wav_full[cut:] (asserted, not stored)",
         "model": rel(md), "model_sha256": ckpt_sha(md),

@@ -42,7 +42,7 @@ def main():
     save_file({"mel_f64": mel64.float()}, OUT + ".safetensors")
     with open(OUT + ".json", "w") as f:
         json.dump({"input": "tests/fixtures/audio/ref_24k.wav (encode_ref input_samples)", "shape": list(mel64.shape),
-                   "what": "log-mel of spec/04 §2 evaluated in float64 (stored as f32)",
+                   "what": "log-mel of the speaker encoder's front end evaluated in float64 (stored as f32)",
                    "float32_replica_equals_package": True,
                    "package_f32_vs_f64_max_abs": noise, "torch": torch.__version__,
                    "librosa": librosa.__version__}, f, indent=1, sort_keys=True)
