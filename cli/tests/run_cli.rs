@@ -3,23 +3,14 @@
 //! (SNR ≥ 50 dB at F32), and clear errors for bad input.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
 use qwen3_tts::ggml::GgmlType;
 use qwen3_tts_tests::{
     convert_tiny, convert_tiny_tokenizer, fixtures, frames_of, serial, snr_db, Dump,
 };
 
-fn run(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_qwen3-tts-run"))
-        .args(args)
-        .output()
-        .expect("start qwen3-tts-run")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+mod common;
+use common::{interrupt, run, start_until, stderr};
 
 fn strs(v: &[String]) -> Vec<&str> {
     v.iter().map(String::as_str).collect()
@@ -421,8 +412,9 @@ fn interrupt_removes_the_temporary_output() {
     let outdir = tmp.path().join("out");
     std::fs::create_dir(&outdir).unwrap();
     let out = outdir.join("long.wav");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_qwen3-tts-run"))
-        .args([
+    // Interrupted while it generates.
+    let (child, lines) = start_until(
+        &[
             "-m",
             tts.to_str().unwrap(),
             "-t",
@@ -439,33 +431,11 @@ fn interrupt_removes_the_temporary_output() {
             "1",
             "-o",
             out.to_str().unwrap(),
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start qwen3-tts-run");
-    // Wait until it generates (stderr is a pipe: one plain line per stage).
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
-    let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        seen.push(line.clone());
-        if line.starts_with("generating") {
-            break;
-        }
-    }
-    assert!(
-        seen.iter().any(|l| l.starts_with("generating")),
-        "no generating line: {seen:?}"
+        ],
+        "generating",
     );
     assert_eq!(part_files(&outdir).len(), 1, "{:?}", part_files(&outdir));
-    assert!(child.try_wait().unwrap().is_none(), "finished already");
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let rest: Vec<String> = lines.map_while(|l| l.ok()).collect();
-    let status = child.wait().unwrap();
+    let (status, rest) = interrupt(child, lines);
     assert_eq!(status.code(), Some(130), "{status:?}; stderr: {rest:?}");
     assert!(part_files(&outdir).is_empty(), "{:?}", part_files(&outdir));
     assert!(!out.exists());

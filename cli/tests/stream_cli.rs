@@ -9,18 +9,8 @@ use std::process::{Command, Output};
 use qwen3_tts::ggml::GgmlType;
 use qwen3_tts_tests::{convert_tiny, convert_tiny_tokenizer, serial};
 
-const BIN: &str = env!("CARGO_BIN_EXE_qwen3-tts-run");
-
-fn run(args: &[&str]) -> Output {
-    Command::new(BIN)
-        .args(args)
-        .output()
-        .expect("start qwen3-tts-run")
-}
-
-fn stderr(o: &Output) -> String {
-    String::from_utf8_lossy(&o.stderr).into_owned()
-}
+mod common;
+use common::{interrupt, run, start_until, stderr, BIN};
 
 /// Tiny CustomVoice models at F32 in `dir`, as path strings.
 fn models(dir: &Path) -> (String, String) {
@@ -338,8 +328,8 @@ fn interrupting_a_stream_removes_the_temporary_output() {
     let outdir = tmp.path().join("out");
     std::fs::create_dir(&outdir).unwrap();
     let out = outdir.join("long.wav");
-    let mut child = Command::new(BIN)
-        .args([
+    let (child, lines) = start_until(
+        &[
             "-m",
             &tts,
             "-t",
@@ -357,22 +347,8 @@ fn interrupting_a_stream_removes_the_temporary_output() {
             "--stream",
             "-o",
             out.to_str().unwrap(),
-        ])
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .expect("start qwen3-tts-run");
-    let mut lines = std::io::BufRead::lines(std::io::BufReader::new(child.stderr.take().unwrap()));
-    let mut seen = Vec::new();
-    for line in lines.by_ref() {
-        let line = line.unwrap();
-        seen.push(line.clone());
-        if line.starts_with("first audio") {
-            break;
-        }
-    }
-    assert!(
-        seen.iter().any(|l| l.starts_with("first audio")),
-        "no first audio line: {seen:?}"
+        ],
+        "first audio",
     );
     let parts: Vec<PathBuf> = std::fs::read_dir(&outdir)
         .unwrap()
@@ -382,14 +358,7 @@ fn interrupting_a_stream_removes_the_temporary_output() {
     assert!(parts[0].to_string_lossy().ends_with(".wav.part"));
     // The header and the first chunk are in it already.
     assert!(std::fs::metadata(&parts[0]).unwrap().len() > 44);
-    assert!(child.try_wait().unwrap().is_none(), "finished already");
-    let kill = Command::new("kill")
-        .args(["-INT", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(kill.success());
-    let rest: Vec<String> = lines.map_while(|l| l.ok()).collect();
-    let status = child.wait().unwrap();
+    let (status, rest) = interrupt(child, lines);
     assert_eq!(status.code(), Some(130), "{status:?}; stderr: {rest:?}");
     assert_eq!(std::fs::read_dir(&outdir).unwrap().count(), 0);
     assert!(!out.exists());

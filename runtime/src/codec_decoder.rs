@@ -163,16 +163,8 @@ pub struct CodecDecoderWeights {
     pub states: StreamStateLayout,
 }
 
-fn bad_stride(name: String, stride: usize) -> Error {
-    Error::Tensor {
-        path: Default::default(),
-        name,
-        reason: format!("kernel size is not a multiple of the stride {stride}"),
-    }
-}
-
 impl CodecDecoderWeights {
-    fn load(src: &WeightSource, cfg: &CodecDecoderConfig, path: &Path) -> Result<Self> {
+    fn load(src: &WeightSource, cfg: &CodecDecoderConfig) -> Result<Self> {
         let mut states = StreamStateLayout::default();
         let w = |stem: &str| src.kernel(&tensors::join(stem, tensors::CONV_WEIGHT));
         let b = |stem: &str| src.any(&tensors::join(stem, tensors::CONV_BIAS)).map(Some);
@@ -181,11 +173,10 @@ impl CodecDecoderWeights {
         };
         let tconv = |stem: &str, stride: usize, states: &mut StreamStateLayout| {
             CausalTransposedConv::new(w(stem)?, b(stem)?, stride, states).ok_or_else(|| {
-                let mut e = bad_stride(tensors::join(stem, tensors::CONV_WEIGHT), stride);
-                if let Error::Tensor { path: p, .. } = &mut e {
-                    *p = path.to_path_buf();
-                }
-                e
+                src.error(
+                    &tensors::join(stem, tensors::CONV_WEIGHT),
+                    format!("kernel size is not a multiple of the stride {stride}"),
+                )
             })
         };
         let snake = |stem: &str| {
@@ -286,11 +277,7 @@ impl CodecDecoder {
             |name| name.starts_with(names::PREFIX) && !names::is_rvq_input_proj(name),
             |name, bytes| prepare(&file, name, bytes),
         )?;
-        let weights = CodecDecoderWeights::load(
-            &WeightSource::new(&store, file.path()),
-            &config,
-            file.path(),
-        )?;
+        let weights = CodecDecoderWeights::load(&WeightSource::new(&store, file.path()), &config)?;
         Ok(Self {
             config,
             weights,

@@ -143,7 +143,7 @@ impl CodecEncoderWeights {
     }
 }
 
-/// The encoding graph over `samples`; returns (audio input, codes, mask/pos inputs).
+/// The encoding graph over `samples`: `[audio, pos, mask]` inputs and the `codes` output.
 fn build<'a>(
     ctx: &'a Context,
     w: &CodecEncoderWeights,

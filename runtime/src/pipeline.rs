@@ -172,6 +172,20 @@ impl TtsModel {
         self.store.size()
     }
 
+    /// The speaker encoder, or the error a model without one (not Base) gives
+    /// when asked to clone a voice.
+    pub fn cloning(&self) -> Result<&SpeakerEncoder> {
+        self.speaker_encoder.as_ref().ok_or_else(|| {
+            Error::invalid(
+                "voice",
+                format!(
+                    "this {:?} model has no speaker encoder: voice cloning needs a Base model",
+                    self.config.model_type
+                ),
+            )
+        })
+    }
+
     /// A session on its own `threads`-thread backend.
     pub fn session(self: &Arc<Self>, threads: usize) -> Session {
         Session::new(self.clone(), Arc::new(Backend::cpu(threads)))
@@ -247,16 +261,7 @@ impl Session {
 
     /// The x-vector of mono reference audio at the speaker encoder's rate.
     pub fn x_vector(&self, samples: &[f32]) -> Result<Vec<f32>> {
-        match &self.model.speaker_encoder {
-            Some(e) => e.embed(&self.backend, samples),
-            None => Err(Error::invalid(
-                "voice",
-                format!(
-                    "this {:?} model has no speaker encoder: voice cloning needs a Base model",
-                    self.model.config.model_type
-                ),
-            )),
-        }
+        self.model.cloning()?.embed(&self.backend, samples)
     }
 
     /// Runs the decode loop; returns the frames (16 codes each). `trace_steps`
@@ -568,16 +573,7 @@ impl Synthesizer {
     /// with `ref_text` (its transcript) the reference codes for in-context
     /// cloning. Base models only.
     pub fn clone_voice(&mut self, samples: &[f32], ref_text: Option<&str>) -> Result<VoicePrompt> {
-        let Some(speaker) = &self.model.speaker_encoder else {
-            return Err(Error::invalid(
-                "voice",
-                format!(
-                    "this {:?} model has no speaker encoder: voice cloning needs a Base model",
-                    self.model.config.model_type
-                ),
-            ));
-        };
-        let rate = speaker.config.sample_rate as f64;
+        let rate = self.model.cloning()?.config.sample_rate as f64;
         let seconds = samples.len() as f64 / rate;
         if seconds < MIN_REFERENCE_SECONDS {
             return Err(Error::bad_audio(

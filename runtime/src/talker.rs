@@ -91,8 +91,8 @@ struct StepIo {
 
 /// The per-layer KV cache of one sequence, `[head_dim·kv_heads, capacity]`.
 struct KvStore {
-    // Kept for its memory; the graphs reach it through `k`/`v`.
-    _store: TensorStore,
+    /// Holds the memory (and clears it); graphs reach it through `k`/`v`.
+    store: TensorStore,
     k: Vec<StoredTensor>,
     v: Vec<StoredTensor>,
     capacity: usize,
@@ -116,7 +116,7 @@ impl KvStore {
         Self {
             k: get("k"),
             v: get("v"),
-            _store: store,
+            store,
             capacity,
         }
     }
@@ -151,7 +151,7 @@ impl Talker {
     pub fn reset(&mut self, positions: usize) {
         let capacity = positions.div_ceil(KV_BUCKET) * KV_BUCKET;
         match &self.cache {
-            Some(c) if c.capacity >= capacity => c._store.clear(0),
+            Some(c) if c.capacity >= capacity => c.store.clear(0),
             _ => self.replace_cache(capacity, 0),
         }
     }

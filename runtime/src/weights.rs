@@ -80,7 +80,8 @@ impl<'a> WeightSource<'a> {
         Self { store, path }
     }
 
-    fn error(&self, name: &str, reason: String) -> Error {
+    /// An error about the tensor `name` of this file.
+    pub fn error(&self, name: &str, reason: String) -> Error {
         Error::Tensor {
             path: self.path.to_path_buf(),
             name: name.to_string(),
