@@ -565,7 +565,7 @@ impl DecoderSession {
             mask[i * capacity + first..i * capacity + t + 1].fill(0.0);
         }
         if !self.graphs.iter().any(|(k, _)| *k == n) {
-            if self.graphs.len() >= 2 {
+            if self.graphs.len() >= 4 {
                 self.graphs.remove(0);
             }
             let g = build_graph(&self.decoder, &self.state, &self.backend, n);

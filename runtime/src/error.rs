@@ -41,6 +41,9 @@ pub enum Error {
     /// ggml failed to allocate or compute a graph (out of memory, most likely).
     #[error("computation failed: {0}")]
     Compute(String),
+    /// The caller cancelled the generation (see `GenerateOptions::cancel`).
+    #[error("cancelled")]
+    Cancelled,
     /// A broken invariant of this library (a bug: please report it).
     #[error("internal error: {0}")]
     Internal(String),

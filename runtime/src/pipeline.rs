@@ -3,6 +3,7 @@
 //! them, with the reference's decode loop (see docs/architecture.md).
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -39,6 +40,28 @@ pub struct GenerateOptions {
     /// Frames the talker's KV cache is first sized for; it grows (doubling)
     /// past that, so long texts cost memory only when they happen.
     pub reserve_frames: usize,
+    /// Raised from another thread, stops the generation at the next frame
+    /// with [`Error::Cancelled`] (a client that went away, a time limit).
+    pub cancel: Option<CancelFlag>,
+}
+
+/// A shared flag that cancels a running generation (see
+/// [`GenerateOptions::cancel`]); clones share the flag.
+#[derive(Clone, Debug, Default)]
+pub struct CancelFlag(Arc<AtomicBool>);
+
+impl CancelFlag {
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    pub fn cancel(&self) {
+        self.0.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_cancelled(&self) -> bool {
+        self.0.load(Ordering::Relaxed)
+    }
 }
 
 impl GenerateOptions {
@@ -63,6 +86,7 @@ impl GenerateOptions {
             min_new_tokens: 2,
             seed: 0,
             reserve_frames: 256,
+            cancel: None,
         }
     }
 
@@ -328,6 +352,9 @@ impl Session {
         // Reserve for a first stretch of audio; the cache grows if needed.
         self.talker
             .reset(len + opts.max_new_tokens.min(opts.reserve_frames));
+        if opts.cancel.as_ref().is_some_and(CancelFlag::is_cancelled) {
+            return Err(Error::Cancelled);
+        }
         let started = Instant::now();
         let mut step = self.talker.forward(&prompt.prefill, 0)?;
         let mut trace = Trace::default();
@@ -374,6 +401,9 @@ impl Session {
             frame.extend(&fc.codes);
             on_frame(frames.len(), &frame)?;
             frames.push(frame);
+            if opts.cancel.as_ref().is_some_and(CancelFlag::is_cancelled) {
+                return Err(Error::Cancelled);
+            }
             let mut next = fc.frame_embed;
             next.iter_mut()
                 .zip(prompt.trailing_vector(frames.len() - 1))

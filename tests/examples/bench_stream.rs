@@ -59,6 +59,7 @@ fn main() {
 
     let (mut first, mut per_frame, mut underruns, mut margin, mut rtf) =
         (vec![], vec![], vec![], vec![], vec![]);
+    let (mut prompt_ms, mut prefill_ms, mut first_frame_ms) = (vec![], vec![], vec![]);
     for run in 0..=runs {
         let start = Instant::now();
         // (arrival s after the request, seconds of audio in the chunk)
@@ -88,6 +89,9 @@ fn main() {
             queued += secs;
         }
         first.push(summary.first_audio * 1000.0);
+        prompt_ms.push(summary.timings.prompt * 1000.0);
+        prefill_ms.push(summary.timings.decode.prefill * 1000.0);
+        first_frame_ms.push(summary.timings.decode.first_frame * 1000.0);
         per_frame.push(summary.timings.generate / frames as f64 * 1000.0);
         underruns.push(under as f64);
         margin.push(worst * 1000.0);
@@ -99,6 +103,9 @@ fn main() {
             "tts": tts, "threads": threads, "frames": frames, "runs": runs,
             "first_chunk_frames": stream.first_chunk_frames, "chunk_frames": stream.chunk_frames,
             "first_audio_ms": median(first),
+            "prompt_ms": median(prompt_ms),
+            "prefill_ms": median(prefill_ms),
+            "first_frame_ms": median(first_frame_ms),
             "generate_ms_per_frame": median(per_frame),
             "underruns": median(underruns),
             "min_margin_ms": median(margin),

@@ -256,3 +256,34 @@ fn a_failing_consumer_stops_the_stream() {
     let after = cv.synthesize(&req, &opts, |_| {}).unwrap();
     assert_eq!(after.frames.len(), 50);
 }
+
+#[test]
+fn a_cancel_flag_stops_the_generation_at_the_next_frame() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cv = synthesizer("0.6B-CustomVoice", tmp.path());
+    let req = speaker_request("Cancel me.");
+    let mut opts = options(&cv, 50, true);
+    let flag = qwen3_tts::pipeline::CancelFlag::new();
+    opts.cancel = Some(flag.clone());
+    let one_by_one = StreamOptions {
+        first_chunk_frames: 1,
+        chunk_frames: 1,
+    };
+    let mut seen = Vec::new();
+    let err = cv
+        .synthesize_stream(&req, &opts, &one_by_one, |c| {
+            seen.push(c.frames);
+            if c.frames == 3 {
+                flag.cancel(); // as a server's disconnect watcher would
+            }
+            Ok(())
+        })
+        .unwrap_err();
+    assert!(matches!(err, qwen3_tts::Error::Cancelled), "{err}");
+    assert_eq!(seen, vec![1, 2, 3], "no frame after the cancel");
+    // A fresh flag: the session serves the next request in full.
+    opts.cancel = Some(qwen3_tts::pipeline::CancelFlag::new());
+    let after = cv.synthesize(&req, &opts, |_| {}).unwrap();
+    assert_eq!(after.frames.len(), 50);
+}
