@@ -137,8 +137,10 @@ pub struct Trace {
 /// Wall time of the decode loop's parts, in seconds.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct DecodeTimes {
-    /// The talker's pass over the prompt.
+    /// The talker's pass over the prompt, and how many leading prompt
+    /// positions it reused from the session's previous prompt.
     pub prefill: f64,
+    pub prefill_reused: usize,
     /// The talker's one-token passes (after the prefill), and how many.
     pub talker: f64,
     pub talker_steps: usize,
@@ -349,16 +351,16 @@ impl Session {
         };
         let mut rng = Sampler::new(opts.seed);
         let len = prompt.len();
-        // Reserve for a first stretch of audio; the cache grows if needed.
-        self.talker
-            .reset(len + opts.max_new_tokens.min(opts.reserve_frames));
         if opts.cancel.as_ref().is_some_and(CancelFlag::is_cancelled) {
             return Err(Error::Cancelled);
         }
         let started = Instant::now();
-        let mut step = self.talker.forward(&prompt.prefill, 0)?;
+        // Reserve for a first stretch of audio; the cache grows if needed.
+        let reserve = len + opts.max_new_tokens.min(opts.reserve_frames);
+        let (mut step, reused) = self.talker.prefill(&prompt.prefill, reserve)?;
         let mut trace = Trace::default();
         trace.times.prefill = started.elapsed().as_secs_f64();
+        trace.times.prefill_reused = reused;
         let mut history: Vec<u32> = Vec::new();
         let mut frames: Vec<Vec<u32>> = Vec::new();
         loop {

@@ -128,8 +128,22 @@ pub struct Talker {
     /// The decode graph (one token) of the current cache bucket.
     step_graph: Option<(usize, OwnedGraph<StepIo>)>,
     cache: Option<KvStore>,
+    /// The prompt rows whose keys and values are still at the start of the
+    /// cache, for [`Talker::prefill`] to reuse.
+    cached_prompt: Vec<f32>,
     weights: Arc<TalkerWeights>,
     backend: Arc<Backend>,
+}
+
+/// Fewer shared rows than this are recomputed: not worth a special case.
+const MIN_REUSED_ROWS: usize = 2;
+
+/// How many leading rows of `width` values `a` and `b` share, bit for bit.
+fn shared_rows(a: &[f32], b: &[f32], width: usize) -> usize {
+    a.chunks_exact(width)
+        .zip(b.chunks_exact(width))
+        .take_while(|(x, y)| x.iter().zip(*y).all(|(p, q)| p.to_bits() == q.to_bits()))
+        .count()
 }
 
 fn graph_nodes(cfg: &TransformerConfig) -> usize {
@@ -141,6 +155,7 @@ impl Talker {
         Self {
             step_graph: None,
             cache: None,
+            cached_prompt: Vec::new(),
             weights,
             backend,
         }
@@ -149,11 +164,39 @@ impl Talker {
     /// Starts a new sequence, reserving cache for `positions` positions (the
     /// cache grows later if the sequence gets longer).
     pub fn reset(&mut self, positions: usize) {
+        self.cached_prompt.clear();
         let capacity = positions.div_ceil(KV_BUCKET) * KV_BUCKET;
         match &self.cache {
             Some(c) if c.capacity >= capacity => c.store.clear(0),
             _ => self.replace_cache(capacity, 0),
         }
+    }
+
+    /// Starts a new sequence with `prompt` (`n × hidden`), reserving cache
+    /// for `positions` positions; returns the last prompt position's step.
+    /// Leading rows equal to the previous prompt's (same voice, language and
+    /// instruct: the prompt's head) keep their cached keys and values, which
+    /// are what recomputing them would give: only the rest is computed.
+    /// Also returns how many rows were reused.
+    pub fn prefill(&mut self, prompt: &[f32], positions: usize) -> Result<(TalkerStep, usize)> {
+        let h = self.weights.cfg.hidden;
+        let n = prompt.len() / h;
+        // The last two rows are always computed: the last one's logits start
+        // the generation, and a one-row pass (other kernels) can differ from
+        // a batched one in the last bit at F32.
+        let shared = shared_rows(&self.cached_prompt, prompt, h).min(n.saturating_sub(2));
+        let reused = if shared >= MIN_REUSED_ROWS { shared } else { 0 };
+        let capacity = positions.max(n).div_ceil(KV_BUCKET) * KV_BUCKET;
+        match &self.cache {
+            // Rows past the reused ones are stale but masked until rewritten.
+            Some(c) if c.capacity >= capacity && reused > 0 => {}
+            Some(c) if c.capacity >= capacity => c.store.clear(0),
+            _ => self.replace_cache(capacity, reused),
+        }
+        self.cached_prompt.clear();
+        let step = self.forward(&prompt[reused * h..], reused)?;
+        self.cached_prompt = prompt.to_vec();
+        Ok((step, reused))
     }
 
     /// Allocates a cache of `capacity` positions, keeping the first `keep`
@@ -219,6 +262,8 @@ impl Talker {
                 format!("talker input of {} values is not n × {h}", embeds.len()),
             ));
         }
+        // Rows from `start` on are rewritten: they are no longer the prompt's.
+        self.cached_prompt.truncate(start * h);
         let capacity = match &self.cache {
             Some(c) => c.capacity,
             None => {
