@@ -66,6 +66,9 @@ pub enum Error {
     /// A tempo change at a sample rate the stretcher cannot be set up for.
     #[error("tempo change at {rate} Hz is not supported (sample rate must be 1000..=384000 Hz)")]
     TempoSampleRate { rate: u32 },
+    /// The stretcher refused the buffer (not expected: inputs too short for it are padded).
+    #[error("tempo change failed: {0}")]
+    Stretch(&'static str),
 }
 
 /// `Result` with this crate's [`Error`].

@@ -75,10 +75,7 @@ pub fn change_tempo(samples: &[f32], sample_rate: u32, speed: f32) -> Result<Vec
     }
     let mut output = vec![0.0; out_len(input.len(), speed).max(min_out)];
     if !stretch.exact(&input, &mut output) {
-        // Unreachable with the padding above; a clear error rather than a silent wrong length.
-        return Err(Error::Speed {
-            speed: speed as f32,
-        });
+        return Err(Error::Stretch("the output is too short for the stretcher"));
     }
     output.truncate(want);
     output.resize(want, 0.0);
