@@ -9,11 +9,13 @@ use std::io::Cursor;
 use common::*;
 use qwen3_tts_encode::{available_formats, encoder, AudioFormat, Error};
 use symphonia::core::codecs::audio::AudioDecoderOptions;
+use symphonia::core::codecs::registry::CodecRegistry;
 use symphonia::core::errors::Error as SymError;
-use symphonia::core::formats::probe::Hint;
+use symphonia::core::formats::probe::{Hint, Probe};
 use symphonia::core::formats::{FormatOptions, TrackType};
 use symphonia::core::io::MediaSourceStream;
 use symphonia::core::meta::MetadataOptions;
+use symphonia_codec_aac::{AacDecoder, AdtsReader};
 
 /// 1.3 s at 24 kHz.
 const N: usize = 31_200;
@@ -44,7 +46,13 @@ fn symphonia_decode(bytes: Vec<u8>, ext: &str) -> Decoded {
     let mss = MediaSourceStream::new(Box::new(Cursor::new(bytes)), Default::default());
     let mut hint = Hint::new();
     hint.with_extension(ext);
-    let mut format = symphonia::default::get_probe()
+    let mut probe = Probe::new();
+    symphonia::default::register_enabled_formats(&mut probe);
+    probe.register_format::<AdtsReader<'_>>();
+    let mut codecs = CodecRegistry::new();
+    symphonia::default::register_enabled_codecs(&mut codecs);
+    codecs.register_audio_decoder::<AacDecoder>();
+    let mut format = probe
         .probe(
             &hint,
             mss,
@@ -61,7 +69,7 @@ fn symphonia_decode(bytes: Vec<u8>, ext: &str) -> Decoded {
         .audio()
         .unwrap()
         .clone();
-    let mut decoder = symphonia::default::get_codecs()
+    let mut decoder = codecs
         .make_audio_decoder(&params, &AudioDecoderOptions::default())
         .unwrap();
     let (mut rate, mut channels) = (params.sample_rate.unwrap_or(0), 0);
