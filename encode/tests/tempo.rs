@@ -181,3 +181,11 @@ fn short_streams() {
         assert_eq!(out.len(), (n as f64 / 2.0).round() as usize, "{n} samples");
     }
 }
+
+/// The server moves streams into its worker threads.
+#[test]
+fn streams_are_send() {
+    fn send<T: Send>(_: &T) {}
+    send(&TempoStream::new(RATE, 2.0).unwrap());
+    send(&qwen3_tts_encode::encoder(qwen3_tts_encode::AudioFormat::Wav, RATE).unwrap());
+}
