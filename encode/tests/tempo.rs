@@ -157,13 +157,16 @@ fn stream_matches_length_pitch_and_timing() {
             } else {
                 let onset = |env: &[f32]| env.iter().position(|&r| r > 0.175).unwrap();
                 let (a, b) = (onset(&env_s), onset(&env_w));
+                // The onset spreads with the stretch (and below 0.5 the phases are random):
+                // allow 20 ms of input, in output windows.
+                let tol = (2.0 / speed).ceil().max(2.0) as usize;
                 assert!(
-                    a.abs_diff(b) <= 2,
+                    a.abs_diff(b) <= tol,
                     "{what} at {speed}: tone starts at window {a} streamed, {b} whole"
                 );
                 let expected = (30.0 / speed).round() as usize;
                 assert!(
-                    b.abs_diff(expected) <= 3,
+                    b.abs_diff(expected) <= tol + 1,
                     "{what} at {speed}: tone starts at window {b}, expected about {expected}"
                 );
             }
