@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::code_predictor::{CodePredictor, CodePredictorWeights};
-use crate::codec_decoder::{CodecDecoder, DecoderSession};
+use crate::codec_decoder::{CodecDecoder, DecodeStream, DecoderSession};
 use crate::codec_encoder::CodecEncoder;
 use crate::config::TtsConfig;
 use crate::error::{Error, Result};
@@ -521,6 +521,9 @@ pub struct Synthesizer {
     pub vocoder: Arc<CodecDecoder>,
     session: Session,
     decoder: DecoderSession,
+    /// 0: the vocoder runs interleaved with generation on the session's
+    /// threads; n: concurrently, on its own n threads (streaming).
+    vocoder_threads: usize,
     tokenizer_path: PathBuf,
 }
 
@@ -572,6 +575,7 @@ impl Synthesizer {
         Self {
             session,
             decoder: DecoderSession::new(vocoder.clone(), backend),
+            vocoder_threads: 0,
             model,
             vocoder,
             tokenizer_path: tokenizer_path.as_ref().to_path_buf(),
@@ -599,6 +603,19 @@ impl Synthesizer {
 
     fn threads(&self) -> usize {
         self.session.backend().threads()
+    }
+
+    /// Where a stream's vocoder runs: 0, interleaved with generation on the
+    /// session's threads (the default; what two cores want); n, on its own
+    /// n-thread backend concurrently with generation (more cores than the
+    /// memory-bound generation needs). Results do not depend on it.
+    pub fn set_vocoder_threads(&mut self, threads: usize) {
+        let backend = match threads {
+            0 => self.session.backend().clone(),
+            n => Arc::new(Backend::cpu(n)),
+        };
+        self.decoder = DecoderSession::new(self.vocoder.clone(), backend);
+        self.vocoder_threads = threads;
     }
 
     /// Clones a voice from mono reference audio at 24 kHz: the x-vector, and
@@ -717,55 +734,130 @@ impl Synthesizer {
         let t0 = Instant::now();
         let prompt = self.session.prompt(req)?;
         let t1 = Instant::now();
-        let (session, decoder) = (&mut self.session, &mut self.decoder);
-        let mut audio = decoder.stream();
-        if let Voice::Icl { ref_codes, .. } = &req.voice {
-            audio.push(ref_codes)?; // context only
-        }
-        let mut pending: Vec<Vec<u32>> = Vec::new();
-        let mut delivered = 0;
-        let mut first_audio = None;
-        let mut vocode = 0.0;
-        let mut due = stream.first_chunk_frames;
-        let mut emit = |frames: &[Vec<u32>], n: usize, last: bool| -> Result<()> {
-            let started = Instant::now();
-            let samples = audio.push(frames)?;
-            vocode += started.elapsed().as_secs_f64();
-            if first_audio.is_none() && !samples.is_empty() {
-                first_audio = Some(t0.elapsed().as_secs_f64());
-            }
-            on_chunk(AudioChunk {
-                samples: &samples,
-                first_sample: delivered,
-                frames: n,
-                last,
-            })?;
-            delivered += samples.len();
-            Ok(())
+        let mut audio = Chunker {
+            audio: self.decoder.stream(),
+            stream: *stream,
+            due: stream.first_chunk_frames,
+            pending: Vec::new(),
+            delivered: 0,
+            first_audio: None,
+            vocode: 0.0,
+            t0,
         };
-        let (frames, trace) = session.generate_with(&prompt, opts, |i, frame| {
-            pending.push(frame.to_vec());
-            if pending.len() >= due {
-                emit(&pending, i + 1, false)?;
-                pending.clear();
-                due = stream.chunk_frames;
-            }
-            Ok(())
-        })?;
+        if let Voice::Icl { ref_codes, .. } = &req.voice {
+            audio.audio.push(ref_codes)?; // context only
+        }
+        let (frames, trace) = if self.vocoder_threads > 0 {
+            // The vocoder on its own threads, concurrently with generation;
+            // the generation runs on a scoped thread, the chunks come here.
+            let session = &mut self.session;
+            let prompt = &prompt;
+            let (tx, rx) = std::sync::mpsc::channel::<Vec<u32>>();
+            std::thread::scope(|scope| -> Result<(Vec<Vec<u32>>, Trace)> {
+                let generation = scope.spawn(move || {
+                    session.generate_with(prompt, opts, |_, frame| {
+                        // A closed channel: the consumer failed (its error is returned).
+                        tx.send(frame.to_vec()).map_err(|_| Error::Cancelled)
+                    })
+                });
+                let mut consumer = Ok(());
+                for (i, frame) in rx.iter().enumerate() {
+                    consumer = audio.frame(frame, i + 1, &mut on_chunk);
+                    if consumer.is_err() {
+                        break;
+                    }
+                }
+                drop(rx);
+                let generated = generation
+                    .join()
+                    .map_err(|_| Error::Internal("the generation thread panicked".into()))?;
+                consumer?;
+                generated
+            })?
+        } else {
+            // Interleaved on the generation's threads.
+            self.session.generate_with(&prompt, opts, |i, frame| {
+                audio.frame(frame.to_vec(), i + 1, &mut on_chunk)
+            })?
+        };
         let t2 = Instant::now();
-        emit(&pending, frames.len(), true)?;
+        audio.emit(frames.len(), true, &mut on_chunk)?;
         let t3 = Instant::now();
+        let vocode_during = audio.vocode - (t3 - t2).as_secs_f64();
+        let generate = (t2 - t1).as_secs_f64();
         Ok(StreamSummary {
             sample_rate: self.vocoder.sample_rate(),
-            samples: delivered,
+            samples: audio.delivered,
             timings: Timings {
                 prompt: (t1 - t0).as_secs_f64(),
-                generate: (t2 - t1).as_secs_f64() - vocode,
-                vocode: vocode + (t3 - t2).as_secs_f64(),
+                // Interleaved: the vocoder's time is not the generation's.
+                generate: match self.vocoder_threads {
+                    0 => generate - vocode_during,
+                    _ => generate,
+                },
+                vocode: audio.vocode,
                 decode: trace.times,
             },
             frames,
-            first_audio: first_audio.unwrap_or_else(|| t0.elapsed().as_secs_f64()),
+            first_audio: audio
+                .first_audio
+                .unwrap_or_else(|| t0.elapsed().as_secs_f64()),
         })
+    }
+}
+
+/// A stream's frames in, its chunks of audio out (see
+/// [`Synthesizer::synthesize_stream`]).
+struct Chunker<'a> {
+    audio: DecodeStream<'a>,
+    stream: StreamOptions,
+    /// Frames pending before the next chunk is due.
+    due: usize,
+    pending: Vec<Vec<u32>>,
+    delivered: usize,
+    first_audio: Option<f64>,
+    /// Seconds in the vocoder.
+    vocode: f64,
+    t0: Instant,
+}
+
+impl Chunker<'_> {
+    /// Frame `n` (1-based) of the utterance; a chunk when one is due.
+    fn frame(
+        &mut self,
+        frame: Vec<u32>,
+        n: usize,
+        on_chunk: &mut impl FnMut(AudioChunk) -> Result<()>,
+    ) -> Result<()> {
+        self.pending.push(frame);
+        if self.pending.len() < self.due {
+            return Ok(());
+        }
+        self.due = self.stream.chunk_frames;
+        self.emit(n, false, on_chunk)
+    }
+
+    /// Vocodes the pending frames and hands their samples on.
+    fn emit(
+        &mut self,
+        frames: usize,
+        last: bool,
+        on_chunk: &mut impl FnMut(AudioChunk) -> Result<()>,
+    ) -> Result<()> {
+        let started = Instant::now();
+        let samples = self.audio.push(&self.pending)?;
+        self.pending.clear();
+        self.vocode += started.elapsed().as_secs_f64();
+        if self.first_audio.is_none() && !samples.is_empty() {
+            self.first_audio = Some(self.t0.elapsed().as_secs_f64());
+        }
+        on_chunk(AudioChunk {
+            samples: &samples,
+            first_sample: self.delivered,
+            frames,
+            last,
+        })?;
+        self.delivered += samples.len();
+        Ok(())
     }
 }

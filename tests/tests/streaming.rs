@@ -287,3 +287,47 @@ fn a_cancel_flag_stops_the_generation_at_the_next_frame() {
     let after = cv.synthesize(&req, &opts, |_| {}).unwrap();
     assert_eq!(after.frames.len(), 50);
 }
+
+#[test]
+fn a_concurrent_vocoder_streams_equal_offline_and_stops_with_its_consumer() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let mut cv = synthesizer("0.6B-CustomVoice", tmp.path());
+    let req = speaker_request("The vocoder on its own thread.");
+    let opts = options(&cv, 40, false);
+    let offline = cv.synthesize(&req, &opts, |_| {}).unwrap();
+    cv.set_vocoder_threads(1);
+    for (first, every) in [(1, 1), (2, 12), (300, 300)] {
+        let stream = StreamOptions {
+            first_chunk_frames: first,
+            chunk_frames: every,
+        };
+        let (samples, codes) = streamed(&mut cv, &req, &opts, stream);
+        assert_eq!(codes, offline.frames, "codes");
+        check(
+            &format!("concurrent {first}/{every}"),
+            &offline.samples,
+            &samples,
+        );
+    }
+    let one_by_one = StreamOptions {
+        first_chunk_frames: 1,
+        chunk_frames: 1,
+    };
+    let mut calls = 0;
+    let err = cv
+        .synthesize_stream(&req, &opts, &one_by_one, |_| {
+            calls += 1;
+            match calls {
+                3 => Err(qwen3_tts::Error::invalid("client", "hung up")),
+                _ => Ok(()),
+            }
+        })
+        .unwrap_err();
+    assert_eq!(calls, 3, "no chunk after the consumer failed");
+    assert!(err.to_string().contains("hung up"), "{err}");
+    // Back to interleaved: the same samples again.
+    cv.set_vocoder_threads(0);
+    let (samples, _) = streamed(&mut cv, &req, &opts, one_by_one);
+    check("interleaved again", &offline.samples, &samples);
+}
