@@ -843,7 +843,10 @@ async fn speech_inner(
     state
         .engine
         .submit(Job {
-            work: Work::Speech { job, events: tx },
+            work: Work::Speech {
+                job: Box::new(job),
+                events: tx,
+            },
             cancel: cancel.clone(),
             received,
             deadline,
@@ -914,7 +917,7 @@ async fn speech_inner(
             let st = StreamState {
                 rx,
                 encoder: Some(encoder),
-                guard: guard,
+                guard,
                 sse,
                 input_tokens,
                 done: false,

@@ -85,7 +85,7 @@ impl std::fmt::Display for JobError {
 /// The work of a job.
 pub enum Work {
     Speech {
-        job: SpeechJob,
+        job: Box<SpeechJob>,
         events: tmpsc::UnboundedSender<Event>,
     },
     /// Clones a voice from an audio file (any format the library reads) and
@@ -257,9 +257,9 @@ fn run(cfg: EngineConfig, rx: Receiver<Job>, shared: Arc<Shared>) {
             deadline,
         } = job;
         match work {
-            Work::Speech { job, events } => {
-                speech(&mut synth, &shared, job, events, cancel, received, deadline)
-            }
+            Work::Speech { job, events } => speech(
+                &mut synth, &shared, *job, events, cancel, received, deadline,
+            ),
             Work::CloneVoice {
                 audio,
                 transcript,
