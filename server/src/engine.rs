@@ -256,20 +256,26 @@ fn run(cfg: EngineConfig, rx: Receiver<Job>, shared: Arc<Shared>) {
             received,
             deadline,
         } = job;
+        // The last word is sent once the engine is free again, so that a
+        // client that has its answer sees an idle engine.
         match work {
-            Work::Speech { job, events } => speech(
-                &mut synth, &shared, *job, events, cancel, received, deadline,
-            ),
+            Work::Speech { job, events } => {
+                let last = speech(
+                    &mut synth, &shared, *job, &events, cancel, received, deadline,
+                );
+                shared.active.store(0, Ordering::SeqCst);
+                let _ = events.send(last);
+            }
             Work::CloneVoice {
                 audio,
                 transcript,
                 reply,
             } => {
                 let r = clone_voice(&mut synth, &audio, transcript.as_deref());
+                shared.active.store(0, Ordering::SeqCst);
                 let _ = reply.send(r.map_err(JobError::Failed));
             }
         }
-        shared.active.store(0, Ordering::SeqCst);
     }
 }
 
@@ -298,11 +304,11 @@ fn speech(
     synth: &mut Synthesizer,
     shared: &Shared,
     job: SpeechJob,
-    events: tmpsc::UnboundedSender<Event>,
+    events: &tmpsc::UnboundedSender<Event>,
     cancel: CancelFlag,
     received: Instant,
     deadline: Instant,
-) {
+) -> Event {
     let chars = job.request.text.chars().count();
     let mut frames = 0;
     let mut first_audio: Option<f64> = None;
@@ -361,7 +367,7 @@ fn speech(
         ),
     }
     metrics::request_done(outcome, first_audio, total, frames);
-    let _ = events.send(match result {
+    match result {
         Ok((frames, samples)) => Event::Done(Summary {
             frames,
             samples,
@@ -369,7 +375,7 @@ fn speech(
             total,
         }),
         Err(e) => Event::Failed(e),
-    });
+    }
 }
 
 /// Raises the running job's cancel flag at its deadline.

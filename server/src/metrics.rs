@@ -1,6 +1,8 @@
 //! Prometheus metrics (`GET /metrics`), through the `metrics` facade.
 
-use metrics::{counter, gauge, histogram};
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 pub const REQUESTS: &str = "qwen3_tts_requests_total";
@@ -28,6 +30,23 @@ pub fn install() -> Option<PrometheusHandle> {
         .ok()?
         .install_recorder()
         .ok()?;
+    describe_counter!(
+        REQUESTS,
+        "Speech requests by outcome (ok, cancelled, timeout, invalid, busy, error)"
+    );
+    describe_gauge!(QUEUE_DEPTH, "Requests waiting for the engine");
+    describe_gauge!(ACTIVE, "Requests the engine is running");
+    describe_histogram!(
+        FIRST_AUDIO,
+        Unit::Seconds,
+        "From the request to its first audio"
+    );
+    describe_histogram!(DURATION, Unit::Seconds, "From the request to its end");
+    describe_counter!(FRAMES, "Frames (80 ms each) generated");
+    describe_gauge!(
+        FRAMES_PER_SECOND,
+        "Frames per second of the last finished request (queueing included)"
+    );
     for outcome in OUTCOMES {
         counter!(REQUESTS, "outcome" => outcome).increment(0);
     }

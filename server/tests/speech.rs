@@ -499,3 +499,52 @@ fn sigterm_finishes_in_flight_requests() {
     assert!(status.success(), "{status:?}");
     assert_eq!(reader.join().unwrap().len(), 2 * 60 * 1920);
 }
+
+#[test]
+fn disconnect_cancels_a_whole_response_too() {
+    let s = Server::start(VARIANT, &[]);
+    let body = req("pcm", 16000).to_string();
+    let c = Conn::open(
+        &s.url("/v1/audio/speech"),
+        "POST",
+        &[("Content-Type", "application/json")],
+        Some(body.as_bytes()),
+    );
+    s.wait_metric("qwen3_tts_active_sessions", 10, |v| v == 1.0);
+    drop(c);
+    s.wait_metric("qwen3_tts_requests_total{outcome=\"cancelled\"}", 10, |v| {
+        v == 1.0
+    });
+    s.wait_metric("qwen3_tts_active_sessions", 5, |v| v == 0.0);
+}
+
+#[test]
+fn instructions_go_to_models_that_take_them() {
+    // 1.7B CustomVoice: a preset speaker with a style instruction.
+    let s = Server::start("1.7B-CustomVoice", &[]);
+    let mut b = req("pcm", 3);
+    b["instructions"] = json!("Speak slowly and warmly.");
+    let r = s.speech(b);
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.body.len(), 2 * 3 * 1920);
+    drop(s);
+
+    // VoiceDesign: the voice comes from the instructions; `voice` is omitted
+    // or "default", and OpenAI's names are refused with that list.
+    let s = Server::start("1.7B-VoiceDesign", &[]);
+    let mut b = req("pcm", 3);
+    b["instructions"] = json!("A calm, low narrator.");
+    b.as_object_mut().unwrap().remove("voice");
+    let r = s.speech(b.clone());
+    assert_eq!(r.status, 200, "{}", r.text());
+    b["voice"] = json!("default");
+    assert_eq!(s.speech(b.clone()).status, 200);
+    b["voice"] = json!("nova");
+    let r = s.speech(b);
+    assert_eq!(r.status, 400);
+    let (msg, param, _) = r.error();
+    assert_eq!(param.as_deref(), Some("voice"));
+    assert!(msg.contains("OpenAI") && msg.contains("default"), "{msg}");
+    let v = s.get("/v1/audio/voices").json();
+    assert_eq!(v["data"][0]["id"], "default");
+}
