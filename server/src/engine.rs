@@ -280,8 +280,11 @@ fn run(cfg: EngineConfig, rx: Receiver<Job>, shared: Arc<Shared>) {
 }
 
 fn fail(job: Job, err: JobError) {
+    let total = job.received.elapsed().as_secs_f64();
     match job.work {
-        Work::Speech { events, .. } => {
+        Work::Speech { job, events } => {
+            tracing::info!("request {} outcome=error error={err}", job.id);
+            metrics::request_done("error", None, total, 0);
             let _ = events.send(Event::Failed(err));
         }
         Work::CloneVoice { reply, .. } => {

@@ -29,7 +29,7 @@ pub async fn serve(args: Args) -> Result<(), String> {
     let voices = voices::Voices::open(&args.voices_dir)
         .map_err(|e| format!("--voices-dir {}: {e}", args.voices_dir.display()))?;
     let addr = format!("{}:{}", args.host, args.port);
-    let listener = tokio::net::TcpListener::bind(&addr)
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
         .await
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
     let local = listener
@@ -65,16 +65,39 @@ pub async fn serve(args: Args) -> Result<(), String> {
             ""
         }
     );
+    let engine = state.engine.clone();
+    let load_failed = async move {
+        loop {
+            if let engine::State::Failed(_) = engine.state() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
     axum::serve(listener, app)
-        .with_graceful_shutdown(shutdown_signal())
+        .with_graceful_shutdown(async {
+            tokio::select! {
+                _ = shutdown_signal() => {},
+                _ = load_failed => {},
+            }
+        })
         .await
         .map_err(|e| format!("server error: {e}"))?;
+    let failed = match state.engine.state() {
+        engine::State::Failed(e) => Some(e),
+        _ => None,
+    };
     tracing::info!("stopped accepting; finishing the engine's queue");
     drop(state);
     // The engine thread ends when its queue is drained and every handle is gone.
     let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
-    tracing::info!("bye");
-    Ok(())
+    match failed {
+        Some(e) => Err(format!("cannot load the model: {e}")),
+        None => {
+            tracing::info!("bye");
+            Ok(())
+        }
+    }
 }
 
 async fn shutdown_signal() {
