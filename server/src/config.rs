@@ -4,6 +4,9 @@ use std::path::PathBuf;
 
 use clap::Parser;
 
+/// Longest `--request-timeout` (a week).
+pub const MAX_REQUEST_TIMEOUT: u64 = 7 * 24 * 3600;
+
 /// OpenAI-compatible speech server for Qwen3-TTS models converted by qwen3-tts-convert.
 #[derive(Parser, Debug, Clone)]
 #[command(version, about)]
@@ -57,8 +60,10 @@ impl Args {
         if self.max_input_chars == 0 {
             return Err("--max-input-chars must be at least 1".into());
         }
-        if self.request_timeout == 0 {
-            return Err("--request-timeout must be at least 1 second".into());
+        if !(1..=MAX_REQUEST_TIMEOUT).contains(&self.request_timeout) {
+            return Err(format!(
+                "--request-timeout must be 1 to {MAX_REQUEST_TIMEOUT} seconds"
+            ));
         }
         if let Some(k) = &self.api_key {
             if k.is_empty() {
