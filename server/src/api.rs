@@ -633,12 +633,13 @@ fn parse_speech(
         None => AudioFormat::Mp3,
         Some(s) => s
             .parse::<AudioFormat>()
-            .map_err(|e| ApiError::bad("response_format", e.0))?,
+            .map_err(|e| ApiError::bad("response_format", e.to_string()))?,
     };
     // Refused here, before any work, when this build cannot encode it.
-    formats::encoder(format, 24000).map_err(|e| ApiError::bad("response_format", e.0))?;
+    formats::encoder(format, 24000).map_err(|e| ApiError::bad("response_format", e.to_string()))?;
     if let Some(speed) = f.f32_in("speed", 0.25, 4.0)? {
-        formats::change_tempo(&[], 24000, speed).map_err(|e| ApiError::bad("speed", e.0))?;
+        formats::change_tempo(&[], 24000, speed)
+            .map_err(|e| ApiError::bad("speed", e.to_string()))?;
     }
     let stream = match f.str("stream_format")? {
         None => StreamFormat::None,
@@ -834,8 +835,8 @@ async fn speech_inner(
         input_tokens,
     } = parse_speech(state, &model, id.clone(), &body)?;
     let rate = state.engine.sample_rate().unwrap_or(24000);
-    let encoder =
-        formats::encoder(format, rate).map_err(|e| ApiError::bad("response_format", e.0))?;
+    let encoder = formats::encoder(format, rate)
+        .map_err(|e| ApiError::bad("response_format", e.to_string()))?;
     let cancel = CancelFlag::new();
     let mut guard = CancelOnDrop(Some(cancel.clone()));
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -891,9 +892,10 @@ async fn speech_inner(
             let mut bytes = Vec::new();
             let summary = loop {
                 match rx.recv().await {
-                    Some(Event::Audio(s)) => {
-                        bytes.extend(enc.push(&s).map_err(|e| ApiError::internal(e.0))?)
-                    }
+                    Some(Event::Audio(s)) => bytes.extend(
+                        enc.push(&s)
+                            .map_err(|e| ApiError::internal(e.to_string()))?,
+                    ),
                     Some(Event::Done(s)) => break s,
                     Some(Event::Failed(e)) => return Err(job_error(e)),
                     Some(Event::Started) => {}
@@ -901,7 +903,10 @@ async fn speech_inner(
                 }
             };
             guard.disarm();
-            bytes.extend(enc.finish().map_err(|e| ApiError::internal(e.0))?);
+            bytes.extend(
+                enc.finish()
+                    .map_err(|e| ApiError::internal(e.to_string()))?,
+            );
             if format == AudioFormat::Wav {
                 bytes = formats::fix_wav_sizes(bytes);
             }
@@ -992,7 +997,7 @@ impl StreamState {
                         Ok(b) => Ok(self.delta(b)),
                         Err(e) => {
                             self.done = true;
-                            Err(std::io::Error::other(e.0))
+                            Err(std::io::Error::other(e.to_string()))
                         }
                     });
                 }
@@ -1002,7 +1007,7 @@ impl StreamState {
                     self.guard.disarm();
                     let tail = match self.encoder.take().map(|e| e.finish()) {
                         Some(Ok(b)) => b,
-                        Some(Err(e)) => return Some(Err(std::io::Error::other(e.0))),
+                        Some(Err(e)) => return Some(Err(std::io::Error::other(e.to_string()))),
                         None => Vec::new(),
                     };
                     if !self.sse {
