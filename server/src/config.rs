@@ -1,0 +1,75 @@
+//! Command-line flags of `qwen3-tts-server`.
+
+use std::path::PathBuf;
+
+use clap::Parser;
+
+/// Longest `--request-timeout` (a week).
+pub const MAX_REQUEST_TIMEOUT: u64 = 7 * 24 * 3600;
+
+/// OpenAI-compatible speech server for Qwen3-TTS models converted by qwen3-tts-convert.
+#[derive(Parser, Debug, Clone)]
+#[command(version, about)]
+pub struct Args {
+    /// TTS model file (tts-<type>.gguf)
+    #[arg(short = 'm', long = "model")]
+    pub model: PathBuf,
+    /// Speech-tokenizer file (tokenizer-<type>.gguf)
+    #[arg(short = 't', long = "tokenizer")]
+    pub tokenizer: PathBuf,
+    /// Address to listen on (loopback unless told otherwise)
+    #[arg(long, default_value = "127.0.0.1")]
+    pub host: String,
+    /// Port to listen on (0: any free port; the bound address is printed)
+    #[arg(long, default_value_t = 8000)]
+    pub port: u16,
+    /// Where stored voices (.qvoice) live; created if missing
+    #[arg(long, default_value = "voices")]
+    pub voices_dir: PathBuf,
+    /// Require `Authorization: Bearer KEY` on every endpoint but /health
+    #[arg(long)]
+    pub api_key: Option<String>,
+    /// CPU threads of the engine [physical cores, fewer while other processes keep cores busy]
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// Requests that may wait for the engine (beyond the one it runs); more get 429
+    #[arg(long, default_value_t = 8)]
+    pub max_queue: usize,
+    /// Longest `input` accepted, in characters
+    #[arg(long, default_value_t = 4096)]
+    pub max_input_chars: usize,
+    /// Time limit of one request (queueing and generation), in seconds
+    #[arg(long, default_value_t = 300)]
+    pub request_timeout: u64,
+    /// Wyoming protocol port (not yet available: refused)
+    #[arg(long)]
+    pub wyoming_port: Option<u16>,
+}
+
+impl Args {
+    /// Checks the flags that clap cannot.
+    pub fn validate(&self) -> Result<(), String> {
+        if self.wyoming_port.is_some() {
+            return Err(
+                "--wyoming-port: the Wyoming front end is not yet available in this build".into(),
+            );
+        }
+        if self.threads == Some(0) {
+            return Err("--threads must be at least 1".into());
+        }
+        if self.max_input_chars == 0 {
+            return Err("--max-input-chars must be at least 1".into());
+        }
+        if !(1..=MAX_REQUEST_TIMEOUT).contains(&self.request_timeout) {
+            return Err(format!(
+                "--request-timeout must be 1 to {MAX_REQUEST_TIMEOUT} seconds"
+            ));
+        }
+        if let Some(k) = &self.api_key {
+            if k.is_empty() {
+                return Err("--api-key must not be empty".into());
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,123 @@
+//! `qwen3-tts-server`: an OpenAI-compatible speech server over the
+//! qwen3-tts runtime (see docs/server.md).
+//!
+//! Modules: [`config`] (flags), [`api`] (routes, request parsing, errors),
+//! [`engine`] (the compute thread and its bounded queue: the one place that
+//! runs the model), [`voices`] (stored voices), [`formats`] (audio
+//! encodings), [`metrics`] (Prometheus).
+
+#![deny(unsafe_code)]
+
+pub mod api;
+pub mod config;
+pub mod engine;
+pub mod formats;
+pub mod metrics;
+pub mod voices;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+pub use config::Args;
+
+/// Runs the server until SIGINT/SIGTERM: binds, prints
+/// `listening on http://ADDR` on stderr, loads the model on the engine
+/// thread (`/health` says `loading`, then `ready`), serves; on a signal stops
+/// accepting, finishes the requests in flight and returns.
+pub async fn serve(args: Args) -> Result<(), String> {
+    args.validate()?;
+    let voices = voices::Voices::open(&args.voices_dir)
+        .map_err(|e| format!("--voices-dir {}: {e}", args.voices_dir.display()))?;
+    let addr = format!("{}:{}", args.host, args.port);
+    let listener = tokio::net::TcpListener::bind((args.host.as_str(), args.port))
+        .await
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let local = listener
+        .local_addr()
+        .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let (engine, engine_thread) = engine::Engine::start(engine::EngineConfig {
+        model: args.model.clone(),
+        tokenizer: args.tokenizer.clone(),
+        threads: args.threads.unwrap_or(0),
+        max_queue: args.max_queue,
+    })
+    .map_err(|e| format!("cannot start the engine thread: {e}"))?;
+    let state = Arc::new(api::AppState::new(
+        engine,
+        voices,
+        args.api_key.clone(),
+        args.max_input_chars,
+        Duration::from_secs(args.request_timeout),
+        metrics::install(),
+    ));
+    let app = api::router(state.clone());
+    eprintln!("listening on http://{local}");
+    tracing::info!(
+        "model {} (loading), voices in {}, queue {}, input limit {} chars, timeout {} s{}",
+        args.model.display(),
+        args.voices_dir.display(),
+        args.max_queue,
+        args.max_input_chars,
+        args.request_timeout,
+        if args.api_key.is_some() {
+            ", API key required"
+        } else {
+            ""
+        }
+    );
+    let engine = state.engine.clone();
+    let load_failed = async move {
+        loop {
+            if let engine::State::Failed(_) = engine.state() {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    };
+    axum::serve(listener, app)
+        .with_graceful_shutdown(async {
+            tokio::select! {
+                _ = shutdown_signal() => {},
+                _ = load_failed => {},
+            }
+        })
+        .await
+        .map_err(|e| format!("server error: {e}"))?;
+    let failed = match state.engine.state() {
+        engine::State::Failed(e) => Some(e),
+        _ => None,
+    };
+    tracing::info!("stopped accepting; finishing the engine's queue");
+    drop(state);
+    // The engine thread ends when its queue is drained and every handle is gone.
+    let _ = tokio::task::spawn_blocking(move || engine_thread.join()).await;
+    match failed {
+        Some(e) => Err(format!("cannot load the model: {e}")),
+        None => {
+            tracing::info!("bye");
+            Ok(())
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+    tracing::info!("signal received: shutting down");
+}

@@ -1,0 +1,82 @@
+//! Prometheus metrics (`GET /metrics`), through the `metrics` facade.
+
+use metrics::{
+    counter, describe_counter, describe_gauge, describe_histogram, gauge, histogram, Unit,
+};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+pub const REQUESTS: &str = "qwen3_tts_requests_total";
+pub const QUEUE_DEPTH: &str = "qwen3_tts_queue_depth";
+pub const ACTIVE: &str = "qwen3_tts_active_sessions";
+pub const FIRST_AUDIO: &str = "qwen3_tts_time_to_first_audio_seconds";
+pub const DURATION: &str = "qwen3_tts_request_duration_seconds";
+pub const FRAMES: &str = "qwen3_tts_frames_total";
+pub const FRAMES_PER_SECOND: &str = "qwen3_tts_frames_per_second";
+
+/// Outcomes of speech requests (`outcome` label of [`REQUESTS`]): `ok`,
+/// `cancelled` (the client went away), `timeout`, `invalid` (4xx), `busy`
+/// (429: queue full), `error` (5xx).
+pub const OUTCOMES: [&str; 6] = ["ok", "cancelled", "timeout", "invalid", "busy", "error"];
+
+const BUCKETS: [f64; 14] = [
+    0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0, 120.0,
+];
+
+/// Installs the global recorder (once per process; `None` if one is
+/// installed already).
+pub fn install() -> Option<PrometheusHandle> {
+    let handle = PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &BUCKETS)
+        .ok()?
+        .install_recorder()
+        .ok()?;
+    describe_counter!(
+        REQUESTS,
+        "Speech requests by outcome (ok, cancelled, timeout, invalid, busy, error)"
+    );
+    describe_gauge!(QUEUE_DEPTH, "Requests waiting for the engine");
+    describe_gauge!(ACTIVE, "Requests the engine is running");
+    describe_histogram!(
+        FIRST_AUDIO,
+        Unit::Seconds,
+        "From the request to its first audio"
+    );
+    describe_histogram!(DURATION, Unit::Seconds, "From the request to its end");
+    describe_counter!(FRAMES, "Frames (80 ms each) generated");
+    describe_gauge!(
+        FRAMES_PER_SECOND,
+        "Frames per second of the last finished request (queueing included)"
+    );
+    for outcome in OUTCOMES {
+        counter!(REQUESTS, "outcome" => outcome).increment(0);
+    }
+    counter!(FRAMES).increment(0);
+    gauge!(QUEUE_DEPTH).set(0.0);
+    gauge!(ACTIVE).set(0.0);
+    gauge!(FRAMES_PER_SECOND).set(0.0);
+    Some(handle)
+}
+
+/// A speech request that ended before the engine (rejected, busy).
+pub fn request_rejected(outcome: &'static str) {
+    counter!(REQUESTS, "outcome" => outcome).increment(1);
+}
+
+/// A speech job that the engine ran.
+pub fn request_done(outcome: &'static str, first_audio: Option<f64>, total: f64, frames: usize) {
+    counter!(REQUESTS, "outcome" => outcome).increment(1);
+    if let Some(t) = first_audio {
+        histogram!(FIRST_AUDIO).record(t);
+    }
+    histogram!(DURATION).record(total);
+    counter!(FRAMES).increment(frames as u64);
+    if frames > 0 && total > 0.0 {
+        gauge!(FRAMES_PER_SECOND).set(frames as f64 / total);
+    }
+}
+
+/// The engine's current load, set before each scrape.
+pub fn set_load(queue_depth: usize, active: usize) {
+    gauge!(QUEUE_DEPTH).set(queue_depth as f64);
+    gauge!(ACTIVE).set(active as f64);
+}

@@ -1,0 +1,73 @@
+//! Start-up: flags refused before anything is loaded, a model that cannot
+//! be loaded ends the server with an error.
+
+use std::process::Command;
+
+const BIN: &str = env!("CARGO_BIN_EXE_qwen3-tts-server");
+
+fn run(args: &[&str]) -> (bool, String) {
+    let o = Command::new(BIN).args(args).output().unwrap();
+    (
+        o.status.success(),
+        String::from_utf8_lossy(&o.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn refused_flags() {
+    let tmp = tempfile::tempdir().unwrap();
+    let voices = tmp.path().join("v");
+    let base = [
+        "-m",
+        "x.gguf",
+        "-t",
+        "y.gguf",
+        "--port",
+        "0",
+        "--voices-dir",
+    ];
+    let with = |extra: &[&str]| {
+        let mut a: Vec<&str> = base.to_vec();
+        a.push(voices.to_str().unwrap());
+        a.extend(extra);
+        run(&a)
+    };
+    let (ok, err) = with(&["--wyoming-port", "10200"]);
+    assert!(!ok);
+    assert!(
+        err.contains("--wyoming-port") && err.contains("not yet available"),
+        "{err}"
+    );
+    let (ok, err) = with(&["--threads", "0"]);
+    assert!(!ok);
+    assert!(err.contains("--threads"), "{err}");
+    let (ok, err) = with(&["--request-timeout", "0"]);
+    assert!(!ok);
+    assert!(err.contains("--request-timeout"), "{err}");
+    let (ok, err) = with(&["--host", "not a host"]);
+    assert!(!ok);
+    assert!(err.contains("cannot listen"), "{err}");
+}
+
+#[test]
+fn a_model_that_cannot_be_loaded_ends_the_server() {
+    let tmp = tempfile::tempdir().unwrap();
+    let voices = tmp.path().join("v");
+    let missing = tmp.path().join("missing.gguf");
+    let (ok, err) = run(&[
+        "-m",
+        missing.to_str().unwrap(),
+        "-t",
+        missing.to_str().unwrap(),
+        "--port",
+        "0",
+        "--voices-dir",
+        voices.to_str().unwrap(),
+    ]);
+    assert!(!ok);
+    assert!(err.contains("listening on http://127.0.0.1:"), "{err}");
+    assert!(
+        err.contains("cannot load the model") && err.contains("missing.gguf"),
+        "{err}"
+    );
+}
