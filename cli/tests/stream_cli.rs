@@ -67,6 +67,7 @@ fn streamed_file_is_byte_identical_to_the_offline_one() {
             &[][..],
             &["--first-chunk-frames", "1", "--chunk-frames", "3"][..],
             &["--first-chunk-frames", "20", "--chunk-frames", "20"][..],
+            &["--chunk-frames", "3", "--vocoder-threads", "1"][..],
         ] {
             let streamed = p(&format!("streamed-{format}.wav"));
             let mut extra = vec!["--stream", "--format", format, "--force", "-o", &streamed];

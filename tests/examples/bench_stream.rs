@@ -4,7 +4,10 @@
 //! the first chunk the number of underruns and the smallest real-time margin.
 //!
 //!     bench_stream --tts F --tokenizer F --ref-audio WAV [--frames 50] [--threads 2] [--runs 3]
-//!         [--first-chunk-frames 2] [--chunk-frames 12] [--text TEXT]
+//!         [--first-chunk-frames 2] [--chunk-frames 12] [--vocoder-threads 0] [--text TEXT]
+//!
+//! `--vocoder-threads` 0 keeps the vocoder interleaved with generation on
+//! the same threads; n > 0 runs it concurrently on its own n threads.
 //!
 //! Prints one JSON object: medians over the runs, after a first request
 //! whose time to first audio is reported as `first_audio_cold_ms` (the
@@ -42,6 +45,8 @@ fn main() {
         get("text").unwrap_or("Hello there, this is a benchmark of the speech engine.".into());
 
     let mut synth = Synthesizer::load(&tts, &tokenizer, threads).expect("load");
+    let vocoder_threads = num("vocoder-threads", 0);
+    synth.set_vocoder_threads(vocoder_threads);
     let clip = audio::load_resampled(&ref_audio, 24_000).expect("reference audio");
     let voice = synth
         .clone_voice(&clip.samples, None)
@@ -105,7 +110,7 @@ fn main() {
     println!(
         "{}",
         serde_json::json!({
-            "tts": tts, "threads": threads, "frames": frames, "runs": runs,
+            "tts": tts, "threads": threads, "vocoder_threads": vocoder_threads, "frames": frames, "runs": runs,
             "first_chunk_frames": stream.first_chunk_frames, "chunk_frames": stream.chunk_frames,
             "first_audio_cold_ms": cold_first_audio,
             "first_audio_ms": median(first),

@@ -103,6 +103,10 @@ struct Args {
     /// Frames per later streamed chunk
     #[arg(long, requires = "stream", default_value_t = StreamOptions::default().chunk_frames)]
     chunk_frames: usize,
+    /// Streaming: run the vocoder on its own N threads, concurrently with
+    /// generation (0: interleaved on the generation's threads) [0]
+    #[arg(long, requires = "stream")]
+    vocoder_threads: Option<usize>,
 
     /// Preset speaker (CustomVoice models; see --list-voices)
     #[arg(long)]
@@ -562,6 +566,9 @@ fn run(args: &Args, process_start: Instant) -> Result<()> {
     status.stage("loading…");
     let started = Instant::now();
     let mut synth = Synthesizer::load(&args.model, tokenizer, threads)?;
+    if let Some(n) = args.vocoder_threads {
+        synth.set_vocoder_threads(n);
+    }
     let load_s = started.elapsed().as_secs_f64();
     let cloned = cloned_voice(args, &mut synth)?;
     let Some(sink) = sink else {
