@@ -467,7 +467,7 @@ pub struct StreamOptions {
 impl Default for StreamOptions {
     fn default() -> Self {
         Self {
-            first_chunk_frames: 2,
+            first_chunk_frames: 1,
             chunk_frames: 12,
         }
     }

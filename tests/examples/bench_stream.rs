@@ -4,7 +4,7 @@
 //! the first chunk the number of underruns and the smallest real-time margin.
 //!
 //!     bench_stream --tts F --tokenizer F --ref-audio WAV [--frames 50] [--threads 2] [--runs 3]
-//!         [--first-chunk-frames 2] [--chunk-frames 12] [--vocoder-threads 0] [--text TEXT]
+//!         [--first-chunk-frames 1] [--chunk-frames 12] [--vocoder-threads 0] [--text TEXT]
 //!
 //! `--vocoder-threads` 0 keeps the vocoder interleaved with generation on
 //! the same threads; n > 0 runs it concurrently on its own n threads.
@@ -38,7 +38,7 @@ fn main() {
     let ref_audio = PathBuf::from(get("ref-audio").expect("--ref-audio"));
     let (frames, threads, runs) = (num("frames", 50), num("threads", 2), num("runs", 3));
     let stream = StreamOptions {
-        first_chunk_frames: num("first-chunk-frames", 2),
+        first_chunk_frames: num("first-chunk-frames", 1),
         chunk_frames: num("chunk-frames", 12),
     };
     let text =
