@@ -14,9 +14,14 @@ use serde_json::{json, Value};
 const VARIANT: &str = "0.6B-CustomVoice";
 
 fn start(extra: &[&str]) -> (Server, String) {
+    start_variant(VARIANT, extra)
+}
+
+/// A server of `variant` with `--wyoming-port 0`, and its Wyoming address.
+fn start_variant(variant: &str, extra: &[&str]) -> (Server, String) {
     let mut args = vec!["--wyoming-port", "0"];
     args.extend_from_slice(extra);
-    let s = Server::start(VARIANT, &args);
+    let s = Server::start(variant, &args);
     let addr = s
         .log_text()
         .lines()
@@ -259,14 +264,28 @@ fn streaming_synthesizes_sentence_by_sentence() {
 }
 
 #[test]
-fn unknown_voice_is_an_error_naming_the_voices() {
-    let (_s, addr) = start(&[]);
+fn unknown_voice_and_too_long_text_are_errors() {
+    let (_s, addr) = start(&["--max-input-chars", "20"]);
     let mut c = Wy::connect(&addr);
     c.send("synthesize", synth("Hello.", Some("nobody"), 3));
     let e = c.expect("error").data;
     assert_eq!(e["code"], "unknown-voice");
     let text = e["text"].as_str().unwrap();
     assert!(text.contains("nobody") && text.contains("ryan"), "{text}");
+    assert!(c.closed());
+    // --max-input-chars: for a synthesize, and for a stream's whole text.
+    let mut c = Wy::connect(&addr);
+    c.send(
+        "synthesize",
+        synth("This text is longer than twenty.", Some("ryan"), 3),
+    );
+    assert_eq!(c.expect("error").data["code"], "too-long");
+    assert!(c.closed());
+    let mut c = Wy::connect(&addr);
+    c.send("synthesize-start", json!({"voice": {"name": "ryan"}}));
+    c.send("synthesize-chunk", json!({"text": "Twelve chars"}));
+    c.send("synthesize-chunk", json!({"text": " and twelve more"}));
+    assert_eq!(c.expect("error").data["code"], "too-long");
     assert!(c.closed());
 }
 
@@ -360,4 +379,27 @@ fn full_queue_is_a_busy_error() {
     let mut c = Wy::connect(&addr);
     c.send("synthesize", synth("Free again.", Some("ryan"), 2));
     assert_eq!(c.audio().0.len(), 2 * 2 * 1920);
+}
+
+#[test]
+fn base_model_voices_are_the_stored_ones() {
+    let (s, addr) = start_variant("0.6B-Base", &[]);
+    let mut c = Wy::connect(&addr);
+    c.send("describe", json!({}));
+    let info = c.expect("info").data;
+    assert_eq!(info["tts"][0]["voices"], json!([]));
+    // No voice given and none stored: a clear error.
+    c.send("synthesize", synth("Hello.", None, 3));
+    let e = c.expect("error").data;
+    assert!(e["text"].as_str().unwrap().contains("none stored"), "{e}");
+    assert!(c.closed());
+    let r = s.upload_ref("me", None);
+    assert_eq!(r.status, 201, "{}", r.text());
+    let mut c = Wy::connect(&addr);
+    c.send("describe", json!({}));
+    let info = c.expect("info").data;
+    assert_eq!(info["tts"][0]["voices"][0]["name"], "me");
+    c.send("synthesize", synth("Hello.", None, 3));
+    let (pcm, _) = c.audio();
+    assert_eq!(pcm, http_pcm(&s, "Hello.", "me", 3));
 }
