@@ -22,7 +22,8 @@ use std::time::Duration;
 pub use config::Args;
 
 /// Runs the server until SIGINT/SIGTERM: binds, prints
-/// `listening on http://ADDR` on stderr, loads the model on the engine
+/// `listening on http://ADDR` on stderr (with `--wyoming-port`, after
+/// `wyoming listening on tcp://ADDR`), loads the model on the engine
 /// thread (`/health` says `loading`, then `ready`), serves; on a signal stops
 /// accepting, finishes the requests in flight and returns.
 pub async fn serve(args: Args) -> Result<(), String> {
