@@ -464,8 +464,8 @@ enum StreamFormat {
 }
 
 /// A parsed speech request, ready for the engine.
-struct Speech {
-    job: SpeechJob,
+pub(crate) struct Speech {
+    pub(crate) job: SpeechJob,
     format: AudioFormat,
     stream: StreamFormat,
     seed: u64,
@@ -568,7 +568,7 @@ fn size_label(size: &str) -> String {
 }
 
 /// The voices a speech request may name with this model.
-fn valid_voices(state: &AppState, cfg: &TtsConfig) -> Vec<String> {
+pub(crate) fn valid_voices(state: &AppState, cfg: &TtsConfig) -> Vec<String> {
     match cfg.model_type {
         ModelType::CustomVoice => cfg.speakers.iter().map(|s| s.name.clone()).collect(),
         ModelType::VoiceDesign => vec![DESIGN_VOICE.to_string()],
@@ -590,7 +590,8 @@ fn takes_instructions(cfg: &TtsConfig) -> bool {
     }
 }
 
-fn parse_speech(
+/// Parses a `/v1/audio/speech` body (the Wyoming front end builds one too).
+pub(crate) fn parse_speech(
     state: &AppState,
     model: &TtsModel,
     id: String,

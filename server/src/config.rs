@@ -41,7 +41,7 @@ pub struct Args {
     /// Time limit of one request (queueing and generation), in seconds
     #[arg(long, default_value_t = 300)]
     pub request_timeout: u64,
-    /// Wyoming protocol port (not yet available: refused)
+    /// Also serve the Wyoming protocol (Home Assistant) on this TCP port, on --host (0: any free port; no API key)
     #[arg(long)]
     pub wyoming_port: Option<u16>,
 }
@@ -49,11 +49,6 @@ pub struct Args {
 impl Args {
     /// Checks the flags that clap cannot.
     pub fn validate(&self) -> Result<(), String> {
-        if self.wyoming_port.is_some() {
-            return Err(
-                "--wyoming-port: the Wyoming front end is not yet available in this build".into(),
-            );
-        }
         if self.threads == Some(0) {
             return Err("--threads must be at least 1".into());
         }

@@ -4,7 +4,7 @@
 //! Modules: [`config`] (flags), [`api`] (routes, request parsing, errors),
 //! [`engine`] (the compute thread and its bounded queue: the one place that
 //! runs the model), [`voices`] (stored voices), [`formats`] (audio
-//! encodings), [`metrics`] (Prometheus).
+//! encodings), [`metrics`] (Prometheus), [`wyoming`] (the Wyoming front end).
 
 #![deny(unsafe_code)]
 
@@ -14,6 +14,7 @@ pub mod engine;
 pub mod formats;
 pub mod metrics;
 pub mod voices;
+pub mod wyoming;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -21,7 +22,8 @@ use std::time::Duration;
 pub use config::Args;
 
 /// Runs the server until SIGINT/SIGTERM: binds, prints
-/// `listening on http://ADDR` on stderr, loads the model on the engine
+/// `listening on http://ADDR` on stderr (with `--wyoming-port`, after
+/// `wyoming listening on tcp://ADDR`), loads the model on the engine
 /// thread (`/health` says `loading`, then `ready`), serves; on a signal stops
 /// accepting, finishes the requests in flight and returns.
 pub async fn serve(args: Args) -> Result<(), String> {
@@ -35,6 +37,10 @@ pub async fn serve(args: Args) -> Result<(), String> {
     let local = listener
         .local_addr()
         .map_err(|e| format!("cannot listen on {addr}: {e}"))?;
+    let wyoming = match args.wyoming_port {
+        Some(p) => Some(wyoming::bind(&args.host, p).await?),
+        None => None,
+    };
     let (engine, engine_thread) = engine::Engine::start(engine::EngineConfig {
         model: args.model.clone(),
         tokenizer: args.tokenizer.clone(),
@@ -51,6 +57,12 @@ pub async fn serve(args: Args) -> Result<(), String> {
         metrics::install(),
     ));
     let app = api::router(state.clone());
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    if let Some(w) = wyoming {
+        // Printed before the HTTP line (which tells a supervisor that both are up).
+        eprintln!("wyoming listening on tcp://{}", w.local_addr);
+        tokio::spawn(w.serve(state.clone(), stop_rx.clone()));
+    }
     eprintln!("listening on http://{local}");
     tracing::info!(
         "model {} (loading), voices in {}, queue {}, input limit {} chars, timeout {} s{}",
@@ -75,11 +87,12 @@ pub async fn serve(args: Args) -> Result<(), String> {
         }
     };
     axum::serve(listener, app)
-        .with_graceful_shutdown(async {
+        .with_graceful_shutdown(async move {
             tokio::select! {
                 _ = shutdown_signal() => {},
                 _ = load_failed => {},
             }
+            let _ = stop_tx.send(true);
         })
         .await
         .map_err(|e| format!("server error: {e}"))?;
