@@ -66,7 +66,7 @@ body() {  # FORMAT [STREAM_FORMAT]
 b = {"model": "tts-1", "input": "Hello there, this is a check of every audio format.",
      "voice": sys.argv[2], "response_format": sys.argv[1], "seed": 1234, "speed": float(sys.argv[4]),
      "max_frames": int(sys.argv[3]), "min_frames": int(sys.argv[3])}
-if len(sys.argv) > 5: b["stream_format"] = sys.argv[5]
+if len(sys.argv) > 5 and sys.argv[5]: b["stream_format"] = sys.argv[5]
 print(json.dumps(b))' "$1" "$VOICE" "$FRAMES" "$SPEED" "${2:-}"
 }
 
