@@ -57,7 +57,7 @@ curl -sf "$base/v1/audio/voices" -F name=load -F "audio=@$REF" >/dev/null \
 
 status=0
 python3 - "$base" "$CLIENTS" "$COUNT" "$FRAMES" "$LIMIT" <<'PY' || status=1
-import asyncio, http.client, json, statistics, sys, time, urllib.parse
+import asyncio, http.client, json, math, sys, time, urllib.parse
 
 base, clients, count, frames, limit = sys.argv[1], *map(int, sys.argv[2:6])
 url = urllib.parse.urlsplit(base)
@@ -93,8 +93,9 @@ def one():
         conn.close()
 
 def pct(xs, p):
+    """Nearest-rank percentile."""
     xs = sorted(xs)
-    return xs[min(len(xs) - 1, max(0, round(p / 100 * len(xs) + 0.5) - 1))]
+    return xs[min(len(xs) - 1, max(0, math.ceil(p / 100 * len(xs)) - 1))]
 
 async def client():
     return [await asyncio.to_thread(one) for _ in range(count)]
