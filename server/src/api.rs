@@ -24,7 +24,7 @@ use tokio::sync::{mpsc, oneshot};
 use crate::engine::{
     Engine, Event, Job, JobError, SpeechJob, State as EngineState, SubmitError, Summary, Work,
 };
-use crate::formats::{self, AudioFormat, StreamEncoder};
+use crate::formats::{self, AudioFormat, Output, Whole};
 use crate::metrics;
 use crate::voices::{self, VoiceError, Voices};
 
@@ -467,6 +467,8 @@ enum StreamFormat {
 pub(crate) struct Speech {
     pub(crate) job: SpeechJob,
     format: AudioFormat,
+    /// The tempo change (1 = none).
+    speed: f32,
     stream: StreamFormat,
     seed: u64,
     input_tokens: usize,
@@ -637,11 +639,15 @@ pub(crate) fn parse_speech(
             .map_err(|e| ApiError::bad("response_format", e.to_string()))?,
     };
     // Refused here, before any work, when this build cannot encode it.
-    formats::encoder(format, 24000).map_err(|e| ApiError::bad("response_format", e.to_string()))?;
-    if let Some(speed) = f.f32_in("speed", 0.25, 4.0)? {
-        formats::change_tempo(&[], 24000, speed)
-            .map_err(|e| ApiError::bad("speed", e.to_string()))?;
-    }
+    formats::encoder(format, 24000).map_err(format_error)?;
+    let speed = f
+        .f32_in(
+            "speed",
+            f64::from(formats::MIN_SPEED),
+            f64::from(formats::MAX_SPEED),
+        )?
+        .unwrap_or(1.0);
+    formats::TempoStream::new(24000, speed).map_err(format_error)?;
     let stream = match f.str("stream_format")? {
         None => StreamFormat::None,
         Some("audio") => StreamFormat::Audio,
@@ -759,10 +765,25 @@ pub(crate) fn parse_speech(
             stream: StreamOptions::default(),
         },
         format,
+        speed,
         stream,
         seed,
         input_tokens,
     })
+}
+
+/// An error of the audio encoding crate, for the field it is about.
+fn format_error(e: formats::Error) -> ApiError {
+    use formats::Error as E;
+    match e {
+        E::Speed { .. } | E::TempoSampleRate { .. } | E::Stretch(_) => {
+            ApiError::bad("speed", e.to_string())
+        }
+        E::UnknownFormat { .. } | E::Unavailable { .. } | E::SampleRate { .. } => {
+            ApiError::bad("response_format", e.to_string())
+        }
+        e => ApiError::internal(e.to_string()),
+    }
 }
 
 // ---------------------------------------------------------------- speech
@@ -831,13 +852,19 @@ async fn speech_inner(
     let Speech {
         job,
         format,
+        speed,
         stream,
         seed,
         input_tokens,
     } = parse_speech(state, &model, id.clone(), &body)?;
     let rate = state.engine.sample_rate().unwrap_or(24000);
-    let encoder = formats::encoder(format, rate)
-        .map_err(|e| ApiError::bad("response_format", e.to_string()))?;
+    // Made before the job is queued, so a format or rate the codec refuses is a 400.
+    let output = match stream {
+        StreamFormat::None => {
+            Encoding::Whole(Whole::new(format, rate, speed).map_err(format_error)?)
+        }
+        _ => Encoding::Stream(Output::new(format, rate, speed).map_err(format_error)?),
+    };
     let cancel = CancelFlag::new();
     let mut guard = CancelOnDrop(Some(cancel.clone()));
     let (tx, mut rx) = mpsc::unbounded_channel();
@@ -887,14 +914,14 @@ async fn speech_inner(
         h.insert("x-seed", HeaderValue::from(seed));
         h.insert("x-input-tokens", HeaderValue::from(input_tokens));
     };
-    match stream {
-        StreamFormat::None => {
-            let mut enc = encoder;
+    match output {
+        Encoding::Whole(mut whole) => {
             let mut bytes = Vec::new();
             let summary = loop {
                 match rx.recv().await {
                     Some(Event::Audio(s)) => bytes.extend(
-                        enc.push(&s)
+                        whole
+                            .push(&s)
                             .map_err(|e| ApiError::internal(e.to_string()))?,
                     ),
                     Some(Event::Done(s)) => break s,
@@ -904,10 +931,10 @@ async fn speech_inner(
                 }
             };
             guard.disarm();
-            bytes.extend(
-                enc.finish()
-                    .map_err(|e| ApiError::internal(e.to_string()))?,
-            );
+            let (tail, samples) = whole
+                .finish()
+                .map_err(|e| ApiError::internal(e.to_string()))?;
+            bytes.extend(tail);
             if format == AudioFormat::Wav {
                 bytes = formats::fix_wav_sizes(bytes);
             }
@@ -915,10 +942,11 @@ async fn speech_inner(
             headers(&mut r, format.content_type());
             let h = r.headers_mut();
             h.insert("x-frames", HeaderValue::from(summary.frames));
-            h.insert("x-samples", HeaderValue::from(summary.samples));
+            // The samples encoded: after the tempo change (frames × 1920 at speed 1).
+            h.insert("x-samples", HeaderValue::from(samples));
             Ok(r)
         }
-        StreamFormat::Audio | StreamFormat::Sse => {
+        Encoding::Stream(encoder) => {
             let sse = stream == StreamFormat::Sse;
             let st = StreamState {
                 rx,
@@ -945,11 +973,17 @@ async fn speech_inner(
     }
 }
 
+/// How a response's audio is encoded.
+enum Encoding {
+    Whole(Whole),
+    Stream(Output),
+}
+
 /// The state of a streamed response body; dropping it (the client went
 /// away) raises the job's cancel flag.
 struct StreamState {
     rx: mpsc::UnboundedReceiver<Event>,
-    encoder: Option<Box<dyn StreamEncoder>>,
+    encoder: Option<Output>,
     guard: CancelOnDrop,
     sse: bool,
     input_tokens: usize,
@@ -1006,8 +1040,8 @@ impl StreamState {
                 Some(Event::Done(s)) => {
                     self.done = true;
                     self.guard.disarm();
-                    let tail = match self.encoder.take().map(|e| e.finish()) {
-                        Some(Ok(b)) => b,
+                    let tail = match self.encoder.take().map(Output::finish) {
+                        Some(Ok((b, _))) => b,
                         Some(Err(e)) => return Some(Err(std::io::Error::other(e.to_string()))),
                         None => Vec::new(),
                     };

@@ -11,6 +11,8 @@ use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
+pub mod decode;
+
 use qwen3_tts::ggml::GgmlType;
 use qwen3_tts_tests::{convert_tiny, convert_tiny_tokenizer, fixtures};
 
