@@ -857,7 +857,7 @@ impl Connection {
         let rate = self.state.engine.sample_rate().unwrap_or(24000);
         let encoder = match formats::encoder(AudioFormat::Pcm, rate) {
             Ok(e) => e,
-            Err(e) => return self.fail(&e.0, "failed").await,
+            Err(e) => return self.fail(&e.to_string(), "failed").await,
         };
         let cancel = CancelFlag::new();
         let (tx, rx) = mpsc::unbounded_channel();
@@ -920,7 +920,7 @@ impl Connection {
             Some(Event::Audio(samples)) => {
                 let bytes = match job.encoder.as_mut().map(|e| e.push(&samples)) {
                     Some(Ok(b)) => b,
-                    Some(Err(e)) => return self.fail(&e.0, "failed").await,
+                    Some(Err(e)) => return self.fail(&e.to_string(), "failed").await,
                     None => Vec::new(),
                 };
                 if bytes.is_empty() {
@@ -934,7 +934,7 @@ impl Connection {
                 job.guard.0 = None;
                 let tail = match job.encoder.take().map(|e| e.finish()) {
                     Some(Ok(b)) => b,
-                    Some(Err(e)) => return self.fail(&e.0, "failed").await,
+                    Some(Err(e)) => return self.fail(&e.to_string(), "failed").await,
                     None => Vec::new(),
                 };
                 if !tail.is_empty() {
