@@ -23,7 +23,10 @@ fn main() {
         .map(|s| s.parse().expect("sizes"))
         .collect();
     let model = std::sync::Arc::new(CodecDecoder::load(path).unwrap_or_else(|e| panic!("{e}")));
-    let (nq, cb) = (model.config.num_quantizers, model.config.codebook_size as u64);
+    let (nq, cb) = (
+        model.config.num_quantizers,
+        model.config.codebook_size as u64,
+    );
     let mut dec = model.session(threads);
     let mut seed = 0x9e3779b97f4a7c15u64;
     let mut code = || {
