@@ -130,16 +130,9 @@ impl AudioFormat {
         }
     }
 
-    /// A file extension (without the dot) for a download of this format.
+    /// A file extension (without the dot) for a download of this format: its name.
     pub fn extension(self) -> &'static str {
-        match self {
-            AudioFormat::Mp3 => "mp3",
-            AudioFormat::Opus => "opus",
-            AudioFormat::Aac => "aac",
-            AudioFormat::Flac => "flac",
-            AudioFormat::Wav => "wav",
-            AudioFormat::Pcm => "pcm",
-        }
+        self.as_str()
     }
 
     /// Whether this build has an encoder for the format.
