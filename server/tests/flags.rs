@@ -32,12 +32,9 @@ fn refused_flags() {
         a.extend(extra);
         run(&a)
     };
-    let (ok, err) = with(&["--wyoming-port", "10200"]);
+    let (ok, err) = with(&["--wyoming-port", "port"]);
     assert!(!ok);
-    assert!(
-        err.contains("--wyoming-port") && err.contains("not yet available"),
-        "{err}"
-    );
+    assert!(err.contains("--wyoming-port"), "{err}");
     let (ok, err) = with(&["--threads", "0"]);
     assert!(!ok);
     assert!(err.contains("--threads"), "{err}");
