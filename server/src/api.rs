@@ -18,6 +18,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use qwen3_tts::config::{ModelSize, ModelType, TtsConfig};
 use qwen3_tts::pipeline::{CancelFlag, GenerateOptions, StreamOptions, TtsModel};
 use qwen3_tts::prompt::{Request, Voice};
+use qwen3_tts::sampler::SamplingParams;
 use serde_json::{json, Map, Value};
 use tokio::sync::{mpsc, oneshot};
 
@@ -380,6 +381,21 @@ async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
 /// Typed access to the fields of a JSON object; errors name the field.
 struct Fields<'a>(&'a Map<String, Value>);
 
+/// `{prefix}temperature`, `{prefix}top_k` and `{prefix}top_p` into `p`
+/// (the talker's without a prefix, the sub-talker's with `subtalker_`).
+fn sampling_fields(f: &Fields, prefix: &str, p: &mut SamplingParams) -> Result<(), ApiError> {
+    if let Some(v) = f.f32_in(&format!("{prefix}temperature"), 0.0, 100.0)? {
+        p.temperature = v;
+    }
+    if let Some(v) = f.uint(&format!("{prefix}top_k"), 0, 1 << 20)? {
+        p.top_k = v as usize;
+    }
+    if let Some(v) = f.f32_in(&format!("{prefix}top_p"), 0.0, 1.0)? {
+        p.top_p = v;
+    }
+    Ok(())
+}
+
 fn type_error(field: &str, want: &str, got: &Value) -> ApiError {
     let got = match got {
         Value::Null => "null",
@@ -694,24 +710,8 @@ pub(crate) fn parse_speech(
     let (voice_name, voice) = resolve_voice(state, cfg, &f, x_vector_only)?;
 
     let mut o = GenerateOptions::from_config(cfg);
-    if let Some(v) = f.f32_in("temperature", 0.0, 100.0)? {
-        o.talker.temperature = v;
-    }
-    if let Some(v) = f.uint("top_k", 0, 1 << 20)? {
-        o.talker.top_k = v as usize;
-    }
-    if let Some(v) = f.f32_in("top_p", 0.0, 1.0)? {
-        o.talker.top_p = v;
-    }
-    if let Some(v) = f.f32_in("subtalker_temperature", 0.0, 100.0)? {
-        o.subtalker.temperature = v;
-    }
-    if let Some(v) = f.uint("subtalker_top_k", 0, 1 << 20)? {
-        o.subtalker.top_k = v as usize;
-    }
-    if let Some(v) = f.f32_in("subtalker_top_p", 0.0, 1.0)? {
-        o.subtalker.top_p = v;
-    }
+    sampling_fields(&f, "", &mut o.talker)?;
+    sampling_fields(&f, "subtalker_", &mut o.subtalker)?;
     if f.bool("greedy")?.unwrap_or(false) {
         o = o.greedy();
     }
