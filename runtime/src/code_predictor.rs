@@ -8,6 +8,7 @@
 //! (argmax, or Gumbel-max over temperature/top-k/top-p filtered logits with
 //! noise drawn by the host's seeded RNG) and embeds it for the next pass. The
 //! graph also sums the frame's 16 code embeddings for the talker's next input.
+//! Several sequences' frames can run in one graph (see [`CodePredictor`]).
 
 use std::sync::Arc;
 
@@ -15,7 +16,9 @@ use crate::config::{TransformerConfig, TtsConfig};
 use crate::error::{Error, Result};
 use crate::ggml::{Backend, Context, GgmlType, OwnedGraph, Slot, StoredTensor, Tensor};
 use crate::gguf_schema::tensors::code_predictor as names;
-use crate::layers::{decoder_block, linear, rms_norm, BlockKind, BlockWeights, KvCache};
+use crate::layers::{
+    attend, attention_inputs, block_with, linear, rms_norm, BlockKind, BlockWeights,
+};
 use crate::sampler::{Sampler, SamplingParams};
 use crate::weights::{Linear, WeightSource};
 
@@ -149,22 +152,46 @@ fn pick<'a>(
     (ctx.argmax(ctx.reshape(ctx.add(l, noise), &[cb, 1])), inputs)
 }
 
-/// Inputs and outputs of the frame graph.
+/// Inputs and outputs of the frame graph of a batch of sequences.
 struct FrameIo {
+    /// `[talker hidden, batch]`, `[batch]`.
     hidden: Slot,
     c0: Slot,
     pos: Slot,
     mask0: Slot,
-    forced: Option<Slot>,
-    /// Per pass: its sampling inputs, raw logits and picked code.
-    passes: Vec<(PickInputs, Slot, Slot)>,
+    /// Per sequence: its given codes 1..15 (teacher forcing).
+    forced: Vec<Option<Slot>>,
+    /// Per pass: the raw logits `[codebook, batch]`, and per sequence its
+    /// sampling inputs and picked code.
+    passes: Vec<(Slot, Vec<(PickInputs, Slot)>)>,
+    /// `[talker hidden, batch]`.
     frame: Slot,
 }
 
-/// One session's code-predictor state: the frame graph.
+/// What a frame graph is built for: per sequence its sampling settings and
+/// whether it is teacher-forced.
+type FrameKey = Vec<(SamplingParams, bool)>;
+
+/// One sequence's part of a frame: the talker hidden `[talker hidden]`,
+/// code 0, the sampling settings and the sequence's RNG (for the noise;
+/// unused when greedy), and for teacher forcing the given codes 1..15.
+pub struct FrameInput<'a> {
+    pub hidden: &'a [f32],
+    pub c0: u32,
+    pub forced: Option<&'a [u32]>,
+    pub params: &'a SamplingParams,
+    pub rng: &'a mut Sampler,
+}
+
+/// The code predictor's frame graph for the sequences in use: one for a
+/// session, one for a batch of sequences decoded together (continuous
+/// batching). Its weight products take all sequences' vectors at once, its
+/// attention is batched over the sequences (each over its own tokens: they
+/// all have the same length), and every product gives each column the
+/// one-column result, so each sequence gets what it gets alone.
 pub struct CodePredictor {
-    /// The frame graph for the sampling settings (and teacher forcing) in use.
-    graph: Option<((SamplingParams, bool), OwnedGraph<FrameIo>)>,
+    /// The frame graph for the batch's sampling settings.
+    graph: Option<(FrameKey, OwnedGraph<FrameIo>)>,
     weights: Arc<CodePredictorWeights>,
     backend: Arc<Backend>,
 }
@@ -178,67 +205,98 @@ impl CodePredictor {
         }
     }
 
-    fn graph_nodes(w: &CodePredictorWeights) -> usize {
-        (w.groups() - 1) * (w.cfg.layers * 48 + 64) + 256
+    fn graph_nodes(w: &CodePredictorWeights, batch: usize) -> usize {
+        (w.groups() - 1) * (w.cfg.layers * 48 + 64 + batch * 32) + 256
     }
 
-    /// `forced`: the passes read their inputs from the `forced` input (given
-    /// codes 1..15, teacher forcing) instead of their own picks.
-    fn build(&self, params: &SamplingParams, forced: bool) -> OwnedGraph<FrameIo> {
+    fn build(&self, key: &FrameKey) -> OwnedGraph<FrameIo> {
         let w = &*self.weights;
-        OwnedGraph::build(&self.backend, Self::graph_nodes(w), |ctx| {
+        let b = key.len();
+        OwnedGraph::build(&self.backend, Self::graph_nodes(w, b), |ctx| {
+            // Each sequence's products as if alone.
+            ctx.set_row_dots(true);
             let c = &w.cfg;
+            let (t, cb) = (w.talker_hidden as i64, w.codebook_size);
+            let (hd, nh, nkv) = (c.head_dim as i64, c.heads as i64, c.kv_heads as i64);
             let groups = w.groups() - 1;
-            let hidden = ctx
-                .new_tensor(GgmlType::F32, &[w.talker_hidden as i64, 1])
-                .set_input();
-            let c0 = ctx.new_tensor(GgmlType::I32, &[1]).set_input();
+            let bi = b as i64;
+            let hidden = ctx.new_tensor(GgmlType::F32, &[t, bi]).set_input();
+            let c0 = ctx.new_tensor(GgmlType::I32, &[bi]).set_input();
+            // pass 0: positions 0, 1 per sequence; pass s > 0: s + 1
             let pos = ctx
-                .new_tensor(GgmlType::I32, &[groups as i64 + 1])
+                .new_tensor(GgmlType::I32, &[(groups as i64 + 1) * bi])
                 .set_input();
             let mask0 = ctx.new_tensor(GgmlType::F32, &[2, 2]).set_input();
-            let given = forced.then(|| ctx.new_tensor(GgmlType::I32, &[groups as i64]).set_input());
+            let given: Vec<Option<Tensor<'_>>> = key
+                .iter()
+                .map(|&(_, forced)| {
+                    forced.then(|| ctx.new_tensor(GgmlType::I32, &[groups as i64]).set_input())
+                })
+                .collect();
             let project = |x| project(ctx, w.mtp_proj.as_ref(), x);
-            let mut kv: Vec<(Option<Tensor<'_>>, Option<Tensor<'_>>)> =
-                vec![(None, None); c.layers];
+            let mut kv: Vec<Option<(Tensor<'_>, Tensor<'_>)>> = vec![None; c.layers];
 
             let e0 = ctx.get_rows(ctx.stored(&w.talker_codec_embd), c0);
             let mut frame = e0;
-            // pass 0 sees [talker hidden, C(c0)]; pass s>0 sees the code it just picked
-            let mut x = project(ctx.concat(hidden, e0, 1));
+            // pass 0 sees [talker hidden, C(c0)] of each sequence; pass s > 0
+            // the code it just picked
+            let pairs = |x| ctx.reshape(x, &[t, 1, bi]);
+            let mut x = project(ctx.reshape(ctx.concat(pairs(hidden), pairs(e0), 1), &[t, 2 * bi]));
             let mut outputs = Vec::new();
             let mut passes = Vec::new();
             for s in 0..groups {
-                let n = if s == 0 { 2 } else { 1 };
-                let p = ctx.view(pos, &[n], &[], if s == 0 { 0 } else { (s + 1) * 4 });
+                let n: i64 = if s == 0 { 2 } else { 1 };
+                let first = if s == 0 { 0 } else { (s + 1) * b };
+                let p = ctx.view(pos, &[n * bi], &[], first * 4);
                 let mut h = x;
                 for (l, bw) in w.blocks.iter().enumerate() {
-                    let cache = KvCache::InGraph {
-                        k: kv[l].0,
-                        v: kv[l].1,
-                    };
-                    let mask = (s == 0).then_some(mask0);
-                    let out = decoder_block(ctx, c, bw, h, p, cache, mask);
-                    kv[l] = (Some(out.k), Some(out.v));
-                    h = out.out;
+                    let cache = &mut kv[l];
+                    h = block_with(ctx, c, bw, h, |xn| {
+                        let (q, k, v) = attention_inputs(ctx, c, bw, xn, p);
+                        let q = ctx.reshape(q, &[hd, nh, n, bi]);
+                        let k = ctx.reshape(k, &[hd, nkv, n, bi]);
+                        let v = ctx.reshape(ctx.cont(v), &[hd, nkv, n, bi]);
+                        let (k_all, v_all) = match *cache {
+                            Some((pk, pv)) => (ctx.concat(pk, k, 2), ctx.concat(pv, v, 2)),
+                            None => (k, v),
+                        };
+                        *cache = Some((k_all, v_all));
+                        let mask = (s == 0).then_some(mask0);
+                        let attn = attend(ctx, c, q, k_all, v_all, mask);
+                        ctx.mul_mat(ctx.stored(&bw.o), attn)
+                    });
                 }
-                let last = ctx.view(h, &[c.hidden as i64], &[], (n as usize - 1) * c.hidden * 4);
+                // each sequence's last token
+                let width = c.hidden;
+                let last = match n {
+                    1 => h,
+                    _ => ctx.view(h, &[width as i64, bi], &[2 * width * 4], width * 4),
+                };
                 let y = rms_norm(ctx, last, ctx.stored(&w.output_norm), c.rms_eps);
                 let logits = ctx.mul_mat(ctx.stored(&w.heads[s]), y);
-                let (code, inputs) = pick(ctx, logits, params);
-                // teacher forcing feeds the given code instead of the pick
-                let input = match given {
-                    Some(g) => ctx.view(g, &[1], &[], s * 4),
-                    None => code,
-                };
-                let e = ctx.get_rows(ctx.stored(&w.codec_embd[s]), input);
+                let mut picks = Vec::with_capacity(b);
+                let mut fed = Vec::with_capacity(b);
+                for (i, (params, _)) in key.iter().enumerate() {
+                    let own = ctx.view(logits, &[cb as i64], &[], i * cb * 4);
+                    let (code, inputs) = pick(ctx, own, params);
+                    // teacher forcing feeds the given code instead of the pick
+                    fed.push(match given[i] {
+                        Some(g) => ctx.view(g, &[1], &[], s * 4),
+                        None => code,
+                    });
+                    picks.push((inputs, ctx.slot(code)));
+                    outputs.push(code);
+                }
+                let fed = fed[1..]
+                    .iter()
+                    .fold(fed[0], |all, &f| ctx.concat(all, f, 0));
+                let e = ctx.get_rows(ctx.stored(&w.codec_embd[s]), fed);
                 frame = ctx.add(frame, e);
                 if s + 1 < groups {
                     x = project(e);
                 }
-                passes.push((inputs, ctx.slot(logits), ctx.slot(code)));
+                passes.push((ctx.slot(logits), picks));
                 outputs.push(logits);
-                outputs.push(code);
             }
             outputs.push(frame);
             let io = FrameIo {
@@ -246,7 +304,7 @@ impl CodePredictor {
                 c0: ctx.slot(c0),
                 pos: ctx.slot(pos),
                 mask0: ctx.slot(mask0),
-                forced: given.map(|g| ctx.slot(g)),
+                forced: given.iter().map(|g| g.map(|g| ctx.slot(g))).collect(),
                 passes,
                 frame: ctx.slot(frame),
             };
@@ -263,7 +321,14 @@ impl CodePredictor {
         params: &SamplingParams,
         rng: &mut Sampler,
     ) -> Result<FrameCodes> {
-        self.run(hidden, c0, None, params, rng)
+        let input = FrameInput {
+            hidden,
+            c0,
+            forced: None,
+            params,
+            rng,
+        };
+        Ok(self.predict_batch(&mut [input])?.remove(0))
     }
 
     /// Teacher forcing: the passes are fed the given codes 1..15 (the frame
@@ -282,84 +347,125 @@ impl CodePredictor {
                 format!("forced frame {frame:?} is not {groups} codes below {cb}"),
             ));
         }
-        self.run(hidden, frame[0], Some(&frame[1..]), params, rng)
+        let input = FrameInput {
+            hidden,
+            c0: frame[0],
+            forced: Some(&frame[1..]),
+            params,
+            rng,
+        };
+        Ok(self.predict_batch(&mut [input])?.remove(0))
     }
 
-    fn run(
-        &mut self,
-        hidden: &[f32],
-        c0: u32,
-        forced: Option<&[u32]>,
-        params: &SamplingParams,
-        rng: &mut Sampler,
-    ) -> Result<FrameCodes> {
+    /// One frame of each sequence, in one graph; returns their codes in
+    /// order. Each is what [`CodePredictor::predict`] of the same input gives.
+    pub fn predict_batch(&mut self, inputs: &mut [FrameInput<'_>]) -> Result<Vec<FrameCodes>> {
+        if inputs.is_empty() {
+            return Ok(Vec::new());
+        }
         let w = &*self.weights;
         let (t, cb) = (w.talker_hidden, w.codebook_size);
-        if hidden.len() != t {
-            return Err(Error::invalid(
-                "hidden",
-                format!(
-                    "code predictor: hidden of {} values, expected {t}",
-                    hidden.len()
-                ),
-            ));
-        }
-        if c0 as usize >= w.codec_vocab {
-            return Err(Error::invalid(
-                "frames",
-                format!("code 0 = {c0} out of range"),
-            ));
-        }
-        params
-            .validate()
-            .map_err(|e| Error::invalid("subtalker", format!("sub-talker sampling: {e}")))?;
         let groups = w.groups() - 1;
-        let key = (params.clone(), forced.is_some());
-        if self.graph.as_ref().is_none_or(|(k, _)| *k != key) {
-            self.graph = Some((key.clone(), self.build(params, forced.is_some())));
+        for input in inputs.iter() {
+            if input.hidden.len() != t {
+                return Err(Error::invalid(
+                    "hidden",
+                    format!(
+                        "code predictor: hidden of {} values, expected {t}",
+                        input.hidden.len()
+                    ),
+                ));
+            }
+            if input.c0 as usize >= w.codec_vocab {
+                return Err(Error::invalid(
+                    "frames",
+                    format!("code 0 = {} out of range", input.c0),
+                ));
+            }
+            if input.forced.is_some_and(|f| f.len() != groups) {
+                return Err(Error::invalid(
+                    "frames",
+                    format!("a forced frame needs codes 1..{groups}"),
+                ));
+            }
+            input
+                .params
+                .validate()
+                .map_err(|e| Error::invalid("subtalker", format!("sub-talker sampling: {e}")))?;
         }
+        let key: FrameKey = inputs
+            .iter()
+            .map(|i| (i.params.clone(), i.forced.is_some()))
+            .collect();
+        if self.graph.as_ref().is_none_or(|(k, _)| *k != key) {
+            self.graph = None;
+            self.graph = Some((key.clone(), self.build(&key)));
+        }
+        let b = inputs.len();
+        // Each sequence's noise from its own RNG, in the order it draws alone.
+        let noise: Vec<Vec<Vec<f32>>> = inputs
+            .iter_mut()
+            .map(|i| match i.params.do_sample {
+                true => (0..groups).map(|_| i.rng.gumbel_noise(cb)).collect(),
+                false => Vec::new(),
+            })
+            .collect();
+        let hidden: Vec<f32> = inputs
+            .iter()
+            .flat_map(|i| i.hidden.iter().copied())
+            .collect();
+        let c0: Vec<i32> = inputs.iter().map(|i| i.c0 as i32).collect();
+        let mut pos: Vec<i32> = (0..b).flat_map(|_| [0, 1]).collect();
+        pos.extend((2..=groups as i32).flat_map(|p| std::iter::repeat_n(p, b)));
         let (_, g) = self.graph.as_mut().expect("built above");
-        let noise: Vec<Vec<f32>> = if params.do_sample {
-            (0..groups).map(|_| rng.gumbel_noise(cb)).collect()
-        } else {
-            Vec::new()
-        };
         g.compute(|g| {
             let io = g.io();
-            g.tensor(io.hidden).set_f32(hidden);
-            g.tensor(io.c0).set_i32(&[c0 as i32]);
-            g.tensor(io.pos)
-                .set_i32(&(0..=groups as i32).collect::<Vec<_>>());
+            g.tensor(io.hidden).set_f32(&hidden);
+            g.tensor(io.c0).set_i32(&c0);
+            g.tensor(io.pos).set_i32(&pos);
             g.tensor(io.mask0)
                 .set_f32(&[0.0, f32::NEG_INFINITY, 0.0, 0.0]);
-            if let (Some(slot), Some(f)) = (io.forced, forced) {
-                g.tensor(slot)
-                    .set_i32(&f.iter().map(|&c| c as i32).collect::<Vec<_>>());
+            for (slot, input) in io.forced.iter().zip(inputs.iter()) {
+                if let (Some(slot), Some(f)) = (slot, input.forced) {
+                    g.tensor(*slot)
+                        .set_i32(&f.iter().map(|&c| c as i32).collect::<Vec<_>>());
+                }
             }
-            for ((inputs, _, _), n) in io.passes.iter().zip(&noise) {
-                if let Some(s) = inputs.noise {
-                    g.tensor(s).set_f32(n);
-                }
-                if let Some(s) = inputs.top_p {
-                    g.tensor(s).set_f32(&[params.top_p]);
-                }
-                if let Some(s) = inputs.scratch {
-                    g.tensor(s).set_f32(&vec![0.0; cb]);
+            for (s, (_, picks)) in io.passes.iter().enumerate() {
+                for (i, (inputs_slots, _)) in picks.iter().enumerate() {
+                    if let Some(slot) = inputs_slots.noise {
+                        g.tensor(slot).set_f32(&noise[i][s]);
+                    }
+                    if let Some(slot) = inputs_slots.top_p {
+                        g.tensor(slot).set_f32(&[inputs[i].params.top_p]);
+                    }
+                    if let Some(slot) = inputs_slots.scratch {
+                        g.tensor(slot).set_f32(&vec![0.0; cb]);
+                    }
                 }
             }
         })?;
         let io = g.io();
-        let mut codes = Vec::with_capacity(groups);
-        let mut logits = Vec::with_capacity(groups * cb);
-        for &(_, l, code) in &io.passes {
-            let code = g.tensor(code).get_bytes();
-            codes.push(i32::from_le_bytes([code[0], code[1], code[2], code[3]]) as u32);
-            logits.extend(g.tensor(l).get_f32());
+        let mut out: Vec<FrameCodes> = (0..b)
+            .map(|_| FrameCodes {
+                codes: Vec::with_capacity(groups),
+                frame_embed: Vec::new(),
+                logits: Vec::with_capacity(groups * cb),
+            })
+            .collect();
+        for (logits, picks) in &io.passes {
+            let logits = g.tensor(*logits).get_f32();
+            for ((seq, (_, code)), own) in out.iter_mut().zip(picks).zip(logits.chunks_exact(cb)) {
+                let code = g.tensor(*code).get_bytes();
+                seq.codes
+                    .push(i32::from_le_bytes([code[0], code[1], code[2], code[3]]) as u32);
+                seq.logits.extend_from_slice(own);
+            }
         }
-        Ok(FrameCodes {
-            codes,
-            frame_embed: g.tensor(io.frame).get_f32(),
-            logits,
-        })
+        let frame = g.tensor(io.frame).get_f32();
+        for (seq, embed) in out.iter_mut().zip(frame.chunks_exact(t)) {
+            seq.frame_embed = embed.to_vec();
+        }
+        Ok(out)
     }
 }

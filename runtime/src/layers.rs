@@ -143,18 +143,17 @@ impl BlockWeights {
     }
 }
 
-/// Self-attention over `x` `[hidden, n]` at positions `pos` (I32 `[n]`):
-/// per-head RMSNorm on q and k (Qwen3, when present), NEOX RoPE, grouped-query attention with
-/// `mask` (`[n_kv, n]`, additive) or none, output projection.
-pub fn self_attention<'a>(
+/// The queries, keys and values of `x` `[hidden, n]` at positions `pos`
+/// (I32 `[n]`): projected, per-head RMSNormed (Qwen3, when present), NEOX
+/// RoPE; `[hd, heads, n]` and `[hd, kv_heads, n]` each. Every column is
+/// computed on its own, so `n` may be tokens of several sequences.
+pub fn attention_inputs<'a>(
     ctx: &'a Context,
     cfg: &TransformerConfig,
     w: &BlockWeights,
     x: Tensor<'a>,
     pos: Tensor<'a>,
-    kv: KvCache<'a>,
-    mask: Option<Tensor<'a>>,
-) -> AttentionOut<'a> {
+) -> (Tensor<'a>, Tensor<'a>, Tensor<'a>) {
     let n = x.ne()[1];
     let p = |t: &StoredTensor| ctx.stored(t);
     let (hd, nh, nkv) = (cfg.head_dim as i64, cfg.heads as i64, cfg.kv_heads as i64);
@@ -171,7 +170,48 @@ pub fn self_attention<'a>(
         .map_or(k, |kn| rms_norm(ctx, k, p(kn), cfg.rms_eps));
     let q = ctx.rope_neox(q, pos, cfg.head_dim as i32, cfg.rope_theta);
     let k = ctx.rope_neox(k, pos, cfg.head_dim as i32, cfg.rope_theta);
+    (q, k, v)
+}
 
+/// Grouped-query attention of queries `q` `[hd, heads, n, b]` over keys and
+/// values `[hd, kv_heads, n_kv, b]` of `b` independent sequences (3-D
+/// tensors: one), with `mask` (`[n_kv, n]`, additive, shared) or none →
+/// `[hd·heads, n·b]`, before the output projection.
+pub fn attend<'a>(
+    ctx: &'a Context,
+    cfg: &TransformerConfig,
+    q: Tensor<'a>,
+    k_all: Tensor<'a>,
+    v_all: Tensor<'a>,
+    mask: Option<Tensor<'a>>,
+) -> Tensor<'a> {
+    let [hd, nh, n, b] = q.ne();
+    // scores [n_kv, n, heads, b] = K·Q per head (KV head h/(nh/nkv) serves query head h)
+    let qp = ctx.permute(q, [0, 2, 1, 3]); // [hd, n, nh, b]
+    let kp = ctx.permute(k_all, [0, 2, 1, 3]); // [hd, n_kv, nkv, b]
+    let scores = ctx.mul_mat(kp, qp);
+    let probs = ctx.soft_max_ext(scores, mask, 1.0 / (cfg.head_dim as f32).sqrt());
+    let vt = ctx.cont(ctx.permute(v_all, [1, 2, 0, 3])); // [n_kv, hd, nkv, b]
+    let attn = ctx.mul_mat(vt, probs); // [hd, n, nh, b]
+    let attn = ctx.cont(ctx.permute(attn, [0, 2, 1, 3])); // [hd, nh, n, b]
+    ctx.reshape(attn, &[hd * nh, n * b])
+}
+
+/// Self-attention over `x` `[hidden, n]` at positions `pos` (I32 `[n]`)
+/// with `mask` (`[n_kv, n]`, additive) or none, output projection (see
+/// [`attention_inputs`] and [`attend`]).
+pub fn self_attention<'a>(
+    ctx: &'a Context,
+    cfg: &TransformerConfig,
+    w: &BlockWeights,
+    x: Tensor<'a>,
+    pos: Tensor<'a>,
+    kv: KvCache<'a>,
+    mask: Option<Tensor<'a>>,
+) -> AttentionOut<'a> {
+    let n = x.ne()[1];
+    let (hd, nkv) = (cfg.head_dim as i64, cfg.kv_heads as i64);
+    let (q, k, v) = attention_inputs(ctx, cfg, w, x, pos);
     let (k_all, v_all) = match kv {
         KvCache::Persistent {
             k: kc,
@@ -181,17 +221,10 @@ pub fn self_attention<'a>(
         } => {
             let kw = ctx.set_rows(kc, ctx.reshape(k, &[hd * nkv, n]), rows);
             let vw = ctx.set_rows(vc, ctx.reshape(v, &[hd * nkv, n]), rows);
-            // Read through the set_rows results so the writes come first.
-            let es = kw.element_size();
-            let view = |t| {
-                ctx.view(
-                    t,
-                    &[hd, nkv, n_kv as i64],
-                    &[hd as usize * es, (hd * nkv) as usize * es],
-                    0,
-                )
-            };
-            (view(kw), view(vw))
+            (
+                cache_view(ctx, cfg, kw, n_kv),
+                cache_view(ctx, cfg, vw, n_kv),
+            )
         }
         KvCache::InGraph { k: pk, v: pv } => {
             let k = ctx.cont(k);
@@ -202,27 +235,64 @@ pub fn self_attention<'a>(
             }
         }
     };
-
-    // scores [n_kv, n, heads] = K·Q per head (KV head h/(nh/nkv) serves query head h)
-    let qp = ctx.permute(q, [0, 2, 1, 3]); // [hd, n, nh]
-    let kp = ctx.permute(k_all, [0, 2, 1, 3]); // [hd, n_kv, nkv]
-    let scores = ctx.mul_mat(kp, qp);
-    let probs = ctx.soft_max_ext(scores, mask, 1.0 / (cfg.head_dim as f32).sqrt());
-    let vt = ctx.cont(ctx.permute(v_all, [1, 2, 0, 3])); // [n_kv, hd, nkv]
-    let attn = ctx.mul_mat(vt, probs); // [hd, n, nh]
-    let attn = ctx.cont(ctx.permute(attn, [0, 2, 1, 3])); // [hd, nh, n]
-    let out = ctx.mul_mat(p(&w.o), ctx.reshape(attn, &[hd * nh, n]));
+    let attn = attend(ctx, cfg, q, k_all, v_all, mask);
     AttentionOut {
-        out,
+        out: ctx.mul_mat(ctx.stored(&w.o), attn),
         k: k_all,
         v: v_all,
     }
 }
 
-/// One pre-norm transformer block: Qwen3 (RMSNorm, q/k norm, SwiGLU), the
+/// The first `n_kv` positions of a persistent cache `[hd·kv_heads, capacity]`
+/// as `[hd, kv_heads, n_kv]`. Pass the `set_rows` result that wrote the new
+/// rows, so that the writes come first.
+pub fn cache_view<'a>(
+    ctx: &'a Context,
+    cfg: &TransformerConfig,
+    written: Tensor<'a>,
+    n_kv: usize,
+) -> Tensor<'a> {
+    let (hd, nkv) = (cfg.head_dim, cfg.kv_heads);
+    let es = written.element_size();
+    ctx.view(
+        written,
+        &[hd as i64, nkv as i64, n_kv as i64],
+        &[hd * es, hd * nkv * es],
+        0,
+    )
+}
+
+/// One pre-norm transformer block around `attention` (normed input →
+/// output-projected attention): Qwen3 (RMSNorm, q/k norm, SwiGLU), the
 /// codec decoder's (plus LayerScale) or the codec encoder's (LayerNorm,
-/// GELU MLP, LayerScale), told apart by which weights exist. Returns the block output and the keys /
-/// values (for in-graph caches).
+/// GELU MLP, LayerScale), told apart by which weights exist.
+pub fn block_with<'a>(
+    ctx: &'a Context,
+    cfg: &TransformerConfig,
+    w: &BlockWeights,
+    x: Tensor<'a>,
+    attention: impl FnOnce(Tensor<'a>) -> Tensor<'a>,
+) -> Tensor<'a> {
+    let p = |t: &StoredTensor| ctx.stored(t);
+    let norm = |x, w: &StoredTensor, b: &Option<StoredTensor>| match b {
+        Some(b) => layer_norm(ctx, x, p(w), p(b), cfg.rms_eps),
+        None => rms_norm(ctx, x, p(w), cfg.rms_eps),
+    };
+    let h = norm(x, &w.attn_norm, &w.attn_norm_bias);
+    let a = attention(h);
+    let scaled = |y, s: &Option<StoredTensor>| s.as_ref().map_or(y, |s| ctx.mul(y, p(s)));
+    let x = ctx.add(x, scaled(a, &w.attn_scale));
+    let h = norm(x, &w.ffn_norm, &w.ffn_norm_bias);
+    let (up, down) = (p(&w.up), p(&w.down));
+    let mlp = match &w.gate {
+        Some(gate) => swiglu_mlp(ctx, h, p(gate), up, down),
+        None => ctx.mul_mat(down, ctx.gelu_erf(ctx.mul_mat(up, h))),
+    };
+    ctx.add(x, scaled(mlp, &w.ffn_scale))
+}
+
+/// [`block_with`] self-attention over one sequence. Returns the block
+/// output and the keys / values (for in-graph caches).
 pub fn decoder_block<'a>(
     ctx: &'a Context,
     cfg: &TransformerConfig,
@@ -232,27 +302,14 @@ pub fn decoder_block<'a>(
     kv: KvCache<'a>,
     mask: Option<Tensor<'a>>,
 ) -> AttentionOut<'a> {
-    let p = |t: &StoredTensor| ctx.stored(t);
-    let norm = |x, w: &StoredTensor, b: &Option<StoredTensor>| match b {
-        Some(b) => layer_norm(ctx, x, p(w), p(b), cfg.rms_eps),
-        None => rms_norm(ctx, x, p(w), cfg.rms_eps),
-    };
-    let h = norm(x, &w.attn_norm, &w.attn_norm_bias);
-    let a = self_attention(ctx, cfg, w, h, pos, kv, mask);
-    let scaled = |y, s: &Option<StoredTensor>| s.as_ref().map_or(y, |s| ctx.mul(y, p(s)));
-    let x = ctx.add(x, scaled(a.out, &w.attn_scale));
-    let h = norm(x, &w.ffn_norm, &w.ffn_norm_bias);
-    let (up, down) = (p(&w.up), p(&w.down));
-    let mlp = match &w.gate {
-        Some(gate) => swiglu_mlp(ctx, h, p(gate), up, down),
-        None => ctx.mul_mat(down, ctx.gelu_erf(ctx.mul_mat(up, h))),
-    };
-    let out = ctx.add(x, scaled(mlp, &w.ffn_scale));
-    AttentionOut {
-        out,
-        k: a.k,
-        v: a.v,
-    }
+    let mut keys_values = None;
+    let out = block_with(ctx, cfg, w, x, |h| {
+        let a = self_attention(ctx, cfg, w, h, pos, kv, mask);
+        keys_values = Some((a.k, a.v));
+        a.out
+    });
+    let (k, v) = keys_values.expect("the attention ran");
+    AttentionOut { out, k, v }
 }
 
 // ---- convolutional layers (codec) -------------------------------------------

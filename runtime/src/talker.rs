@@ -8,6 +8,13 @@
 //! [`KV_BUCKET`], built once and reused for every token in that bucket. The
 //! KV cache is persistent and written in-graph with `set_rows`, so a reused
 //! graph needs only new inputs.
+//!
+//! A [`DecodeBatch`] steps several sequences at once (continuous batching):
+//! one graph whose weight products take every sequence's vector together
+//! (the weights are read once for all) and whose attention is per sequence,
+//! over its own cache. A lone sequence's step is a batch of one, and every
+//! product gives each column the one-column result (a row-dot context), so
+//! a sequence's values do not depend on what else is in its batch.
 
 use std::sync::Arc;
 
@@ -17,7 +24,10 @@ use crate::ggml::{
     Backend, Context, GgmlType, OwnedGraph, Slot, StoredTensor, Tensor, TensorStore,
 };
 use crate::gguf_schema::tensors::talker as names;
-use crate::layers::{decoder_block, linear, rms_norm, BlockKind, BlockWeights, KvCache};
+use crate::layers::{
+    attend, attention_inputs, block_with, cache_view, concat_columns, decoder_block, linear,
+    rms_norm, BlockKind, BlockWeights, KvCache,
+};
 use crate::weights::{Linear, WeightSource};
 
 /// Cache lengths are rounded up to this many positions per decode graph.
@@ -79,12 +89,25 @@ pub struct TalkerStep {
     pub hidden: Vec<f32>,
 }
 
-/// Inputs and outputs of a talker pass.
+/// Inputs and outputs of a prefill pass.
 #[derive(Clone, Copy)]
 struct StepIo {
     embd: Slot,
     pos: Slot,
     mask: Slot,
+    hidden: Slot,
+    logits: Slot,
+}
+
+/// Inputs and outputs of a decode step of a batch of sequences.
+struct DecodeIo {
+    /// `[hidden, batch]`.
+    embd: Slot,
+    /// Each sequence's position, `[batch]`.
+    pos: Slot,
+    /// Each sequence's mask, `[n_kv]`.
+    masks: Vec<Slot>,
+    /// `[hidden, batch]`, `[codec_vocab, batch]`.
     hidden: Slot,
     logits: Slot,
 }
@@ -96,7 +119,11 @@ struct KvStore {
     k: Vec<StoredTensor>,
     v: Vec<StoredTensor>,
     capacity: usize,
+    /// Tells caches apart (a decode graph is built for given caches).
+    id: u64,
 }
+
+static NEXT_CACHE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl KvStore {
     fn new(cfg: &TransformerConfig, capacity: usize) -> Self {
@@ -118,15 +145,171 @@ impl KvStore {
             v: get("v"),
             store,
             capacity,
+            id: NEXT_CACHE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
+}
+
+/// A decode graph's composition: each sequence's cache and attended length.
+type BatchKey = Vec<(u64, usize)>;
+
+/// One-position steps of several sequences at once (see the module doc),
+/// with the graph of the current composition: it is rebuilt when a
+/// sequence joins or leaves, or crosses a [`KV_BUCKET`].
+#[derive(Default)]
+pub struct DecodeBatch {
+    graph: Option<(BatchKey, OwnedGraph<DecodeIo>)>,
+}
+
+/// One sequence's part of a [`DecodeBatch`] step: its next input
+/// `[hidden]` at `position`.
+pub struct StepInput<'a> {
+    pub talker: &'a mut Talker,
+    pub embed: &'a [f32],
+    pub position: usize,
+}
+
+impl DecodeBatch {
+    /// Runs one position of every sequence (all on one model and backend);
+    /// returns their steps in order. Each is what the sequence's own
+    /// [`Talker::forward`] of the same input gives.
+    pub fn step(&mut self, inputs: &mut [StepInput<'_>]) -> Result<Vec<TalkerStep>> {
+        let Some(first) = inputs.first() else {
+            return Ok(Vec::new());
+        };
+        let (weights, backend) = (first.talker.weights.clone(), first.talker.backend.clone());
+        let h = weights.cfg.hidden;
+        let mut key = Vec::with_capacity(inputs.len());
+        let mut masks = Vec::with_capacity(inputs.len());
+        for input in inputs.iter_mut() {
+            if input.embed.len() != h {
+                return Err(Error::invalid(
+                    "embeddings",
+                    format!(
+                        "talker step input of {} values, expected {h}",
+                        input.embed.len()
+                    ),
+                ));
+            }
+            let n_kv = input.talker.prepare_step(input.position)?;
+            let cache = input.talker.cache.as_ref().expect("prepared");
+            key.push((cache.id, n_kv));
+            let mut mask = vec![f32::NEG_INFINITY; n_kv];
+            mask[..input.position + 1].fill(0.0);
+            masks.push(mask);
+        }
+        if self.graph.as_ref().is_none_or(|(k, _)| *k != key) {
+            // Drop the old graph first: it keeps its caches alive.
+            self.graph = None;
+            let caches: Vec<(&KvStore, usize)> = inputs
+                .iter()
+                .zip(&key)
+                .map(|(i, &(_, n_kv))| (i.talker.cache.as_ref().expect("prepared"), n_kv))
+                .collect();
+            let graph = build_decode_graph(&weights, &backend, &caches);
+            self.graph = Some((key, graph));
+        }
+        let (_, g) = self.graph.as_mut().expect("built above");
+        let embeds: Vec<f32> = inputs
+            .iter()
+            .flat_map(|i| i.embed.iter().copied())
+            .collect();
+        let pos: Vec<i32> = inputs.iter().map(|i| i.position as i32).collect();
+        g.compute(|g| {
+            let io = g.io();
+            g.tensor(io.embd).set_f32(&embeds);
+            g.tensor(io.pos).set_i32(&pos);
+            for (slot, mask) in io.masks.iter().zip(&masks) {
+                g.tensor(*slot).set_f32(mask);
+            }
+        })?;
+        let io = g.io();
+        let (hidden, logits) = (g.tensor(io.hidden).get_f32(), g.tensor(io.logits).get_f32());
+        let vocab = logits.len() / inputs.len();
+        Ok(hidden
+            .chunks_exact(h)
+            .zip(logits.chunks_exact(vocab))
+            .map(|(hidden, logits)| TalkerStep {
+                logits: logits.to_vec(),
+                hidden: hidden.to_vec(),
+            })
+            .collect())
+    }
+
+    /// Drops the graph (and with it its hold on the caches' memory).
+    pub fn release(&mut self) {
+        self.graph = None;
+    }
+}
+
+/// The decode graph of one new position of each sequence, over `caches`
+/// (each with its attended length).
+fn build_decode_graph(
+    w: &TalkerWeights,
+    backend: &Arc<Backend>,
+    caches: &[(&KvStore, usize)],
+) -> OwnedGraph<DecodeIo> {
+    let t = &w.cfg;
+    let b = caches.len();
+    let (hd, nh, nkv) = (t.head_dim, t.heads, t.kv_heads);
+    let nodes = graph_nodes(t) + b * t.layers * 16;
+    OwnedGraph::build(backend, nodes, |ctx| {
+        ctx.set_row_dots(true);
+        let embd = ctx
+            .new_tensor(GgmlType::F32, &[t.hidden as i64, b as i64])
+            .set_input();
+        let pos = ctx.new_tensor(GgmlType::I32, &[b as i64]).set_input();
+        let masks: Vec<Tensor<'_>> = caches
+            .iter()
+            .map(|&(_, n_kv)| ctx.new_tensor(GgmlType::F32, &[n_kv as i64, 1]).set_input())
+            .collect();
+        let mut h = embd;
+        for (l, bw) in w.blocks.iter().enumerate() {
+            h = block_with(ctx, t, bw, h, |x| {
+                let (q, k, v) = attention_inputs(ctx, t, bw, x, pos);
+                let parts: Vec<_> = caches
+                    .iter()
+                    .enumerate()
+                    .map(|(i, &(cache, n_kv))| {
+                        let column = |x, heads: usize| {
+                            let width = hd * heads;
+                            ctx.view(x, &[width as i64, 1], &[width * 4], i * width * 4)
+                        };
+                        let row = ctx.view(pos, &[1], &[], i * 4);
+                        let kw = ctx.set_rows(ctx.stored(&cache.k[l]), column(k, nkv), row);
+                        let vw = ctx.set_rows(ctx.stored(&cache.v[l]), column(v, nkv), row);
+                        let q = ctx.view(
+                            q,
+                            &[hd as i64, nh as i64, 1],
+                            &[hd * 4, hd * nh * 4],
+                            i * hd * nh * 4,
+                        );
+                        let (k_all, v_all) =
+                            (cache_view(ctx, t, kw, n_kv), cache_view(ctx, t, vw, n_kv));
+                        attend(ctx, t, q, k_all, v_all, Some(masks[i]))
+                    })
+                    .collect();
+                ctx.mul_mat(ctx.stored(&bw.o), concat_columns(ctx, &parts))
+            });
+        }
+        let hidden = rms_norm(ctx, h, ctx.stored(&w.output_norm), t.rms_eps);
+        let logits = ctx.mul_mat(ctx.stored(&w.codec_head), hidden);
+        let io = DecodeIo {
+            embd: ctx.slot(embd),
+            pos: ctx.slot(pos),
+            masks: masks.iter().map(|&m| ctx.slot(m)).collect(),
+            hidden: ctx.slot(hidden),
+            logits: ctx.slot(logits),
+        };
+        (io, vec![hidden, logits])
+    })
 }
 
 /// One session's talker state: KV cache and graphs.
 pub struct Talker {
     // Drop order: graphs before the cache.
-    /// The decode graph (one token) of the current cache bucket.
-    step_graph: Option<(usize, OwnedGraph<StepIo>)>,
+    /// This sequence's own decode steps (a batch of one).
+    solo: DecodeBatch,
     cache: Option<KvStore>,
     /// The prompt rows whose keys and values are still at the start of the
     /// cache, for [`Talker::prefill`] to reuse.
@@ -153,7 +336,7 @@ fn graph_nodes(cfg: &TransformerConfig) -> usize {
 impl Talker {
     pub fn new(weights: Arc<TalkerWeights>, backend: Arc<Backend>) -> Self {
         Self {
-            step_graph: None,
+            solo: DecodeBatch::default(),
             cache: None,
             cached_prompt: Vec::new(),
             weights,
@@ -211,7 +394,7 @@ impl Talker {
                 to.set_bytes_at(0, &from.get_bytes()[..bytes]);
             }
         }
-        self.step_graph = None;
+        self.solo.release();
         self.cache = Some(new);
     }
 
@@ -262,8 +445,41 @@ impl Talker {
                 format!("talker input of {} values is not n × {h}", embeds.len()),
             ));
         }
+        if n == 1 {
+            let mut solo = std::mem::take(&mut self.solo);
+            let step = solo.step(&mut [StepInput {
+                talker: self,
+                embed: embeds,
+                position: start,
+            }]);
+            self.solo = solo;
+            return Ok(step?.remove(0));
+        }
+        let n_kv = self.prepare(start, n)?;
+        let mut mask = vec![f32::NEG_INFINITY; n_kv * n];
+        for i in 0..n {
+            mask[i * n_kv..i * n_kv + start + i + 1].fill(0.0);
+        }
+        let pos: Vec<i32> = (start..start + n).map(|p| p as i32).collect();
+        // Prompts differ in length: their graphs are used once.
+        let mut g = self.build_step_graph(n, n_kv);
+        let io = *g.io();
+        g.compute(|g| {
+            g.tensor(io.embd).set_f32(embeds);
+            g.tensor(io.pos).set_i32(&pos);
+            g.tensor(io.mask).set_f32(&mask);
+        })?;
+        Ok(TalkerStep {
+            logits: g.tensor(io.logits).get_f32(),
+            hidden: g.tensor(io.hidden).get_f32(),
+        })
+    }
+
+    /// Makes room for positions `start..start + n` (the cache grows when
+    /// needed); returns the cache length they attend over.
+    fn prepare(&mut self, start: usize, n: usize) -> Result<usize> {
         // Rows from `start` on are rewritten: they are no longer the prompt's.
-        self.cached_prompt.truncate(start * h);
+        self.cached_prompt.truncate(start * self.weights.cfg.hidden);
         let capacity = match &self.cache {
             Some(c) => c.capacity,
             None => {
@@ -279,35 +495,12 @@ impl Talker {
             self.replace_cache(needed, start);
         }
         let capacity = self.cache.as_ref().map_or(0, |c| c.capacity);
-        let n_kv = ((start + n).div_ceil(KV_BUCKET) * KV_BUCKET).min(capacity);
-        let mut mask = vec![f32::NEG_INFINITY; n_kv * n];
-        for i in 0..n {
-            mask[i * n_kv..i * n_kv + start + i + 1].fill(0.0);
-        }
-        let pos: Vec<i32> = (start..start + n).map(|p| p as i32).collect();
-        let run = |g: &mut OwnedGraph<StepIo>| -> Result<TalkerStep> {
-            let io = *g.io();
-            g.compute(|g| {
-                g.tensor(io.embd).set_f32(embeds);
-                g.tensor(io.pos).set_i32(&pos);
-                g.tensor(io.mask).set_f32(&mask);
-            })?;
-            Ok(TalkerStep {
-                logits: g.tensor(io.logits).get_f32(),
-                hidden: g.tensor(io.hidden).get_f32(),
-            })
-        };
-        if n > 1 {
-            // Prompts differ in length: their graphs are used once.
-            return run(&mut self.build_step_graph(n, n_kv));
-        }
-        // Positions only grow within a sequence: the previous bucket's graph
-        // is not needed again.
-        if self.step_graph.as_ref().is_none_or(|(k, _)| *k != n_kv) {
-            self.step_graph = Some((n_kv, self.build_step_graph(1, n_kv)));
-        }
-        let (_, g) = self.step_graph.as_mut().expect("built above");
-        run(g)
+        Ok(((start + n).div_ceil(KV_BUCKET) * KV_BUCKET).min(capacity))
+    }
+
+    /// [`Talker::prepare`] for a one-position step at `position`.
+    fn prepare_step(&mut self, position: usize) -> Result<usize> {
+        self.prepare(position, 1)
     }
 
     /// Text-stream vectors `T(ids) = fc2(silu(fc1(text_embedding[ids])))`,

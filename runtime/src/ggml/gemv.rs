@@ -12,12 +12,20 @@
 //! 0.6B: 116 ms per frame), this one ~80 % (Q8_0 ~80 ms, Q4_K 83 → 60 ms).
 //! Several vectors (the code predictor's two-token first pass) are dotted
 //! with each row while it is in cache, where ggml would switch to its tiled
-//! GEMM (slower here). F16 and F32 weights stay on ggml's path (no gain).
+//! GEMM (slower here). F16 and F32 weights stay on ggml's path (no gain),
+//! except in a row-dot context (decode graphs, see `Context::set_row_dots`):
+//! there every weight type and up to [`MAX_ROW_DOT_VECTORS`] vectors take
+//! this path, so that each vector's product is the one-vector product
+//! whatever else is in the batch (ggml switches to tiled kernels, with
+//! another order of summation, from two vectors on).
 
 use ggml_sys as sys;
 
-/// The most vectors one product takes.
+/// The most vectors one product takes (outside row-dot contexts).
 pub const MAX_VECTORS: i64 = 4;
+/// The most vectors one product takes in a row-dot context: a decode batch
+/// (the code predictor's first pass has two per sequence).
+pub const MAX_ROW_DOT_VECTORS: i64 = 64;
 /// Prefetch distance in bytes: about a row or two of the widest matrices
 /// ahead, far enough to cover memory latency at these streaming rates.
 const PREFETCH_AHEAD: usize = 4096;
@@ -30,12 +38,11 @@ struct Kernels {
     quantise: sys::ggml_from_float_t,
 }
 
-/// The kernels of `ty` when it has single-row kernels this path drives
-/// (quantised types; F32 and F16 weights stay on ggml's path).
+/// The kernels of `ty` when it has single-row kernels this path drives.
 unsafe fn kernels(ty: sys::ggml_type) -> Option<Kernels> {
     unsafe {
         let traits = sys::ggml_get_type_traits_cpu(ty).as_ref()?;
-        if traits.nrows != 1 || matches!(ty, sys::GGML_TYPE_F32 | sys::GGML_TYPE_F16) {
+        if traits.nrows != 1 {
             return None;
         }
         let vector = sys::ggml_get_type_traits_cpu(traits.vec_dot_type).as_ref()?;
@@ -47,15 +54,25 @@ unsafe fn kernels(ty: sys::ggml_type) -> Option<Kernels> {
     }
 }
 
-/// Whether `w · x` (weights `[k, n]`, `x` `[k, m]`) takes this path.
-pub fn applies(w: *const sys::ggml_tensor, x: *const sys::ggml_tensor) -> bool {
+/// Whether `w · x` (weights `[k, n]`, `x` `[k, m]`) takes this path: in a
+/// row-dot context any weight type and up to [`MAX_ROW_DOT_VECTORS`]
+/// vectors, elsewhere quantised weights and up to [`MAX_VECTORS`].
+pub fn applies(w: *const sys::ggml_tensor, x: *const sys::ggml_tensor, row_dots: bool) -> bool {
     unsafe {
         let (w, x) = (&*w, &*x);
-        w.ne[2] == 1
+        let (eligible, max_vectors) = match row_dots {
+            true => (true, MAX_ROW_DOT_VECTORS),
+            false => (
+                !matches!(w.type_, sys::GGML_TYPE_F32 | sys::GGML_TYPE_F16),
+                MAX_VECTORS,
+            ),
+        };
+        eligible
+            && w.ne[2] == 1
             && w.ne[3] == 1
             && x.type_ == sys::GGML_TYPE_F32
             && x.ne[0] == w.ne[0]
-            && x.ne[1] <= MAX_VECTORS
+            && x.ne[1] <= max_vectors
             && x.ne[2] == 1
             && x.ne[3] == 1
             && w.ne[0] % sys::ggml_blck_size(w.type_) == 0

@@ -13,8 +13,9 @@ impl Context {
     // ---- operations (thin; shapes follow ggml's conventions) -----------------
 
     /// `a` `[k, n]` (weights) times `b` `[k, m, …]` → `[n, m, …]`. Quantised
-    /// or F16 weights times up to four vectors take the prefetching row walk
-    /// of `gemv` (ggml's kernels, same results). In a column-invariant
+    /// weights times up to four vectors take the prefetching row walk of
+    /// `gemv` (ggml's kernels, same results), and in a row-dot context (see
+    /// [`Context::set_row_dots`]) any weights times up to 64. In a column-invariant
     /// context (see [`Context::set_column_invariant`]) a contiguous `b` of
     /// fewer than [`COLUMN_INVARIANT_MIN`] columns is zero-padded to that
     /// many, so that every column takes the same kernel whatever `m` is.
@@ -42,7 +43,7 @@ impl Context {
                 return self.cont(self.view(full, &[n, m, n2], &nb[1..3], 0));
             }
         }
-        if gemv::applies(a.raw(), b.raw()) {
+        if gemv::applies(a.raw(), b.raw(), self.row_dots.get()) {
             let mut args = [a.raw(), b.raw()];
             return self.wrap(unsafe {
                 sys::ggml_custom_4d(
@@ -70,6 +71,14 @@ impl Context {
     /// whole decoded at once. Costs a little on tiny products only.
     pub fn set_column_invariant(&self, on: bool) {
         self.column_invariant.set(on);
+    }
+
+    /// Makes [`Context::mul_mat`] of a weight matrix give each column the
+    /// one-column result whatever the number of columns, for any weight type
+    /// (`gemv`'s row walk with ggml's one-row kernels): what a batch of
+    /// sequences decoded together needs to equal each decoded alone.
+    pub fn set_row_dots(&self, on: bool) {
+        self.row_dots.set(on);
     }
 
     /// ggml's own `mul_mat`, whatever the shapes (the reference `mul_mat`'s

@@ -24,6 +24,8 @@ pub struct Context {
     pub(super) keep_alive: KeepAlive,
     /// See `Context::set_column_invariant`.
     pub(super) column_invariant: std::cell::Cell<bool>,
+    /// See `Context::set_row_dots`.
+    pub(super) row_dots: std::cell::Cell<bool>,
 }
 
 /// A tensor of one graph's context remembered without a borrow (typed graph
@@ -73,6 +75,7 @@ impl Context {
             id: NEXT_CONTEXT_ID.fetch_add(1, Ordering::Relaxed),
             keep_alive: Default::default(),
             column_invariant: Default::default(),
+            row_dots: Default::default(),
         }
     }
 
