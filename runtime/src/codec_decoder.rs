@@ -596,12 +596,67 @@ impl DecoderSession {
 
     /// Starts a stream: frames in as they are generated, samples out.
     pub fn stream(&mut self) -> DecodeStream<'_> {
-        self.reset();
+        let cursor = self.start_stream();
         DecodeStream {
             decoder: self,
-            frames: 0,
-            recent: Vec::new(),
+            cursor,
         }
+    }
+
+    /// Starts a stream whose position the caller keeps (a stream that owns
+    /// its session): push with [`DecoderSession::push_stream`].
+    pub fn start_stream(&mut self) -> StreamCursor {
+        self.reset();
+        StreamCursor::default()
+    }
+
+    /// Decodes the next frames of the stream at `cursor`; returns their
+    /// samples (1920 per frame).
+    pub fn push_stream(
+        &mut self,
+        cursor: &mut StreamCursor,
+        frames: &[Vec<u32>],
+    ) -> Result<Vec<f32>> {
+        for (i, f) in frames.iter().enumerate() {
+            self.check(cursor.frames + i, f)?;
+        }
+        let mut out = Vec::with_capacity(frames.len() * self.samples_per_frame());
+        let mut rest = frames;
+        while !rest.is_empty() {
+            if cursor.frames > 0
+                && cursor.frames.is_multiple_of(CHUNK_FRAMES)
+                && self.position >= CHUNK_FRAMES
+            {
+                // A new reference chunk: fresh state, primed with the left context.
+                self.reset();
+                let context = cursor.recent.clone();
+                self.run(&context)?;
+            }
+            let room = CHUNK_FRAMES - cursor.frames % CHUNK_FRAMES;
+            let (now, later) = rest.split_at(room.min(rest.len()));
+            out.extend(self.run(now)?);
+            cursor.frames += now.len();
+            cursor.recent.extend(now.iter().cloned());
+            let excess = cursor.recent.len().saturating_sub(CHUNK_CONTEXT);
+            cursor.recent.drain(..excess);
+            rest = later;
+        }
+        Ok(out)
+    }
+}
+
+/// Where a stream is: frames pushed so far and the last [`CHUNK_CONTEXT`]
+/// of them (replayed at a chunk start).
+#[derive(Clone, Debug, Default)]
+pub struct StreamCursor {
+    frames: usize,
+    recent: Vec<Vec<u32>>,
+}
+
+impl StreamCursor {
+    /// Frames decoded so far.
+    pub fn frames(&self) -> usize {
+        self.frames
     }
 }
 
@@ -609,44 +664,17 @@ impl DecoderSession {
 /// [`DecoderSession::decode`] of all the frames pushed.
 pub struct DecodeStream<'a> {
     decoder: &'a mut DecoderSession,
-    /// Frames pushed so far.
-    frames: usize,
-    /// The last [`CHUNK_CONTEXT`] frames (replayed at a chunk start).
-    recent: Vec<Vec<u32>>,
+    cursor: StreamCursor,
 }
 
 impl DecodeStream<'_> {
     /// Frames decoded so far.
     pub fn frames(&self) -> usize {
-        self.frames
+        self.cursor.frames
     }
 
     /// Decodes the next frames; returns their samples (1920 per frame).
     pub fn push(&mut self, frames: &[Vec<u32>]) -> Result<Vec<f32>> {
-        for (i, f) in frames.iter().enumerate() {
-            self.decoder.check(self.frames + i, f)?;
-        }
-        let mut out = Vec::with_capacity(frames.len() * self.decoder.samples_per_frame());
-        let mut rest = frames;
-        while !rest.is_empty() {
-            if self.frames > 0
-                && self.frames.is_multiple_of(CHUNK_FRAMES)
-                && self.decoder.position >= CHUNK_FRAMES
-            {
-                // A new reference chunk: fresh state, primed with the left context.
-                self.decoder.reset();
-                let context = self.recent.clone();
-                self.decoder.run(&context)?;
-            }
-            let room = CHUNK_FRAMES - self.frames % CHUNK_FRAMES;
-            let (now, later) = rest.split_at(room.min(rest.len()));
-            out.extend(self.decoder.run(now)?);
-            self.frames += now.len();
-            self.recent.extend(now.iter().cloned());
-            let excess = self.recent.len().saturating_sub(CHUNK_CONTEXT);
-            self.recent.drain(..excess);
-            rest = later;
-        }
-        Ok(out)
+        self.decoder.push_stream(&mut self.cursor, frames)
     }
 }

@@ -11,6 +11,7 @@
 #![deny(unsafe_code)]
 
 pub mod audio;
+pub mod batch;
 pub mod code_predictor;
 pub mod codec_decoder;
 pub mod codec_encoder;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::code_predictor::{CodePredictor, CodePredictorWeights};
-use crate::codec_decoder::{CodecDecoder, DecodeStream, DecoderSession};
+use crate::codec_decoder::{CodecDecoder, DecoderSession, StreamCursor};
 use crate::codec_encoder::CodecEncoder;
 use crate::config::TtsConfig;
 use crate::error::{Error, Result};
@@ -343,12 +343,7 @@ impl Session {
         opts.validate()?;
         let model = self.model.clone();
         let cfg = &model.config;
-        let processors = TalkerProcessors {
-            repetition_penalty: opts.repetition_penalty,
-            eos_id: cfg.codec.eos,
-            min_new_tokens: opts.min_new_tokens,
-            suppress: cfg.suppressed_ids(),
-        };
+        let processors = talker_processors(cfg, opts);
         let mut rng = Sampler::new(opts.seed);
         let len = prompt.len();
         if opts.cancel.as_ref().is_some_and(CancelFlag::is_cancelled) {
@@ -417,6 +412,16 @@ impl Session {
             trace.times.talker_steps += 1;
         }
         Ok((frames, trace))
+    }
+}
+
+/// The talker's logit processors for a generation with `opts`.
+pub(crate) fn talker_processors(cfg: &TtsConfig, opts: &GenerateOptions) -> TalkerProcessors {
+    TalkerProcessors {
+        repetition_penalty: opts.repetition_penalty,
+        eos_id: cfg.codec.eos,
+        min_new_tokens: opts.min_new_tokens,
+        suppress: cfg.suppressed_ids(),
     }
 }
 
@@ -734,18 +739,10 @@ impl Synthesizer {
         let t0 = Instant::now();
         let prompt = self.session.prompt(req)?;
         let t1 = Instant::now();
-        let mut audio = Chunker {
-            audio: self.decoder.stream(),
-            stream: *stream,
-            due: stream.first_chunk_frames,
-            pending: Vec::new(),
-            delivered: 0,
-            first_audio: None,
-            vocode: 0.0,
-            t0,
-        };
+        let decoder = &mut self.decoder;
+        let mut audio = Chunker::start(decoder, *stream, t0);
         if let Voice::Icl { ref_codes, .. } = &req.voice {
-            audio.audio.push(ref_codes)?; // context only
+            decoder.push_stream(&mut audio.cursor, ref_codes)?; // context only
         }
         let (frames, trace) = if self.vocoder_threads > 0 {
             // The vocoder on its own threads, concurrently with generation;
@@ -762,7 +759,7 @@ impl Synthesizer {
                 });
                 let mut consumer = Ok(());
                 for (i, frame) in rx.iter().enumerate() {
-                    consumer = audio.frame(frame, i + 1, &mut on_chunk);
+                    consumer = audio.frame(decoder, frame, i + 1, &mut on_chunk);
                     if consumer.is_err() {
                         break;
                     }
@@ -777,11 +774,11 @@ impl Synthesizer {
         } else {
             // Interleaved on the generation's threads.
             self.session.generate_with(&prompt, opts, |i, frame| {
-                audio.frame(frame.to_vec(), i + 1, &mut on_chunk)
+                audio.frame(decoder, frame.to_vec(), i + 1, &mut on_chunk)
             })?
         };
         let t2 = Instant::now();
-        audio.emit(frames.len(), true, &mut on_chunk)?;
+        audio.emit(decoder, frames.len(), true, &mut on_chunk)?;
         let t3 = Instant::now();
         let vocode_during = audio.vocode - (t3 - t2).as_secs_f64();
         let generate = (t2 - t1).as_secs_f64();
@@ -807,24 +804,40 @@ impl Synthesizer {
 }
 
 /// A stream's frames in, its chunks of audio out (see
-/// [`Synthesizer::synthesize_stream`]).
-struct Chunker<'a> {
-    audio: DecodeStream<'a>,
+/// [`Synthesizer::synthesize_stream`]), on a vocoder session the caller
+/// passes in.
+pub(crate) struct Chunker {
+    pub(crate) cursor: StreamCursor,
     stream: StreamOptions,
     /// Frames pending before the next chunk is due.
     due: usize,
-    pending: Vec<Vec<u32>>,
-    delivered: usize,
-    first_audio: Option<f64>,
+    pub(crate) pending: Vec<Vec<u32>>,
+    pub(crate) delivered: usize,
+    pub(crate) first_audio: Option<f64>,
     /// Seconds in the vocoder.
-    vocode: f64,
+    pub(crate) vocode: f64,
     t0: Instant,
 }
 
-impl Chunker<'_> {
+impl Chunker {
+    /// Starts a stream on `decoder`; `t0`: when the request came.
+    pub(crate) fn start(decoder: &mut DecoderSession, stream: StreamOptions, t0: Instant) -> Self {
+        Self {
+            cursor: decoder.start_stream(),
+            stream,
+            due: stream.first_chunk_frames,
+            pending: Vec::new(),
+            delivered: 0,
+            first_audio: None,
+            vocode: 0.0,
+            t0,
+        }
+    }
+
     /// Frame `n` (1-based) of the utterance; a chunk when one is due.
-    fn frame(
+    pub(crate) fn frame(
         &mut self,
+        decoder: &mut DecoderSession,
         frame: Vec<u32>,
         n: usize,
         on_chunk: &mut impl FnMut(AudioChunk) -> Result<()>,
@@ -834,18 +847,19 @@ impl Chunker<'_> {
             return Ok(());
         }
         self.due = self.stream.chunk_frames;
-        self.emit(n, false, on_chunk)
+        self.emit(decoder, n, false, on_chunk)
     }
 
     /// Vocodes the pending frames and hands their samples on.
-    fn emit(
+    pub(crate) fn emit(
         &mut self,
+        decoder: &mut DecoderSession,
         frames: usize,
         last: bool,
         on_chunk: &mut impl FnMut(AudioChunk) -> Result<()>,
     ) -> Result<()> {
         let started = Instant::now();
-        let samples = self.audio.push(&self.pending)?;
+        let samples = decoder.push_stream(&mut self.cursor, &self.pending)?;
         self.pending.clear();
         self.vocode += started.elapsed().as_secs_f64();
         if self.first_audio.is_none() && !samples.is_empty() {
