@@ -30,6 +30,11 @@ use crate::prompt::{self, Embedder, Prompt, Request, Voice};
 use crate::sampler::{Sampler, TalkerProcessors};
 use crate::talker::{DecodeBatch, StepInput, Talker, TalkerStep};
 
+/// The largest batch: the code predictor's first pass takes two vectors per
+/// sequence, and products of more than `MAX_ROW_DOT_VECTORS` vectors
+/// would leave the row-dot path (and each sequence's one-column results).
+pub const MAX_BATCH: usize = crate::ggml::MAX_ROW_DOT_VECTORS as usize / 2;
+
 /// Names a sequence of a batch (unique for the batch's lifetime).
 pub type SequenceId = u64;
 
@@ -113,8 +118,8 @@ pub struct BatchSynthesizer {
 }
 
 impl BatchSynthesizer {
-    /// A batch of at most `max_batch` (≥ 1) sequences computing on
-    /// `threads` threads (0: [`default_threads`]).
+    /// A batch of at most `max_batch` sequences (1 to [`MAX_BATCH`]; others
+    /// are clamped) computing on `threads` threads (0: [`default_threads`]).
     pub fn new(
         model: Arc<TtsModel>,
         vocoder: Arc<CodecDecoder>,
@@ -132,7 +137,7 @@ impl BatchSynthesizer {
             model,
             vocoder,
             backend,
-            max_batch: max_batch.max(1),
+            max_batch: max_batch.clamp(1, MAX_BATCH),
             active: Vec::new(),
             idle_vocoders: Vec::new(),
             talker_batch: DecodeBatch::default(),

@@ -206,7 +206,7 @@ impl CodePredictor {
     }
 
     fn graph_nodes(w: &CodePredictorWeights, batch: usize) -> usize {
-        (w.groups() - 1) * (w.cfg.layers * 48 + 64 + batch * 32) + 256
+        (w.groups() - 1) * (w.cfg.layers * 48 + 64 + batch * 48) + 256
     }
 
     fn build(&self, key: &FrameKey) -> OwnedGraph<FrameIo> {

@@ -252,7 +252,7 @@ fn build_decode_graph(
     let t = &w.cfg;
     let b = caches.len();
     let (hd, nh, nkv) = (t.head_dim, t.heads, t.kv_heads);
-    let nodes = graph_nodes(t) + b * t.layers * 16;
+    let nodes = graph_nodes(t) + b * t.layers * 32;
     OwnedGraph::build(backend, nodes, |ctx| {
         ctx.set_row_dots(true);
         let embd = ctx

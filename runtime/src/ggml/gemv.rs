@@ -121,12 +121,35 @@ pub unsafe extern "C" fn compute(
             let out = dst.data as *mut f32;
             #[cfg(target_arch = "x86_64")]
             if w.type_ == sys::GGML_TYPE_Q8_0 && q8_0::supported() {
+                let mut scales = SCALES.take();
+                q8_0::scales(vectors, &mut scales);
+                let y = |c: usize| q8_0::Vector {
+                    blocks: vectors.as_ptr().add(c * qrow),
+                    scales: scales.as_ptr().add(c * k as usize / 32),
+                };
                 for r in first..end {
-                    for c in 0..m {
-                        let y = vectors.as_ptr().add(c * qrow);
-                        *out.add(c * n + r) = q8_0::dot(k as usize, rows.add(r * row_bytes), y);
+                    let row = rows.add(r * row_bytes);
+                    // Up to four vectors per pass over the row (registers),
+                    // the row staying in L1 between passes.
+                    let mut c = 0;
+                    while c < m {
+                        let sums: &[f32] = match m - c {
+                            1 => &q8_0::dots::<1>(k as usize, row, [y(c)]),
+                            2 => &q8_0::dots::<2>(k as usize, row, [y(c), y(c + 1)]),
+                            3 => &q8_0::dots::<3>(k as usize, row, [y(c), y(c + 1), y(c + 2)]),
+                            _ => &q8_0::dots::<4>(
+                                k as usize,
+                                row,
+                                [y(c), y(c + 1), y(c + 2), y(c + 3)],
+                            ),
+                        };
+                        for (i, &sum) in sums.iter().enumerate() {
+                            *out.add((c + i) * n + r) = sum;
+                        }
+                        c += sums.len();
                     }
                 }
+                SCALES.set(scales);
                 return;
             }
             for r in first..end {
@@ -153,10 +176,15 @@ pub unsafe extern "C" fn compute(
 thread_local! {
     /// Each compute thread's quantised copy of the vectors.
     static QUANTISED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+    /// And their Q8_0 block scales as f32.
+    static SCALES: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// ggml's AVX2 `ggml_vec_dot_q8_0_q8_0` loop, inline, with a prefetch per
-/// block.
+/// block, for up to four vectors at once: each weight block is loaded and
+/// prepared once for all of them, and each vector has its own accumulator
+/// (independent chains). Every vector's operations are those of the
+/// one-vector loop, in its order, so its sum is the same whatever `N` is.
 #[cfg(target_arch = "x86_64")]
 mod q8_0 {
     use std::arch::x86_64::*;
@@ -171,42 +199,87 @@ mod q8_0 {
             && is_x86_feature_detected!("f16c")
     }
 
-    /// One Q8_0 row of `k` values · one Q8_0 vector (ggml's block layout).
+    /// The f16 scale at the start of a block, as f32 (exact).
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn scale(block: *const u8) -> f32 {
+        unsafe {
+            let h = (block as *const i16).read_unaligned();
+            _mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(h)))
+        }
+    }
+
+    /// A quantised vector: its blocks, and their scales as f32.
+    #[derive(Clone, Copy)]
+    pub struct Vector {
+        pub blocks: *const u8,
+        pub scales: *const f32,
+    }
+
+    /// The scales of all blocks of `vectors` (back to back) as f32 into
+    /// `out`: converted once rather than once per row.
+    pub fn scales(vectors: &[u8], out: &mut Vec<f32>) {
+        out.clear();
+        out.extend(
+            vectors
+                .chunks_exact(BLOCK_BYTES)
+                .map(|b| half_to_f32(u16::from_le_bytes([b[0], b[1]]))),
+        );
+    }
+
+    /// IEEE binary16 → f32 (exact, as F16C's conversion).
+    fn half_to_f32(h: u16) -> f32 {
+        let sign = ((h >> 15) as u32) << 31;
+        let exp = ((h >> 10) & 0x1f) as u32;
+        let frac = (h & 0x3ff) as u32;
+        let bits = match (exp, frac) {
+            (0, 0) => sign,
+            (0, _) => {
+                // subnormal: normalise
+                let shift = frac.leading_zeros() - 21;
+                let frac = (frac << shift) & 0x3ff;
+                sign | ((113 - shift) << 23) | (frac << 13)
+            }
+            (0x1f, _) => sign | 0x7f80_0000 | (frac << 13),
+            _ => sign | ((exp + 112) << 23) | (frac << 13),
+        };
+        f32::from_bits(bits)
+    }
+
+    /// One Q8_0 row of `k` values · `N` Q8_0 vectors (ggml's block layout).
     ///
     /// # Safety
-    /// AVX2, FMA and F16C ([`supported`]); `row` and `y` hold `k / 32` blocks.
+    /// AVX2, FMA and F16C ([`supported`]); `row` and each of `ys` hold
+    /// `k / 32` blocks.
     #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot(k: usize, row: *const u8, y: *const u8) -> f32 {
+    pub unsafe fn dots<const N: usize>(k: usize, row: *const u8, ys: [Vector; N]) -> [f32; N] {
         unsafe {
             let ones = _mm256_set1_epi16(1);
-            let mut acc = _mm256_setzero_ps();
+            let mut acc = [_mm256_setzero_ps(); N];
             for b in 0..k / QK {
-                let (xb, yb) = (row.add(b * BLOCK_BYTES), y.add(b * BLOCK_BYTES));
+                let xb = row.add(b * BLOCK_BYTES);
                 _mm_prefetch::<_MM_HINT_T0>(xb.wrapping_add(super::PREFETCH_AHEAD) as *const i8);
                 let x = _mm256_loadu_si256(xb.add(2) as *const __m256i);
-                let yq = _mm256_loadu_si256(yb.add(2) as *const __m256i);
-                // mul_sum_i8_pairs_float: |x| · sign(y, x), pairwise sums
-                let dot = _mm256_maddubs_epi16(_mm256_sign_epi8(x, x), _mm256_sign_epi8(yq, x));
-                let sum = _mm256_cvtepi32_ps(_mm256_madd_epi16(ones, dot));
-                let scales = _mm_cvtph_ps(_mm_set_epi16(
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    0,
-                    (yb as *const i16).read_unaligned(),
-                    (xb as *const i16).read_unaligned(),
-                ));
-                let d = _mm_cvtss_f32(scales) * _mm_cvtss_f32(_mm_movehdup_ps(scales));
-                acc = _mm256_fmadd_ps(_mm256_set1_ps(d), sum, acc);
+                let x_abs = _mm256_sign_epi8(x, x);
+                let x_scale = scale(xb);
+                for (acc, y) in acc.iter_mut().zip(&ys) {
+                    let yb = y.blocks.add(b * BLOCK_BYTES);
+                    let yq = _mm256_loadu_si256(yb.add(2) as *const __m256i);
+                    // mul_sum_i8_pairs_float: |x| · sign(y, x), pairwise sums
+                    let dot = _mm256_maddubs_epi16(x_abs, _mm256_sign_epi8(yq, x));
+                    let sum = _mm256_cvtepi32_ps(_mm256_madd_epi16(ones, dot));
+                    let d = x_scale * *y.scales.add(b);
+                    *acc = _mm256_fmadd_ps(_mm256_set1_ps(d), sum, *acc);
+                }
             }
             // hsum_float_8, in its order
-            let mut res = _mm256_extractf128_ps(acc, 1);
-            res = _mm_add_ps(res, _mm256_castps256_ps128(acc));
-            res = _mm_add_ps(res, _mm_movehl_ps(res, res));
-            res = _mm_add_ss(res, _mm_movehdup_ps(res));
-            _mm_cvtss_f32(res)
+            acc.map(|acc| {
+                let mut res = _mm256_extractf128_ps(acc, 1);
+                res = _mm_add_ps(res, _mm256_castps256_ps128(acc));
+                res = _mm_add_ps(res, _mm_movehl_ps(res, res));
+                res = _mm_add_ss(res, _mm_movehdup_ps(res));
+                _mm_cvtss_f32(res)
+            })
         }
     }
 }

@@ -29,6 +29,7 @@ use std::sync::{Mutex, Once};
 use ggml_sys as sys;
 
 pub use backend::{Backend, BackendBuffer, Scheduler};
+pub use gemv::MAX_ROW_DOT_VECTORS;
 pub use graph::{Graph, OwnedGraph};
 pub use ops::RowKernel;
 pub use quant::{dequantize, quantize, GgmlType};
