@@ -29,6 +29,7 @@ use crate::pipeline::{
 use crate::prompt::{self, Embedder, Prompt, Request, Voice};
 use crate::sampler::{Sampler, TalkerProcessors};
 use crate::talker::{DecodeBatch, StepInput, Talker, TalkerStep};
+use crate::threads::ThreadGovernor;
 
 /// The largest batch: the code predictor's first pass takes two vectors per
 /// sequence, and products of more than `MAX_ROW_DOT_VECTORS` vectors
@@ -115,23 +116,25 @@ pub struct BatchSynthesizer {
     talker_batch: DecodeBatch,
     code_predictor: CodePredictor,
     next_id: SequenceId,
+    /// Adapts the thread count to the machine's load (threads = 0).
+    governor: Option<ThreadGovernor>,
 }
 
 impl BatchSynthesizer {
     /// A batch of at most `max_batch` sequences (1 to [`MAX_BATCH`]; others
-    /// are clamped) computing on `threads` threads (0: [`default_threads`]).
+    /// are clamped) computing on `threads` threads (0: up to
+    /// [`default_threads`], fewer while other processes keep cores busy).
     pub fn new(
         model: Arc<TtsModel>,
         vocoder: Arc<CodecDecoder>,
         threads: usize,
         max_batch: usize,
     ) -> Self {
-        let threads = if threads == 0 {
-            default_threads()
-        } else {
-            threads
-        };
-        let backend = Arc::new(Backend::cpu(threads));
+        let governor = (threads == 0).then(|| ThreadGovernor::new(default_threads()));
+        let backend = Arc::new(Backend::cpu(match threads {
+            0 => default_threads(),
+            n => n,
+        }));
         Self {
             code_predictor: CodePredictor::new(model.code_predictor.clone(), backend.clone()),
             model,
@@ -142,6 +145,7 @@ impl BatchSynthesizer {
             idle_vocoders: Vec::new(),
             talker_batch: DecodeBatch::default(),
             next_id: 0,
+            governor,
         }
     }
 
@@ -167,7 +171,9 @@ impl BatchSynthesizer {
         self.active.len() < self.max_batch
     }
 
-    pub fn set_threads(&self, threads: usize) {
+    /// A fixed thread count (ends adaptive threading).
+    pub fn set_threads(&mut self, threads: usize) {
+        self.governor = None;
         self.backend.set_threads(threads.max(1));
     }
 
@@ -273,6 +279,12 @@ impl BatchSynthesizer {
     /// audio chunks as they are due, and sequences that finished or failed
     /// (which leave the batch).
     pub fn step(&mut self, mut on_event: impl FnMut(SequenceId, BatchEvent<'_>)) {
+        if let Some(g) = &mut self.governor {
+            let n = g.poll();
+            if n != self.backend.threads() {
+                self.backend.set_threads(n);
+            }
+        }
         let sample_rate = self.vocoder.sample_rate();
         let eos = self.model.config.codec.eos;
         // Code 0 of each sequence from its own logits, options and RNG.

@@ -32,7 +32,10 @@ pub struct Args {
     /// CPU threads of the engine [physical cores, fewer while other processes keep cores busy]
     #[arg(long)]
     pub threads: Option<usize>,
-    /// Requests that may wait for the engine (beyond the one it runs); more get 429
+    /// Requests decoded together (continuous batching; each as if alone), 1 to 32
+    #[arg(long, default_value_t = 4)]
+    pub max_batch: usize,
+    /// Requests that may wait for the engine (beyond the ones it runs); more get 429
     #[arg(long, default_value_t = 8)]
     pub max_queue: usize,
     /// Longest `input` accepted, in characters
@@ -51,6 +54,12 @@ impl Args {
     pub fn validate(&self) -> Result<(), String> {
         if self.threads == Some(0) {
             return Err("--threads must be at least 1".into());
+        }
+        if !(1..=qwen3_tts::batch::MAX_BATCH).contains(&self.max_batch) {
+            return Err(format!(
+                "--max-batch must be 1 to {}",
+                qwen3_tts::batch::MAX_BATCH
+            ));
         }
         if self.max_input_chars == 0 {
             return Err("--max-input-chars must be at least 1".into());

@@ -1,19 +1,23 @@
-//! The engine: one thread that owns the [`Synthesizer`] and runs one job at a
-//! time from a bounded queue. It is the only compute of the server.
+//! The engine: one thread that owns the models and is the only compute of
+//! the server. Speech jobs are decoded together, up to `--max-batch` at once
+//! ([`BatchSynthesizer`], continuous batching: a job joins between frames
+//! and leaves when done, each exactly as if alone); the rest wait in a
+//! bounded queue. Voice cloning runs between frames (the batch waits).
 //!
-//! Front ends (the HTTP API, later Wyoming) talk to it through a cloneable
+//! Front ends (the HTTP API, Wyoming) talk to it through a cloneable
 //! [`Engine`] handle: a [`Job`] is the work (a [`SpeechJob`] with a sink for
 //! its audio, or a voice to clone with a reply channel) plus a [`CancelFlag`]
-//! the front end raises when its client goes away. A batching engine can
-//! replace this one behind the same handle.
+//! the front end raises when its client goes away.
 
+use std::collections::HashMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TrySendError};
-use std::sync::{Arc, Condvar, Mutex, OnceLock};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
+use qwen3_tts::batch::{BatchEvent, BatchSynthesizer, SequenceId};
 use qwen3_tts::pipeline::{
     CancelFlag, GenerateOptions, StreamOptions, Synthesizer, TtsModel, MAX_REFERENCE_SECONDS,
 };
@@ -130,7 +134,6 @@ struct Shared {
     model: OnceLock<Arc<TtsModel>>,
     sample_rate: OnceLock<u32>,
     load_error: OnceLock<String>,
-    watchdog: Watchdog,
 }
 
 /// A handle on the engine; clones share it.
@@ -147,8 +150,10 @@ pub struct EngineConfig {
     pub tokenizer: PathBuf,
     /// 0: adaptive (up to the physical cores, fewer while the machine is busy).
     pub threads: usize,
-    /// Jobs that may wait beyond the running one.
+    /// Jobs that may wait beyond the running ones.
     pub max_queue: usize,
+    /// Speech jobs decoded together (1 to `qwen3_tts::batch::MAX_BATCH`).
+    pub max_batch: usize,
 }
 
 impl Engine {
@@ -163,12 +168,7 @@ impl Engine {
             model: OnceLock::new(),
             sample_rate: OnceLock::new(),
             load_error: OnceLock::new(),
-            watchdog: Watchdog::default(),
         });
-        let s = shared.clone();
-        std::thread::Builder::new()
-            .name("qwen3-tts-watchdog".into())
-            .spawn(move || s.watchdog.run())?;
         let s = shared.clone();
         let handle = std::thread::Builder::new()
             .name("qwen3-tts-engine".into())
@@ -212,12 +212,12 @@ impl Engine {
         self.shared.sample_rate.get().copied()
     }
 
-    /// Jobs waiting (not counting the one running).
+    /// Jobs waiting (not counting the running ones).
     pub fn queue_depth(&self) -> usize {
         self.shared.queued.load(Ordering::SeqCst)
     }
 
-    /// Jobs running (0 or 1).
+    /// Jobs running (0 to `--max-batch`).
     pub fn active(&self) -> usize {
         self.shared.active.load(Ordering::SeqCst)
     }
@@ -238,45 +238,88 @@ fn run(cfg: EngineConfig, rx: Receiver<Job>, shared: Arc<Shared>) {
             return;
         }
     };
+    let batch = BatchSynthesizer::new(
+        synth.model.clone(),
+        synth.vocoder.clone(),
+        cfg.threads,
+        cfg.max_batch,
+    );
     let _ = shared.sample_rate.set(synth.vocoder.sample_rate());
     let _ = shared.model.set(synth.model.clone());
     tracing::info!(
-        "model ready: {} {:?} {} in {:.2} s",
+        "model ready: {} {:?} {} in {:.2} s, up to {} requests at once",
         synth.model.name,
         synth.model.config.model_type,
         synth.model.config.model_size,
-        started.elapsed().as_secs_f64()
+        started.elapsed().as_secs_f64(),
+        batch.max_batch()
     );
-    for job in rx {
-        shared.queued.fetch_sub(1, Ordering::SeqCst);
-        shared.active.store(1, Ordering::SeqCst);
-        let Job {
-            work,
-            cancel,
-            received,
-            deadline,
-        } = job;
-        // The last word is sent once the engine is free again, so that a
-        // client that has its answer sees an idle engine.
-        match work {
-            Work::Speech { job, events } => {
-                let last = speech(
-                    &mut synth, &shared, *job, &events, cancel, received, deadline,
-                );
-                shared.active.store(0, Ordering::SeqCst);
-                let _ = events.send(last);
+    let mut engine = Running {
+        batch,
+        jobs: HashMap::new(),
+        shared: shared.clone(),
+    };
+    loop {
+        // Wait for work when idle; between frames take at most one job (a
+        // prefill makes the running streams wait), while there is room.
+        let job = if engine.batch.is_empty() {
+            match rx.recv() {
+                Ok(job) => Some(job),
+                Err(_) => return,
             }
-            Work::CloneVoice {
-                audio,
-                transcript,
-                reply,
-            } => {
-                let r = clone_voice(&mut synth, &audio, transcript.as_deref());
-                shared.active.store(0, Ordering::SeqCst);
-                let _ = reply.send(r.map_err(JobError::Failed));
+        } else if engine.batch.has_room() {
+            match rx.try_recv() {
+                Ok(job) => Some(job),
+                Err(TryRecvError::Empty) => None,
+                // Handles gone: finish the running jobs, then stop.
+                Err(TryRecvError::Disconnected) => None,
+            }
+        } else {
+            None
+        };
+        if let Some(job) = job {
+            shared.queued.fetch_sub(1, Ordering::SeqCst);
+            let Job {
+                work,
+                cancel,
+                received,
+                deadline,
+            } = job;
+            match work {
+                Work::Speech { job, events } => {
+                    engine.join(*job, events, cancel, received, deadline)
+                }
+                Work::CloneVoice {
+                    audio,
+                    transcript,
+                    reply,
+                } => {
+                    let r = clone_voice(&mut synth, &audio, transcript.as_deref());
+                    let _ = reply.send(r.map_err(JobError::Failed));
+                }
             }
         }
+        engine.step();
     }
+}
+
+/// A speech job in the batch.
+struct Running {
+    batch: BatchSynthesizer,
+    jobs: HashMap<SequenceId, Active>,
+    shared: Arc<Shared>,
+}
+
+/// What the engine keeps of a job while it is decoded.
+struct Active {
+    job: SpeechJob,
+    events: tmpsc::UnboundedSender<Event>,
+    cancel: CancelFlag,
+    received: Instant,
+    deadline: Instant,
+    frames: usize,
+    first_audio: Option<f64>,
+    timed_out: bool,
 }
 
 fn fail(job: Job, err: JobError) {
@@ -303,136 +346,152 @@ fn clone_voice(
     synth.clone_voice(&samples.samples, transcript)
 }
 
-fn speech(
-    synth: &mut Synthesizer,
-    shared: &Shared,
-    job: SpeechJob,
-    events: &tmpsc::UnboundedSender<Event>,
-    cancel: CancelFlag,
-    received: Instant,
-    deadline: Instant,
-) -> Event {
-    let chars = job.request.text.chars().count();
-    let mut frames = 0;
-    let mut first_audio: Option<f64> = None;
-    let result = (|| {
-        if Instant::now() >= deadline {
-            return Err(JobError::Timeout);
-        }
-        if cancel.is_cancelled() {
-            return Err(JobError::Cancelled);
-        }
-        let mut opts = job.options.clone();
-        opts.cancel = Some(cancel.clone());
-        prompt::validate(&synth.model.config, &job.request).map_err(JobError::Failed)?;
-        opts.validate().map_err(JobError::Failed)?;
-        events
-            .send(Event::Started)
-            .map_err(|_| JobError::Cancelled)?;
-        shared.watchdog.arm(deadline, cancel.clone());
-        let r = synth.synthesize_stream(&job.request, &opts, &job.stream, |chunk| {
-            frames = chunk.frames;
-            if !chunk.samples.is_empty() {
-                first_audio.get_or_insert_with(|| received.elapsed().as_secs_f64());
-                events
-                    .send(Event::Audio(chunk.samples.to_vec()))
-                    .map_err(|_| qwen3_tts::Error::Cancelled)?;
-            }
-            Ok(())
-        });
-        let timed_out = shared.watchdog.disarm();
-        match r {
-            Ok(s) => Ok((s.frames.len(), s.samples)),
-            Err(qwen3_tts::Error::Cancelled) if timed_out => Err(JobError::Timeout),
-            Err(qwen3_tts::Error::Cancelled) => Err(JobError::Cancelled),
-            Err(e) => Err(JobError::Failed(e)),
-        }
-    })();
-    let total = received.elapsed().as_secs_f64();
-    let outcome = match &result {
-        Ok(_) => "ok",
-        Err(JobError::Cancelled) => "cancelled",
-        Err(JobError::Timeout) => "timeout",
-        Err(JobError::Failed(qwen3_tts::Error::InvalidRequest { .. })) => "invalid",
-        Err(_) => "error",
-    };
-    let ttfa = first_audio.map_or("-".to_string(), |t| format!("{t:.3}s"));
-    match &result {
-        Ok(_) | Err(JobError::Cancelled) | Err(JobError::Timeout) => tracing::info!(
-            "request {} voice={} chars={chars} frames={frames} first_audio={ttfa} total={total:.3}s outcome={outcome}",
-            job.id,
-            job.voice_name
-        ),
-        Err(e) => tracing::info!(
-            "request {} voice={} chars={chars} frames={frames} first_audio={ttfa} total={total:.3}s outcome={outcome} error={e}",
-            job.id,
-            job.voice_name
-        ),
-    }
-    metrics::request_done(outcome, first_audio, total, frames);
-    match result {
-        Ok((frames, samples)) => Event::Done(Summary {
-            frames,
-            samples,
-            first_audio: first_audio.unwrap_or(total),
-            total,
-        }),
-        Err(e) => Event::Failed(e),
-    }
-}
-
-/// Raises the running job's cancel flag at its deadline.
-#[derive(Default)]
-struct Watchdog {
-    current: Mutex<Option<Armed>>,
-    wake: Condvar,
-}
-
-struct Armed {
-    deadline: Instant,
-    cancel: CancelFlag,
-    fired: Arc<AtomicBool>,
-}
-
-impl Watchdog {
-    fn arm(&self, deadline: Instant, cancel: CancelFlag) {
-        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        *cur = Some(Armed {
-            deadline,
+impl Running {
+    /// Starts a speech job in the batch (or ends it at once: expired,
+    /// cancelled, refused).
+    fn join(
+        &mut self,
+        job: SpeechJob,
+        events: tmpsc::UnboundedSender<Event>,
+        cancel: CancelFlag,
+        received: Instant,
+        deadline: Instant,
+    ) {
+        let active = Active {
+            job,
+            events,
             cancel,
-            fired: Arc::new(AtomicBool::new(false)),
-        });
-        self.wake.notify_all();
+            received,
+            deadline,
+            frames: 0,
+            first_audio: None,
+            timed_out: false,
+        };
+        let started = (|| {
+            if Instant::now() >= active.deadline {
+                return Err(JobError::Timeout);
+            }
+            if active.cancel.is_cancelled() {
+                return Err(JobError::Cancelled);
+            }
+            let mut opts = active.job.options.clone();
+            opts.cancel = Some(active.cancel.clone());
+            let model = self.batch.model().clone();
+            prompt::validate(&model.config, &active.job.request).map_err(JobError::Failed)?;
+            opts.validate().map_err(JobError::Failed)?;
+            active
+                .events
+                .send(Event::Started)
+                .map_err(|_| JobError::Cancelled)?;
+            self.batch
+                .join(&active.job.request, &opts, &active.job.stream)
+                .map_err(|e| match e {
+                    qwen3_tts::Error::Cancelled => JobError::Cancelled,
+                    e => JobError::Failed(e),
+                })
+        })();
+        match started {
+            Ok(id) => {
+                self.jobs.insert(id, active);
+                self.shared.active.store(self.jobs.len(), Ordering::SeqCst);
+            }
+            Err(e) => self.finish(active, Err(e)),
+        }
     }
 
-    /// Ends the watch; true if the deadline had passed.
-    fn disarm(&self) -> bool {
-        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        cur.take()
-            .is_some_and(|a| a.fired.load(Ordering::SeqCst) || Instant::now() >= a.deadline)
-    }
-
-    fn run(&self) {
-        let mut cur = self.current.lock().unwrap_or_else(|e| e.into_inner());
-        loop {
-            let wait = match cur.as_ref() {
-                Some(a) if !a.fired.load(Ordering::SeqCst) => {
-                    let now = Instant::now();
-                    if now >= a.deadline {
-                        a.fired.store(true, Ordering::SeqCst);
-                        a.cancel.cancel();
-                        Duration::from_secs(3600)
-                    } else {
-                        a.deadline - now
+    /// One frame of every running job; finished ones report and leave.
+    fn step(&mut self) {
+        if self.batch.is_empty() {
+            return;
+        }
+        // Time limits: a job past its deadline is cancelled (and reported so).
+        let now = Instant::now();
+        for a in self.jobs.values_mut() {
+            if now >= a.deadline && !a.cancel.is_cancelled() {
+                a.timed_out = true;
+                a.cancel.cancel();
+            }
+        }
+        metrics::batch_step(self.batch.len());
+        let mut ended = Vec::new();
+        let jobs = &mut self.jobs;
+        self.batch.step(|id, event| {
+            let Some(a) = jobs.get_mut(&id) else { return };
+            match event {
+                BatchEvent::Audio(chunk) => {
+                    a.frames = chunk.frames;
+                    if !chunk.samples.is_empty() {
+                        a.first_audio
+                            .get_or_insert_with(|| a.received.elapsed().as_secs_f64());
+                        if a.events.send(Event::Audio(chunk.samples.to_vec())).is_err() {
+                            // The client went away: the batch drops it next step.
+                            a.cancel.cancel();
+                        }
                     }
                 }
-                _ => Duration::from_secs(3600),
+                BatchEvent::Done(summary) => {
+                    ended.push((id, Ok((summary.frames.len(), summary.samples))))
+                }
+                BatchEvent::Failed(e) => ended.push((id, Err(e))),
+            }
+        });
+        for (id, outcome) in ended {
+            let Some(a) = self.jobs.remove(&id) else {
+                continue;
             };
-            cur = self
-                .wake
-                .wait_timeout(cur, wait)
-                .unwrap_or_else(|e| e.into_inner())
-                .0;
+            // Counted out first, so that a client that has its answer sees
+            // the engine without it.
+            self.shared.active.store(self.jobs.len(), Ordering::SeqCst);
+            let outcome = outcome.map_err(|e| match e {
+                qwen3_tts::Error::Cancelled if a.timed_out => JobError::Timeout,
+                qwen3_tts::Error::Cancelled => JobError::Cancelled,
+                e => JobError::Failed(e),
+            });
+            self.finish(a, outcome);
         }
+        self.shared.active.store(self.jobs.len(), Ordering::SeqCst);
+    }
+
+    /// Logs a job's end, counts it and sends its last word.
+    fn finish(&self, a: Active, result: Result<(usize, usize), JobError>) {
+        let chars = a.job.request.text.chars().count();
+        let total = a.received.elapsed().as_secs_f64();
+        let frames = match &result {
+            Ok((frames, _)) => *frames,
+            Err(_) => a.frames,
+        };
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(JobError::Cancelled) => "cancelled",
+            Err(JobError::Timeout) => "timeout",
+            Err(JobError::Failed(qwen3_tts::Error::InvalidRequest { .. })) => "invalid",
+            Err(_) => "error",
+        };
+        let ttfa = a
+            .first_audio
+            .map_or("-".to_string(), |t| format!("{t:.3}s"));
+        match &result {
+            Ok(_) | Err(JobError::Cancelled) | Err(JobError::Timeout) => tracing::info!(
+                "request {} voice={} chars={chars} frames={frames} first_audio={ttfa} total={total:.3}s outcome={outcome}",
+                a.job.id,
+                a.job.voice_name
+            ),
+            Err(e) => tracing::info!(
+                "request {} voice={} chars={chars} frames={frames} first_audio={ttfa} total={total:.3}s outcome={outcome} error={e}",
+                a.job.id,
+                a.job.voice_name
+            ),
+        }
+        metrics::request_done(outcome, a.first_audio, total, frames);
+        let last = match result {
+            Ok((frames, samples)) => Event::Done(Summary {
+                frames,
+                samples,
+                first_audio: a.first_audio.unwrap_or(total),
+                total,
+            }),
+            Err(e) => Event::Failed(e),
+        };
+        let _ = a.events.send(last);
     }
 }

@@ -46,6 +46,7 @@ pub async fn serve(args: Args) -> Result<(), String> {
         tokenizer: args.tokenizer.clone(),
         threads: args.threads.unwrap_or(0),
         max_queue: args.max_queue,
+        max_batch: args.max_batch,
     })
     .map_err(|e| format!("cannot start the engine thread: {e}"))?;
     let state = Arc::new(api::AppState::new(
@@ -65,9 +66,10 @@ pub async fn serve(args: Args) -> Result<(), String> {
     }
     eprintln!("listening on http://{local}");
     tracing::info!(
-        "model {} (loading), voices in {}, queue {}, input limit {} chars, timeout {} s{}",
+        "model {} (loading), voices in {}, batch {}, queue {}, input limit {} chars, timeout {} s{}",
         args.model.display(),
         args.voices_dir.display(),
+        args.max_batch,
         args.max_queue,
         args.max_input_chars,
         args.request_timeout,

@@ -8,6 +8,7 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 pub const REQUESTS: &str = "qwen3_tts_requests_total";
 pub const QUEUE_DEPTH: &str = "qwen3_tts_queue_depth";
 pub const ACTIVE: &str = "qwen3_tts_active_sessions";
+pub const PEAK_ACTIVE: &str = "qwen3_tts_peak_active_sessions";
 pub const FIRST_AUDIO: &str = "qwen3_tts_time_to_first_audio_seconds";
 pub const DURATION: &str = "qwen3_tts_request_duration_seconds";
 pub const FRAMES: &str = "qwen3_tts_frames_total";
@@ -36,6 +37,10 @@ pub fn install() -> Option<PrometheusHandle> {
     );
     describe_gauge!(QUEUE_DEPTH, "Requests waiting for the engine");
     describe_gauge!(ACTIVE, "Requests the engine is running");
+    describe_gauge!(
+        PEAK_ACTIVE,
+        "Most requests the engine has decoded together (one batch) since it started"
+    );
     describe_histogram!(
         FIRST_AUDIO,
         Unit::Seconds,
@@ -53,6 +58,7 @@ pub fn install() -> Option<PrometheusHandle> {
     counter!(FRAMES).increment(0);
     gauge!(QUEUE_DEPTH).set(0.0);
     gauge!(ACTIVE).set(0.0);
+    gauge!(PEAK_ACTIVE).set(0.0);
     gauge!(FRAMES_PER_SECOND).set(0.0);
     Some(handle)
 }
@@ -79,4 +85,13 @@ pub fn request_done(outcome: &'static str, first_audio: Option<f64>, total: f64,
 pub fn set_load(queue_depth: usize, active: usize) {
     gauge!(QUEUE_DEPTH).set(queue_depth as f64);
     gauge!(ACTIVE).set(active as f64);
+}
+
+/// The engine decoded `size` requests together; keeps the peak.
+pub fn batch_step(size: usize) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    static PEAK: AtomicUsize = AtomicUsize::new(0);
+    if PEAK.fetch_max(size, Ordering::Relaxed) < size {
+        gauge!(PEAK_ACTIVE).set(size as f64);
+    }
 }

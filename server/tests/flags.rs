@@ -38,6 +38,11 @@ fn refused_flags() {
     let (ok, err) = with(&["--threads", "0"]);
     assert!(!ok);
     assert!(err.contains("--threads"), "{err}");
+    for n in ["0", "33"] {
+        let (ok, err) = with(&["--max-batch", n]);
+        assert!(!ok);
+        assert!(err.contains("--max-batch must be 1 to 32"), "{err}");
+    }
     let (ok, err) = with(&["--request-timeout", "0"]);
     assert!(!ok);
     assert!(err.contains("--request-timeout"), "{err}");

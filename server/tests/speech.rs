@@ -425,7 +425,8 @@ fn disconnect_cancels_the_generation() {
 
 #[test]
 fn full_queue_is_429() {
-    let s = Server::start(VARIANT, &["--max-queue", "1"]);
+    // One decoded at a time, one waiting: the third is refused.
+    let s = Server::start(VARIANT, &["--max-batch", "1", "--max-queue", "1"]);
     let mut running = long_stream(&s);
     assert!(!running.chunk().unwrap().is_empty());
     // A second one waits in the queue (its handler waits for the engine).
@@ -540,4 +541,60 @@ fn instructions_go_to_models_that_take_them() {
     assert!(msg.contains("OpenAI") && msg.contains("default"), "{msg}");
     let v = s.get("/v1/audio/voices").json();
     assert_eq!(v["data"][0]["id"], "default");
+}
+
+/// Requests that arrive together are decoded together (`--max-batch`), and
+/// each gives exactly what it gives alone.
+#[test]
+fn concurrent_requests_are_batched_and_each_equals_alone() {
+    let s = Server::start(VARIANT, &["--max-batch", "3"]);
+    let bodies: Vec<serde_json::Value> = [
+        ("The first of three at once.", "ryan", 1, 150),
+        ("A second one, sampled with another seed.", "vivian", 2, 190),
+        ("And a third.", "ryan", 3, 120),
+    ]
+    .iter()
+    .map(|&(text, voice, seed, frames)| {
+        json!({
+            "model": "tts-1", "input": text, "voice": voice, "response_format": "pcm",
+            "stream_format": "audio", "seed": seed, "max_frames": frames, "min_frames": frames,
+        })
+    })
+    .collect();
+    // Alone: one after the other.
+    let alone: Vec<Vec<u8>> = bodies
+        .iter()
+        .map(|b| {
+            let r = s.speech(b.clone());
+            assert_eq!(r.status, 200, "{}", r.text());
+            r.body
+        })
+        .collect();
+    assert_eq!(s.metric("qwen3_tts_peak_active_sessions"), Some(1.0));
+    // Together.
+    let together: Vec<Vec<u8>> = std::thread::scope(|scope| {
+        let handles: Vec<_> = bodies
+            .iter()
+            .map(|b| scope.spawn(|| s.speech(b.clone())))
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| {
+                let r = h.join().unwrap();
+                assert_eq!(r.status, 200, "{}", r.text());
+                r.body
+            })
+            .collect()
+    });
+    let peak = s.metric("qwen3_tts_peak_active_sessions").unwrap();
+    assert!(peak >= 2.0, "decoded together: peak batch {peak}");
+    for (i, (a, t)) in alone.iter().zip(&together).enumerate() {
+        assert!(!a.is_empty());
+        assert!(
+            a == t,
+            "request {i}: batched audio differs from alone ({} vs {} bytes)",
+            t.len(),
+            a.len()
+        );
+    }
 }

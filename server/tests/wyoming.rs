@@ -359,7 +359,7 @@ fn disconnect_mid_synthesis_frees_the_engine() {
 
 #[test]
 fn full_queue_is_a_busy_error() {
-    let (s, addr) = start(&["--max-queue", "1"]);
+    let (s, addr) = start(&["--max-batch", "1", "--max-queue", "1"]);
     let running = long_synthesis(&addr);
     let mut waiting = Wy::connect(&addr);
     waiting.send("synthesize", synth("Waiting.", Some("ryan"), 16000));
