@@ -152,6 +152,32 @@ pub unsafe extern "C" fn compute(
                 SCALES.set(scales);
                 return;
             }
+            #[cfg(target_arch = "x86_64")]
+            if w.type_ == sys::GGML_TYPE_Q4_K && q8_0::supported() {
+                let y = |c: usize| vectors.as_ptr().add(c * qrow);
+                for r in first..end {
+                    let row = rows.add(r * row_bytes);
+                    prefetch(row.wrapping_add(PREFETCH_AHEAD), row_bytes);
+                    let mut c = 0;
+                    while c < m {
+                        let sums: &[f32] = match m - c {
+                            1 => &q4_k::dots::<1>(k as usize, row, [y(c)]),
+                            2 => &q4_k::dots::<2>(k as usize, row, [y(c), y(c + 1)]),
+                            3 => &q4_k::dots::<3>(k as usize, row, [y(c), y(c + 1), y(c + 2)]),
+                            _ => &q4_k::dots::<4>(
+                                k as usize,
+                                row,
+                                [y(c), y(c + 1), y(c + 2), y(c + 3)],
+                            ),
+                        };
+                        for (i, &sum) in sums.iter().enumerate() {
+                            *out.add((c + i) * n + r) = sum;
+                        }
+                        c += sums.len();
+                    }
+                }
+                return;
+            }
             for r in first..end {
                 let row = rows.add(r * row_bytes);
                 prefetch(row.wrapping_add(PREFETCH_AHEAD), row_bytes);
@@ -280,6 +306,127 @@ mod q8_0 {
                 res = _mm_add_ss(res, _mm_movehdup_ps(res));
                 _mm_cvtss_f32(res)
             })
+        }
+    }
+}
+
+/// ggml's AVX2 `ggml_vec_dot_q4_K_q8_K` loop, inline, for up to four Q8_K
+/// vectors at once: each super-block's scales and nibbles are unpacked once
+/// for all of them; every vector's operations are the one-vector loop's, in
+/// its order (the integer parts are exact whichever way they are summed), so
+/// its sum is the same whatever `N` is.
+#[cfg(target_arch = "x86_64")]
+mod q4_k {
+    use std::arch::x86_64::*;
+
+    const QK_K: usize = 256;
+    /// f16 d, f16 dmin, 12 bytes of 6-bit scales and mins, 128 bytes of nibbles.
+    const BLOCK_BYTES: usize = 4 + 12 + QK_K / 2;
+    /// f32 d, 256 i8, 16 i16 sums of 16.
+    const VECTOR_BLOCK_BYTES: usize = 4 + QK_K + 2 * QK_K / 16;
+
+    #[inline]
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn half(at: *const u8) -> f32 {
+        unsafe {
+            let h = (at as *const i16).read_unaligned();
+            _mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(h)))
+        }
+    }
+
+    /// One Q4_K row of `k` values · `N` Q8_K vectors (ggml's block layouts).
+    ///
+    /// # Safety
+    /// AVX2, FMA and F16C; `row` holds `k / 256` Q4_K blocks and each of
+    /// `ys` as many Q8_K blocks.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dots<const N: usize>(k: usize, row: *const u8, ys: [*const u8; N]) -> [f32; N] {
+        const KMASK1: u32 = 0x3f3f3f3f;
+        const KMASK2: u32 = 0x0f0f0f0f;
+        const KMASK3: u32 = 0x03030303;
+        unsafe {
+            let m4 = _mm256_set1_epi8(0xF);
+            let mut acc = [_mm256_setzero_ps(); N];
+            let mut acc_m = [_mm_setzero_ps(); N];
+            for i in 0..k / QK_K {
+                let x = row.add(i * BLOCK_BYTES);
+                let (x_d, x_dmin) = (half(x), half(x.add(2)));
+                let mut utmp = [0u32; 4];
+                std::ptr::copy_nonoverlapping(x.add(4), utmp.as_mut_ptr() as *mut u8, 12);
+                utmp[3] = ((utmp[2] >> 4) & KMASK2) | (((utmp[1] >> 6) & KMASK3) << 4);
+                let uaux = utmp[1] & KMASK1;
+                utmp[1] = (utmp[2] & KMASK2) | (((utmp[0] >> 6) & KMASK3) << 4);
+                utmp[2] = uaux;
+                utmp[0] &= KMASK1;
+                let mins_and_scales = _mm256_cvtepu8_epi16(_mm_set_epi32(
+                    utmp[3] as i32,
+                    utmp[2] as i32,
+                    utmp[1] as i32,
+                    utmp[0] as i32,
+                ));
+                let mins = _mm256_extracti128_si256(mins_and_scales, 1);
+                let sc128 = _mm256_extracti128_si256(mins_and_scales, 0);
+                let scales = _mm256_set_m128i(sc128, sc128);
+                // The super-block's nibbles and per-sub-block scales, once.
+                let q4 = x.add(16);
+                let mut lows = [_mm256_setzero_si256(); QK_K / 64];
+                let mut highs = [_mm256_setzero_si256(); QK_K / 64];
+                let mut scale_l = [_mm256_setzero_si256(); QK_K / 64];
+                let mut scale_h = [_mm256_setzero_si256(); QK_K / 64];
+                for j in 0..QK_K / 64 {
+                    let bits = _mm256_loadu_si256(q4.add(32 * j) as *const __m256i);
+                    lows[j] = _mm256_and_si256(bits, m4);
+                    highs[j] = _mm256_and_si256(_mm256_srli_epi16(bits, 4), m4);
+                    // ggml's get_scale_shuffle_k4(2j), (2j+1): 16-bit scale 2j (2j+1) everywhere
+                    scale_l[j] = _mm256_shuffle_epi8(
+                        scales,
+                        _mm256_set1_epi16((0x0100 + 0x0202 * 2 * j) as i16),
+                    );
+                    scale_h[j] = _mm256_shuffle_epi8(
+                        scales,
+                        _mm256_set1_epi16((0x0100 + 0x0202 * (2 * j + 1)) as i16),
+                    );
+                }
+                for c in 0..N {
+                    let y = ys[c].add(i * VECTOR_BLOCK_BYTES);
+                    let y_d = (y as *const f32).read_unaligned();
+                    let d = y_d * x_d;
+                    let dmin = -y_d * x_dmin;
+                    let q8sums = _mm256_loadu_si256(y.add(4 + QK_K) as *const __m256i);
+                    let q8s = _mm_hadd_epi16(
+                        _mm256_extracti128_si256(q8sums, 0),
+                        _mm256_extracti128_si256(q8sums, 1),
+                    );
+                    let prod = _mm_madd_epi16(mins, q8s);
+                    acc_m[c] = _mm_fmadd_ps(_mm_set1_ps(dmin), _mm_cvtepi32_ps(prod), acc_m[c]);
+                    let q8 = y.add(4);
+                    let mut sumi = _mm256_setzero_si256();
+                    for j in 0..QK_K / 64 {
+                        let q8l = _mm256_loadu_si256(q8.add(64 * j) as *const __m256i);
+                        let p16l =
+                            _mm256_madd_epi16(scale_l[j], _mm256_maddubs_epi16(lows[j], q8l));
+                        let q8h = _mm256_loadu_si256(q8.add(64 * j + 32) as *const __m256i);
+                        let p16h =
+                            _mm256_madd_epi16(scale_h[j], _mm256_maddubs_epi16(highs[j], q8h));
+                        sumi = _mm256_add_epi32(sumi, _mm256_add_epi32(p16l, p16h));
+                    }
+                    acc[c] = _mm256_fmadd_ps(_mm256_set1_ps(d), _mm256_cvtepi32_ps(sumi), acc[c]);
+                }
+            }
+            let mut out = [0.0f32; N];
+            for c in 0..N {
+                let mut m = acc_m[c];
+                m = _mm_add_ps(m, _mm_movehl_ps(m, m));
+                m = _mm_add_ss(m, _mm_movehdup_ps(m));
+                // hsum_float_8, in its order
+                let a = acc[c];
+                let mut res = _mm256_extractf128_ps(a, 1);
+                res = _mm_add_ps(res, _mm256_castps256_ps128(a));
+                res = _mm_add_ps(res, _mm_movehl_ps(res, res));
+                res = _mm_add_ss(res, _mm_movehdup_ps(res));
+                out[c] = _mm_cvtss_f32(res) + _mm_cvtss_f32(m);
+            }
+            out
         }
     }
 }
