@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::ggml::{Backend, Context, GgmlType, OwnedGraph, Slot, StoredTensor, Tensor};
 use crate::gguf_schema::tensors::code_predictor as names;
 use crate::layers::{
-    attend, attention_inputs, block_with, linear, rms_norm, BlockKind, BlockWeights,
+    attend, attention_inputs, block_with, linear, rms_norm, transposed, BlockKind, BlockWeights,
 };
 use crate::sampler::{Sampler, SamplingParams};
 use crate::weights::{Linear, WeightSource};
@@ -262,7 +262,7 @@ impl CodePredictor {
                         };
                         *cache = Some((k_all, v_all));
                         let mask = (s == 0).then_some(mask0);
-                        let attn = attend(ctx, c, q, k_all, v_all, mask);
+                        let attn = attend(ctx, c, q, k_all, transposed(ctx, v_all), mask);
                         ctx.mul_mat(ctx.stored(&bw.o), attn)
                     });
                 }

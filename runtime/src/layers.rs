@@ -59,6 +59,18 @@ pub enum KvCache<'a> {
         rows: Tensor<'a>,
         n_kv: usize,
     },
+    /// A persistent cache whose values are stored transposed (talker): keys
+    /// `[head_dim·kv_heads, capacity]` written at `rows`, values
+    /// `[capacity, head_dim·kv_heads]` (positions fastest, so that attention
+    /// reads them without a transposing copy) written one element per slot
+    /// of `value_slots` (I32 `[head_dim·kv_heads·n]`, see [`value_slots`]).
+    PersistentTransposed {
+        k: Tensor<'a>,
+        v_t: Tensor<'a>,
+        rows: Tensor<'a>,
+        value_slots: Tensor<'a>,
+        n_kv: usize,
+    },
     /// Keys/values of earlier tokens of the same graph (code predictor), each
     /// `[head_dim, kv_heads, n_prev]`; the new ones are appended.
     InGraph {
@@ -173,16 +185,17 @@ pub fn attention_inputs<'a>(
     (q, k, v)
 }
 
-/// Grouped-query attention of queries `q` `[hd, heads, n, b]` over keys and
-/// values `[hd, kv_heads, n_kv, b]` of `b` independent sequences (3-D
-/// tensors: one), with `mask` (`[n_kv, n]`, additive, shared) or none →
-/// `[hd·heads, n·b]`, before the output projection.
+/// Grouped-query attention of queries `q` `[hd, heads, n, b]` over keys
+/// `[hd, kv_heads, n_kv, b]` and transposed values `[n_kv, hd, kv_heads, b]`
+/// (see [`transposed`]) of `b` independent sequences (3-D tensors: one),
+/// with `mask` (`[n_kv, n]`, additive, shared) or none → `[hd·heads, n·b]`,
+/// before the output projection.
 pub fn attend<'a>(
     ctx: &'a Context,
     cfg: &TransformerConfig,
     q: Tensor<'a>,
     k_all: Tensor<'a>,
-    v_all: Tensor<'a>,
+    v_t: Tensor<'a>,
     mask: Option<Tensor<'a>>,
 ) -> Tensor<'a> {
     let [hd, nh, n, b] = q.ne();
@@ -191,10 +204,53 @@ pub fn attend<'a>(
     let kp = ctx.permute(k_all, [0, 2, 1, 3]); // [hd, n_kv, nkv, b]
     let scores = ctx.mul_mat(kp, qp);
     let probs = ctx.soft_max_ext(scores, mask, 1.0 / (cfg.head_dim as f32).sqrt());
-    let vt = ctx.cont(ctx.permute(v_all, [1, 2, 0, 3])); // [n_kv, hd, nkv, b]
-    let attn = ctx.mul_mat(vt, probs); // [hd, n, nh, b]
+    let attn = ctx.mul_mat(v_t, probs); // [hd, n, nh, b]
     let attn = ctx.cont(ctx.permute(attn, [0, 2, 1, 3])); // [hd, nh, n, b]
     ctx.reshape(attn, &[hd * nh, n * b])
+}
+
+/// Values `[hd, kv_heads, n_kv, b]` as [`attend`] takes them,
+/// `[n_kv, hd, kv_heads, b]` (a copy).
+pub fn transposed<'a>(ctx: &'a Context, v_all: Tensor<'a>) -> Tensor<'a> {
+    ctx.cont(ctx.permute(v_all, [1, 2, 0, 3]))
+}
+
+/// Where the values of `positions` go in a transposed value cache of
+/// `capacity` positions and `width` (= head_dim·kv_heads) values per
+/// position: value `j` of the `i`-th position at element
+/// `position + capacity·j`, in the order `j + width·i`.
+pub fn value_slots(positions: &[usize], width: usize, capacity: usize) -> Vec<i32> {
+    positions
+        .iter()
+        .flat_map(|&p| (0..width).map(move |j| (p + capacity * j) as i32))
+        .collect()
+}
+
+/// Writes values `v` `[hd, kv_heads, n]` into a transposed value cache
+/// `v_t` `[capacity, hd·kv_heads]` at `slots` (see [`value_slots`]); returns
+/// its first `n_kv` positions as [`attend`] takes them,
+/// `[n_kv, hd, kv_heads]`, read through the write.
+pub fn write_transposed<'a>(
+    ctx: &'a Context,
+    cfg: &TransformerConfig,
+    v_t: Tensor<'a>,
+    v: Tensor<'a>,
+    slots: Tensor<'a>,
+    n_kv: usize,
+) -> Tensor<'a> {
+    let (hd, nkv) = (cfg.head_dim, cfg.kv_heads);
+    let [capacity, width, ..] = v_t.ne();
+    let flat = ctx.reshape(v_t, &[1, capacity * width]);
+    let values = ctx.reshape(v, &[1, v.ne().iter().product()]);
+    let written = ctx.set_rows(flat, values, slots);
+    let es = written.element_size();
+    let capacity = capacity as usize;
+    ctx.view(
+        written,
+        &[n_kv as i64, hd as i64, nkv as i64],
+        &[capacity * es, capacity * hd * es],
+        0,
+    )
 }
 
 /// Self-attention over `x` `[hidden, n]` at positions `pos` (I32 `[n]`)
@@ -212,7 +268,7 @@ pub fn self_attention<'a>(
     let n = x.ne()[1];
     let (hd, nkv) = (cfg.head_dim as i64, cfg.kv_heads as i64);
     let (q, k, v) = attention_inputs(ctx, cfg, w, x, pos);
-    let (k_all, v_all) = match kv {
+    let (k_all, v_t, v_all) = match kv {
         KvCache::Persistent {
             k: kc,
             v: vc,
@@ -221,21 +277,36 @@ pub fn self_attention<'a>(
         } => {
             let kw = ctx.set_rows(kc, ctx.reshape(k, &[hd * nkv, n]), rows);
             let vw = ctx.set_rows(vc, ctx.reshape(v, &[hd * nkv, n]), rows);
+            let v_all = cache_view(ctx, cfg, vw, n_kv);
             (
                 cache_view(ctx, cfg, kw, n_kv),
-                cache_view(ctx, cfg, vw, n_kv),
+                transposed(ctx, v_all),
+                v_all,
             )
+        }
+        KvCache::PersistentTransposed {
+            k: kc,
+            v_t,
+            rows,
+            value_slots,
+            n_kv,
+        } => {
+            let kw = ctx.set_rows(kc, ctx.reshape(k, &[hd * nkv, n]), rows);
+            let v_t = write_transposed(ctx, cfg, v_t, v, value_slots, n_kv);
+            // (the values come back transposed: no in-graph cache follows)
+            (cache_view(ctx, cfg, kw, n_kv), v_t, v_t)
         }
         KvCache::InGraph { k: pk, v: pv } => {
             let k = ctx.cont(k);
             let v = ctx.cont(v);
-            match (pk, pv) {
+            let (k_all, v_all) = match (pk, pv) {
                 (Some(pk), Some(pv)) => (ctx.concat(pk, k, 2), ctx.concat(pv, v, 2)),
                 _ => (k, v),
-            }
+            };
+            (k_all, transposed(ctx, v_all), v_all)
         }
     };
-    let attn = attend(ctx, cfg, q, k_all, v_all, mask);
+    let attn = attend(ctx, cfg, q, k_all, v_t, mask);
     AttentionOut {
         out: ctx.mul_mat(ctx.stored(&w.o), attn),
         k: k_all,

@@ -26,7 +26,7 @@ use crate::ggml::{
 use crate::gguf_schema::tensors::talker as names;
 use crate::layers::{
     attend, attention_inputs, block_with, cache_view, concat_columns, decoder_block, linear,
-    rms_norm, BlockKind, BlockWeights, KvCache,
+    rms_norm, value_slots, write_transposed, BlockKind, BlockWeights, KvCache,
 };
 use crate::weights::{Linear, WeightSource};
 
@@ -94,6 +94,8 @@ pub struct TalkerStep {
 struct StepIo {
     embd: Slot,
     pos: Slot,
+    /// Where the values go (see `layers::value_slots`).
+    value_slots: Slot,
     mask: Slot,
     hidden: Slot,
     logits: Slot,
@@ -105,14 +107,17 @@ struct DecodeIo {
     embd: Slot,
     /// Each sequence's position, `[batch]`.
     pos: Slot,
-    /// Each sequence's mask, `[n_kv]`.
+    /// Each sequence's mask, `[n_kv]`, and value slots.
     masks: Vec<Slot>,
+    value_slots: Vec<Slot>,
     /// `[hidden, batch]`, `[codec_vocab, batch]`.
     hidden: Slot,
     logits: Slot,
 }
 
-/// The per-layer KV cache of one sequence, `[head_dim·kv_heads, capacity]`.
+/// The per-layer KV cache of one sequence: keys `[head_dim·kv_heads,
+/// capacity]`, values transposed, `[capacity, head_dim·kv_heads]` (see
+/// `layers::KvCache::PersistentTransposed`).
 struct KvStore {
     /// Holds the memory (and clears it); graphs reach it through `k`/`v`.
     store: TensorStore,
@@ -130,8 +135,12 @@ impl KvStore {
         let width = (cfg.head_dim * cfg.kv_heads) as i64;
         let name = |kv: &str, l: usize| format!("{kv}{l}");
         let specs: Vec<_> = (0..cfg.layers)
-            .flat_map(|l| [name("k", l), name("v", l)])
-            .map(|n| (n, GgmlType::F32, vec![width, capacity as i64]))
+            .flat_map(|l| {
+                [
+                    (name("k", l), GgmlType::F32, vec![width, capacity as i64]),
+                    (name("v", l), GgmlType::F32, vec![capacity as i64, width]),
+                ]
+            })
             .collect();
         let store = TensorStore::new(&specs);
         store.clear(0);
@@ -181,6 +190,8 @@ impl DecodeBatch {
         let h = weights.cfg.hidden;
         let mut key = Vec::with_capacity(inputs.len());
         let mut masks = Vec::with_capacity(inputs.len());
+        let mut slots = Vec::with_capacity(inputs.len());
+        let width = weights.cfg.head_dim * weights.cfg.kv_heads;
         for input in inputs.iter_mut() {
             if input.embed.len() != h {
                 return Err(Error::invalid(
@@ -194,6 +205,7 @@ impl DecodeBatch {
             let n_kv = input.talker.prepare_step(input.position)?;
             let cache = input.talker.cache.as_ref().expect("prepared");
             key.push((cache.id, n_kv));
+            slots.push(value_slots(&[input.position], width, cache.capacity));
             let mut mask = vec![f32::NEG_INFINITY; n_kv];
             mask[..input.position + 1].fill(0.0);
             masks.push(mask);
@@ -221,6 +233,9 @@ impl DecodeBatch {
             g.tensor(io.pos).set_i32(&pos);
             for (slot, mask) in io.masks.iter().zip(&masks) {
                 g.tensor(*slot).set_f32(mask);
+            }
+            for (slot, slots) in io.value_slots.iter().zip(&slots) {
+                g.tensor(*slot).set_i32(slots);
             }
         })?;
         let io = g.io();
@@ -263,6 +278,13 @@ fn build_decode_graph(
             .iter()
             .map(|&(_, n_kv)| ctx.new_tensor(GgmlType::F32, &[n_kv as i64, 1]).set_input())
             .collect();
+        let slots: Vec<Tensor<'_>> = caches
+            .iter()
+            .map(|_| {
+                ctx.new_tensor(GgmlType::I32, &[(hd * nkv) as i64])
+                    .set_input()
+            })
+            .collect();
         let mut h = embd;
         for (l, bw) in w.blocks.iter().enumerate() {
             h = block_with(ctx, t, bw, h, |x| {
@@ -277,16 +299,16 @@ fn build_decode_graph(
                         };
                         let row = ctx.view(pos, &[1], &[], i * 4);
                         let kw = ctx.set_rows(ctx.stored(&cache.k[l]), column(k, nkv), row);
-                        let vw = ctx.set_rows(ctx.stored(&cache.v[l]), column(v, nkv), row);
+                        let v_t = ctx.stored(&cache.v[l]);
+                        let v = column(v, nkv);
                         let q = ctx.view(
                             q,
                             &[hd as i64, nh as i64, 1],
                             &[hd * 4, hd * nh * 4],
                             i * hd * nh * 4,
                         );
-                        let (k_all, v_all) =
-                            (cache_view(ctx, t, kw, n_kv), cache_view(ctx, t, vw, n_kv));
-                        attend(ctx, t, q, k_all, v_all, Some(masks[i]))
+                        let v_t = write_transposed(ctx, t, v_t, v, slots[i], n_kv);
+                        attend(ctx, t, q, cache_view(ctx, t, kw, n_kv), v_t, Some(masks[i]))
                     })
                     .collect();
                 ctx.mul_mat(ctx.stored(&bw.o), concat_columns(ctx, &parts))
@@ -298,6 +320,7 @@ fn build_decode_graph(
             embd: ctx.slot(embd),
             pos: ctx.slot(pos),
             masks: masks.iter().map(|&m| ctx.slot(m)).collect(),
+            value_slots: slots.iter().map(|&s| ctx.slot(s)).collect(),
             hidden: ctx.slot(hidden),
             logits: ctx.slot(logits),
         };
@@ -389,9 +412,16 @@ impl Talker {
         let t = &self.weights.cfg;
         let new = KvStore::new(t, capacity);
         if let Some(old) = &self.cache {
-            let bytes = keep * t.head_dim * t.kv_heads * 4;
-            for (from, to) in old.k.iter().zip(&new.k).chain(old.v.iter().zip(&new.v)) {
-                to.set_bytes_at(0, &from.get_bytes()[..bytes]);
+            let width = t.head_dim * t.kv_heads;
+            for (from, to) in old.k.iter().zip(&new.k) {
+                to.set_bytes_at(0, &from.get_bytes()[..keep * width * 4]);
+            }
+            // Values are transposed: the first `keep` of each row of positions.
+            for (from, to) in old.v.iter().zip(&new.v) {
+                let from = from.get_bytes();
+                for (j, row) in from.chunks_exact(old.capacity * 4).enumerate() {
+                    to.set_bytes_at(j * capacity * 4, &row[..keep * 4]);
+                }
             }
         }
         self.solo.release();
@@ -407,15 +437,20 @@ impl Talker {
                 .new_tensor(GgmlType::F32, &[t.hidden as i64, n as i64])
                 .set_input();
             let pos = ctx.new_tensor(GgmlType::I32, &[n as i64]).set_input();
+            let width = t.head_dim * t.kv_heads;
+            let value_slots = ctx
+                .new_tensor(GgmlType::I32, &[(width * n) as i64])
+                .set_input();
             let mask = ctx
                 .new_tensor(GgmlType::F32, &[n_kv as i64, n as i64])
                 .set_input();
             let mut h = embd;
             for (l, bw) in w.blocks.iter().enumerate() {
-                let kv = KvCache::Persistent {
+                let kv = KvCache::PersistentTransposed {
                     k: ctx.stored(&cache.k[l]),
-                    v: ctx.stored(&cache.v[l]),
+                    v_t: ctx.stored(&cache.v[l]),
                     rows: pos,
+                    value_slots,
                     n_kv,
                 };
                 h = decoder_block(ctx, t, bw, h, pos, kv, Some(mask)).out;
@@ -426,6 +461,7 @@ impl Talker {
             let io = StepIo {
                 embd: ctx.slot(embd),
                 pos: ctx.slot(pos),
+                value_slots: ctx.slot(value_slots),
                 mask: ctx.slot(mask),
                 hidden: ctx.slot(hidden),
                 logits: ctx.slot(logits),
@@ -461,12 +497,17 @@ impl Talker {
             mask[i * n_kv..i * n_kv + start + i + 1].fill(0.0);
         }
         let pos: Vec<i32> = (start..start + n).map(|p| p as i32).collect();
+        let positions: Vec<usize> = (start..start + n).collect();
+        let t = &self.weights.cfg;
+        let capacity = self.cache.as_ref().map_or(0, |c| c.capacity);
+        let slots = value_slots(&positions, t.head_dim * t.kv_heads, capacity);
         // Prompts differ in length: their graphs are used once.
         let mut g = self.build_step_graph(n, n_kv);
         let io = *g.io();
         g.compute(|g| {
             g.tensor(io.embd).set_f32(embeds);
             g.tensor(io.pos).set_i32(&pos);
+            g.tensor(io.value_slots).set_i32(&slots);
             g.tensor(io.mask).set_f32(&mask);
         })?;
         Ok(TalkerStep {
