@@ -8,6 +8,7 @@
 #
 #   scripts/bench.sh
 #   STREAM=1 scripts/bench.sh     # streaming: scripts/bench_stream.sh
+#   BATCH=1 scripts/bench.sh      # continuous batching: scripts/bench_batch.sh
 #
 # Workload: greedy, exactly F frames (EOS suppressed), the text below; 0.6B-Base clones from a 4.0 s clip
 # (models/bench/ref_4s.wav, made from tests/fixtures/audio/ref_24k.wav) in x-vector and ICL mode;
@@ -20,6 +21,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 # STREAM=1: the streaming figures instead (time to first audio, underruns; scripts/bench_stream.sh).
 [ "${STREAM:-0}" = 1 ] && exec scripts/bench_stream.sh
+# BATCH=1: several streams decoded together (frames/s by batch size; scripts/bench_batch.sh).
+[ "${BATCH:-0}" = 1 ] && exec scripts/bench_batch.sh
 MODELS=${MODELS:-"0.6B-Base 1.7B-CustomVoice"}
 TYPES=${TYPES:-"f16 q8_0 q4_k"}
 if [ -z "${THREADS:-}" ]; then

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A bounded load test of qwen3-tts-server on loopback, on the real-size model:
-#   1. starts the server (--threads THREADS, --max-queue MAX_QUEUE) and uploads an x-vector voice
-#      from REF;
+#   1. starts the server (--threads THREADS, --max-batch MAX_BATCH, --max-queue MAX_QUEUE) and
+#      uploads an x-vector voice from REF;
 #   2. one warm streamed pcm request after a warm-up request with the same stored voice: its time
 #      to the first audio byte (the target is <= 250 ms at 2 threads on a quiet machine);
 #   3. CLIENTS concurrent clients, each sending COUNT streamed pcm requests (a fixed short text,
@@ -16,8 +16,9 @@
 #
 # Knobs: TTS (models/convert-0.6B-Base/tts-q8_0.gguf), TOKENIZER (…/tokenizer-f16.gguf),
 # REF (models/bench/ref_4s.wav), CLIENTS (32), COUNT (2), FRAMES (40), THREADS (2),
-# MAX_QUEUE (8), LIMIT (600: seconds for the whole client phase; requests still running then
-# count as failures), SERVER_BIN (default: built here with the release profile).
+# MAX_BATCH (4: requests decoded together; 1: one at a time), MAX_QUEUE (8), LIMIT (600:
+# seconds for the whole client phase; requests still running then count as failures), SERVER_BIN
+# (default: built here with the release profile).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 TTS=${TTS:-models/convert-0.6B-Base/tts-q8_0.gguf}
@@ -28,6 +29,7 @@ COUNT=${COUNT:-2}
 FRAMES=${FRAMES:-40}
 THREADS=${THREADS:-2}
 MAX_QUEUE=${MAX_QUEUE:-8}
+MAX_BATCH=${MAX_BATCH:-4}
 LIMIT=${LIMIT:-600}
 for f in "$TTS" "$TOKENIZER" "$REF"; do
     [ -f "$f" ] || { echo "error: no $f (scripts/bench.sh makes the models and the reference clip)" >&2; exit 1; }
@@ -42,7 +44,7 @@ pid=""
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$tmp"' EXIT
 
 "$SERVER_BIN" -m "$TTS" -t "$TOKENIZER" --host 127.0.0.1 --port 0 --threads "$THREADS" \
-    --max-queue "$MAX_QUEUE" --voices-dir "$tmp/voices" 2>"$tmp/server.log" &
+    --max-batch "$MAX_BATCH" --max-queue "$MAX_QUEUE" --voices-dir "$tmp/voices" 2>"$tmp/server.log" &
 pid=$!
 base=""
 for _ in $(seq 1200); do

@@ -48,8 +48,8 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 /// Per stream: (first audio s, underruns, smallest margin s, vocoder s,
-/// talker ms per step, code predictor ms per frame).
-type StreamFigures = (f64, usize, f64, f64, f64, f64);
+/// talker ms per step, code predictor ms per frame, prefill ms).
+type StreamFigures = (f64, usize, f64, f64, f64, f64, f64);
 
 fn run(
     batch: &mut BatchSynthesizer,
@@ -65,7 +65,7 @@ fn run(
         .collect();
     // per stream: (arrival s, seconds of audio) of each chunk
     let mut chunks: Vec<Vec<(f64, f64)>> = vec![Vec::new(); reqs.len()];
-    let mut times = vec![(0.0, 0.0, 0.0); reqs.len()];
+    let mut times = vec![(0.0, 0.0, 0.0, 0.0); reqs.len()];
     while !batch.is_empty() {
         batch.step(|id, event| {
             let i = ids.iter().position(|&x| x == id).expect("our id");
@@ -80,6 +80,7 @@ fn run(
                         s.timings.vocode,
                         d.talker * 1000.0 / d.talker_steps.max(1) as f64,
                         d.predictor * 1000.0 / d.predictor_frames.max(1) as f64,
+                        d.prefill * 1000.0,
                     )
                 }
                 BatchEvent::Failed(e) => panic!("stream {i}: {e}"),
@@ -90,7 +91,7 @@ fn run(
     let figures = chunks
         .iter()
         .zip(&times)
-        .map(|(c, &(vocode, talker, predictor))| {
+        .map(|(c, &(vocode, talker, predictor, prefill))| {
             let t0 = c[0].0;
             let (mut played, mut underruns, mut margin) = (0.0, 0, f64::INFINITY);
             for &(arrival, seconds) in c {
@@ -101,7 +102,7 @@ fn run(
                 }
                 played += seconds;
             }
-            (t0, underruns, margin, vocode, talker, predictor)
+            (t0, underruns, margin, vocode, talker, predictor, prefill)
         })
         .collect();
     (wall, figures)
@@ -166,7 +167,7 @@ fn main() {
          \"wall_s\": {wall:.2}, \"frames_per_s\": {:.2}, \"gen_frames_per_s\": {:.2}, \
          \"audio_s_per_s\": {:.2}, \"first_audio_ms_median\": {:.0}, \"first_audio_ms_max\": {:.0}, \
          \"underruns\": {underruns:?}, \"min_margin_ms\": {:.0}, \
-         \"talker_ms_per_step\": {:.1}, \"predictor_ms_per_frame\": {:.1}, \"peak_rss_mb\": {:.0}}}",
+         \"talker_ms_per_step\": {:.1}, \"predictor_ms_per_frame\": {:.1}, \"prefill_ms_median\": {:.0}, \"peak_rss_mb\": {:.0}}}",
         total_frames / wall,
         total_frames / (wall - vocode),
         total_frames * 0.08 / wall,
@@ -175,6 +176,7 @@ fn main() {
         margin * 1000.0,
         median(figures.iter().map(|f| f.4).collect()),
         median(figures.iter().map(|f| f.5).collect()),
+        median(figures.iter().map(|f| f.6).collect()),
         peak_rss_mb(),
     );
 }
