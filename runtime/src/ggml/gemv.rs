@@ -127,55 +127,26 @@ pub unsafe extern "C" fn compute(
                     blocks: vectors.as_ptr().add(c * qrow),
                     scales: scales.as_ptr().add(c * k as usize / 32),
                 };
-                for r in first..end {
-                    let row = rows.add(r * row_bytes);
-                    // Up to four vectors per pass over the row (registers),
-                    // the row staying in L1 between passes.
-                    let mut c = 0;
-                    while c < m {
-                        let sums: &[f32] = match m - c {
-                            1 => &q8_0::dots::<1>(k as usize, row, [y(c)]),
-                            2 => &q8_0::dots::<2>(k as usize, row, [y(c), y(c + 1)]),
-                            3 => &q8_0::dots::<3>(k as usize, row, [y(c), y(c + 1), y(c + 2)]),
-                            _ => &q8_0::dots::<4>(
-                                k as usize,
-                                row,
-                                [y(c), y(c + 1), y(c + 2), y(c + 3)],
-                            ),
-                        };
-                        for (i, &sum) in sums.iter().enumerate() {
-                            *out.add((c + i) * n + r) = sum;
-                        }
-                        c += sums.len();
-                    }
-                }
+                let rows = Rows {
+                    data: rows,
+                    row_bytes,
+                    k: k as usize,
+                    prefetch: false,
+                };
+                rows.dot_all::<q8_0::Kernel>(first..end, m, y, out, n);
                 SCALES.set(scales);
                 return;
             }
             #[cfg(target_arch = "x86_64")]
             if w.type_ == sys::GGML_TYPE_Q4_K && q8_0::supported() {
                 let y = |c: usize| vectors.as_ptr().add(c * qrow);
-                for r in first..end {
-                    let row = rows.add(r * row_bytes);
-                    prefetch(row.wrapping_add(PREFETCH_AHEAD), row_bytes);
-                    let mut c = 0;
-                    while c < m {
-                        let sums: &[f32] = match m - c {
-                            1 => &q4_k::dots::<1>(k as usize, row, [y(c)]),
-                            2 => &q4_k::dots::<2>(k as usize, row, [y(c), y(c + 1)]),
-                            3 => &q4_k::dots::<3>(k as usize, row, [y(c), y(c + 1), y(c + 2)]),
-                            _ => &q4_k::dots::<4>(
-                                k as usize,
-                                row,
-                                [y(c), y(c + 1), y(c + 2), y(c + 3)],
-                            ),
-                        };
-                        for (i, &sum) in sums.iter().enumerate() {
-                            *out.add((c + i) * n + r) = sum;
-                        }
-                        c += sums.len();
-                    }
-                }
+                let rows = Rows {
+                    data: rows,
+                    row_bytes,
+                    k: k as usize,
+                    prefetch: true,
+                };
+                rows.dot_all::<q4_k::Kernel>(first..end, m, y, out, n);
                 return;
             }
             for r in first..end {
@@ -196,6 +167,66 @@ pub unsafe extern "C" fn compute(
                 }
             }
         });
+    }
+}
+
+/// An inline kernel dotting one weight row with up to four vectors at once
+/// (each vector's sum as alone).
+#[cfg(target_arch = "x86_64")]
+trait RowDots {
+    type Vector: Copy;
+    /// # Safety
+    /// The CPU features the kernel needs; `row` and the vectors hold `k` values.
+    unsafe fn dots<const N: usize>(k: usize, row: *const u8, ys: [Self::Vector; N]) -> [f32; N];
+}
+
+/// A thread's weight rows.
+#[cfg(target_arch = "x86_64")]
+struct Rows {
+    data: *const u8,
+    row_bytes: usize,
+    k: usize,
+    /// Prefetch each row ahead (kernels that do not prefetch per block).
+    prefetch: bool,
+}
+
+#[cfg(target_arch = "x86_64")]
+impl Rows {
+    /// `out[c·n + r] = row r · vector c` for the rows in `range`, up to four
+    /// vectors per pass over a row (registers), the row staying in L1
+    /// between passes.
+    ///
+    /// # Safety
+    /// As [`RowDots::dots`]; `out` holds `n × m` values.
+    unsafe fn dot_all<D: RowDots>(
+        &self,
+        range: std::ops::Range<usize>,
+        m: usize,
+        y: impl Fn(usize) -> D::Vector,
+        out: *mut f32,
+        n: usize,
+    ) {
+        unsafe {
+            for r in range {
+                let row = self.data.add(r * self.row_bytes);
+                if self.prefetch {
+                    prefetch(row.wrapping_add(PREFETCH_AHEAD), self.row_bytes);
+                }
+                let mut c = 0;
+                while c < m {
+                    let sums: &[f32] = match m - c {
+                        1 => &D::dots::<1>(self.k, row, [y(c)]),
+                        2 => &D::dots::<2>(self.k, row, [y(c), y(c + 1)]),
+                        3 => &D::dots::<3>(self.k, row, [y(c), y(c + 1), y(c + 2)]),
+                        _ => &D::dots::<4>(self.k, row, [y(c), y(c + 1), y(c + 2), y(c + 3)]),
+                    };
+                    for (i, &sum) in sums.iter().enumerate() {
+                        *out.add((c + i) * n + r) = sum;
+                    }
+                    c += sums.len();
+                }
+            }
+        }
     }
 }
 
@@ -272,6 +303,16 @@ mod q8_0 {
         f32::from_bits(bits)
     }
 
+    /// [`dots`] as a [`super::RowDots`] kernel.
+    pub struct Kernel;
+
+    impl super::RowDots for Kernel {
+        type Vector = Vector;
+        unsafe fn dots<const N: usize>(k: usize, row: *const u8, ys: [Vector; N]) -> [f32; N] {
+            unsafe { dots(k, row, ys) }
+        }
+    }
+
     /// One Q8_0 row of `k` values · `N` Q8_0 vectors (ggml's block layout).
     ///
     /// # Safety
@@ -331,6 +372,16 @@ mod q4_k {
         unsafe {
             let h = (at as *const i16).read_unaligned();
             _mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(h)))
+        }
+    }
+
+    /// [`dots`] as a [`super::RowDots`] kernel.
+    pub struct Kernel;
+
+    impl super::RowDots for Kernel {
+        type Vector = *const u8;
+        unsafe fn dots<const N: usize>(k: usize, row: *const u8, ys: [*const u8; N]) -> [f32; N] {
+            unsafe { dots(k, row, ys) }
         }
     }
 
