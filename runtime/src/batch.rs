@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::code_predictor::{CodePredictor, FrameInput};
-use crate::codec_decoder::{CodecDecoder, DecoderSession};
+use crate::codec_decoder::{CodecDecoder, DecoderSession, SavedState};
 use crate::error::{Error, Result};
 use crate::ggml::Backend;
 use crate::pipeline::{
@@ -55,7 +55,8 @@ pub enum BatchEvent<'a> {
 struct Sequence {
     id: SequenceId,
     talker: Talker,
-    vocoder: DecoderSession,
+    /// Its vocoder stream's state while another stream's is in the session.
+    audio_state: SavedState,
     audio: Chunker,
     prompt: Prompt,
     opts: GenerateOptions,
@@ -110,9 +111,12 @@ pub struct BatchSynthesizer {
     backend: Arc<Backend>,
     max_batch: usize,
     active: Vec<Sequence>,
-    /// Vocoder sessions of sequences that left, kept for the next ones
-    /// (their graphs are built already); at most `max_batch`.
-    idle_vocoders: Vec<DecoderSession>,
+    /// One vocoder session for all streams (its graphs and their compute
+    /// buffers are the big part); each stream's state is swapped in before
+    /// its chunk and saved after it.
+    vocoder_session: DecoderSession,
+    /// The sequence whose stream state the session holds.
+    live: Option<SequenceId>,
     talker_batch: DecodeBatch,
     code_predictor: CodePredictor,
     next_id: SequenceId,
@@ -137,12 +141,13 @@ impl BatchSynthesizer {
         }));
         Self {
             code_predictor: CodePredictor::new(model.code_predictor.clone(), backend.clone()),
+            vocoder_session: DecoderSession::new(vocoder.clone(), backend.clone()),
             model,
             vocoder,
             backend,
             max_batch: max_batch.clamp(1, MAX_BATCH),
             active: Vec::new(),
-            idle_vocoders: Vec::new(),
+            live: None,
             talker_batch: DecodeBatch::default(),
             next_id: 0,
             governor,
@@ -212,28 +217,20 @@ impl BatchSynthesizer {
         if opts.cancel.as_ref().is_some_and(CancelFlag::is_cancelled) {
             return Err(Error::Cancelled);
         }
-        let mut vocoder = self
-            .idle_vocoders
-            .pop()
-            .unwrap_or_else(|| DecoderSession::new(self.vocoder.clone(), self.backend.clone()));
-        let mut audio = Chunker::start(&mut vocoder, *stream, joined);
+        // The live stream's state was saved after its last chunk: the
+        // session may start this one.
+        let vocoder = &mut self.vocoder_session;
+        self.live = None;
+        let mut audio = Chunker::start(vocoder, *stream, joined);
         if let Voice::Icl { ref_codes, .. } = &req.voice {
-            // context only
-            if let Err(e) = vocoder.push_stream(&mut audio.cursor, ref_codes) {
-                self.idle_vocoders.push(vocoder);
-                return Err(e);
-            }
+            vocoder.push_stream(&mut audio.cursor, ref_codes)?; // context only
         }
+        let mut audio_state = SavedState::default();
+        vocoder.save_state(&mut audio_state);
         let prefilling = Instant::now();
         // Reserve for a first stretch of audio; the cache grows if needed.
         let reserve = prompt.len() + opts.max_new_tokens.min(opts.reserve_frames);
-        let (step, reused) = match talker.prefill(&prompt.prefill, reserve) {
-            Ok(prefilled) => prefilled,
-            Err(e) => {
-                self.idle_vocoders.push(vocoder);
-                return Err(e);
-            }
-        };
+        let (step, reused) = talker.prefill(&prompt.prefill, reserve)?;
         let times = DecodeTimes {
             prefill: prefilling.elapsed().as_secs_f64(),
             prefill_reused: reused,
@@ -241,10 +238,11 @@ impl BatchSynthesizer {
         };
         let id = self.next_id;
         self.next_id += 1;
+        self.live = Some(id);
         self.active.push(Sequence {
             id,
             talker,
-            vocoder,
+            audio_state,
             audio,
             processors: talker_processors(&model.config, opts),
             rng: Sampler::new(opts.seed),
@@ -267,8 +265,7 @@ impl BatchSynthesizer {
     pub fn cancel(&mut self, id: SequenceId) -> bool {
         match self.active.iter().position(|s| s.id == id) {
             Some(i) => {
-                let seq = self.remove(i);
-                self.return_vocoder(seq.vocoder);
+                self.remove(i);
                 true
             }
             None => false,
@@ -344,10 +341,19 @@ impl BatchSynthesizer {
             seq.frames.push(frame.clone());
             let n = seq.frames.len();
             let id = seq.id;
-            let delivered = seq.audio.frame(&mut seq.vocoder, frame, n, &mut |chunk| {
-                on_event(id, BatchEvent::Audio(chunk));
-                Ok(())
-            });
+            let vocoding = seq.audio.chunk_due();
+            if vocoding {
+                activate(&mut self.vocoder_session, &mut self.live, seq);
+            }
+            let delivered = seq
+                .audio
+                .frame(&mut self.vocoder_session, frame, n, &mut |chunk| {
+                    on_event(id, BatchEvent::Audio(chunk));
+                    Ok(())
+                });
+            if vocoding {
+                self.vocoder_session.save_state(&mut seq.audio_state);
+            }
             if let Err(e) = delivered {
                 ended.push((seq.id, Some(e)));
                 continue;
@@ -381,12 +387,12 @@ impl BatchSynthesizer {
                         on_event(id, BatchEvent::Audio(chunk));
                         Ok(())
                     };
+                    activate(&mut self.vocoder_session, &mut self.live, &seq);
                     seq.audio
-                        .emit(&mut seq.vocoder, n, true, &mut deliver)
+                        .emit(&mut self.vocoder_session, n, true, &mut deliver)
                         .map(|()| seq.summary(sample_rate))
                 }
             };
-            self.return_vocoder(seq.vocoder);
             match outcome {
                 Ok(summary) => on_event(id, BatchEvent::Done(summary)),
                 Err(e) => on_event(id, BatchEvent::Failed(e)),
@@ -423,8 +429,8 @@ impl BatchSynthesizer {
         }
     }
 
-    /// Takes sequence `i` out of the batch, freeing its cache (its vocoder
-    /// session goes back with [`BatchSynthesizer::return_vocoder`]).
+    /// Takes sequence `i` out of the batch, freeing its cache and its
+    /// stream state.
     fn remove(&mut self, i: usize) -> Sequence {
         let seq = self.active.remove(i);
         // The batch graph holds the caches of its sequences.
@@ -432,19 +438,19 @@ impl BatchSynthesizer {
         seq
     }
 
-    /// Keeps a vocoder session for the next sequence (its graphs are built).
-    fn return_vocoder(&mut self, vocoder: DecoderSession) {
-        if self.idle_vocoders.len() < self.max_batch {
-            self.idle_vocoders.push(vocoder);
-        }
-    }
-
     /// A computation shared by the batch failed: every sequence fails with it.
     fn fail_all(&mut self, e: &Error, on_event: &mut impl FnMut(SequenceId, BatchEvent<'_>)) {
         while !self.active.is_empty() {
             let seq = self.remove(0);
-            self.return_vocoder(seq.vocoder);
             on_event(seq.id, BatchEvent::Failed(Error::Compute(e.to_string())));
         }
+    }
+}
+
+/// Puts `seq`'s stream state in the vocoder session (unless it is there).
+fn activate(session: &mut DecoderSession, live: &mut Option<SequenceId>, seq: &Sequence) {
+    if *live != Some(seq.id) {
+        session.restore_state(&seq.audio_state);
+        *live = Some(seq.id);
     }
 }

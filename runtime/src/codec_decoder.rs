@@ -645,6 +645,48 @@ impl DecoderSession {
     }
 }
 
+/// A stream's decoder state kept outside the session, so that several
+/// streams can share one session's graphs (and their compute buffers):
+/// saved after a stream's push, restored before its next one.
+#[derive(Clone, Debug, Default)]
+pub struct SavedState {
+    /// Every state tensor's bytes, in the session's order.
+    tensors: Vec<Vec<u8>>,
+    position: usize,
+}
+
+impl DecoderSession {
+    /// Copies the current stream's state into `into`.
+    pub fn save_state(&self, into: &mut SavedState) {
+        let st = &self.state;
+        into.tensors.clear();
+        into.tensors.extend(
+            st.context
+                .iter()
+                .chain(&st.k)
+                .chain(&st.v)
+                .map(|t| t.get_bytes()),
+        );
+        into.position = self.position;
+    }
+
+    /// Makes `from` (saved by [`DecoderSession::save_state`] of this
+    /// session) the current stream's state.
+    pub fn restore_state(&mut self, from: &SavedState) {
+        let st = &self.state;
+        for (t, bytes) in st
+            .context
+            .iter()
+            .chain(&st.k)
+            .chain(&st.v)
+            .zip(&from.tensors)
+        {
+            t.set_bytes_at(0, bytes);
+        }
+        self.position = from.position;
+    }
+}
+
 /// Where a stream is: frames pushed so far and the last [`CHUNK_CONTEXT`]
 /// of them (replayed at a chunk start).
 #[derive(Clone, Debug, Default)]

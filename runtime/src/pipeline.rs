@@ -834,6 +834,11 @@ impl Chunker {
         }
     }
 
+    /// Whether the next frame makes a chunk (the vocoder runs).
+    pub(crate) fn chunk_due(&self) -> bool {
+        self.pending.len() + 1 >= self.due
+    }
+
     /// Frame `n` (1-based) of the utterance; a chunk when one is due.
     pub(crate) fn frame(
         &mut self,
