@@ -217,3 +217,39 @@ pub fn request(case: &serde_json::Value, dump: &Dump) -> qwen3_tts::prompt::Requ
         non_streaming: kw["non_streaming_mode"].as_bool(),
     }
 }
+
+/// `--name value` flags of the benchmark examples.
+pub struct ExampleArgs(Vec<String>);
+
+impl ExampleArgs {
+    /// The process's arguments.
+    pub fn from_env() -> Self {
+        Self(std::env::args().collect())
+    }
+
+    /// The value after `--{name}`, if given.
+    pub fn get(&self, name: &str) -> Option<String> {
+        let flag = format!("--{name}");
+        self.0
+            .iter()
+            .position(|a| *a == flag)
+            .and_then(|i| self.0.get(i + 1).cloned())
+    }
+
+    /// `--{name}` as a number, `default` when absent.
+    pub fn num(&self, name: &str, default: usize) -> usize {
+        self.get(name).map_or(default, |v| {
+            v.parse().unwrap_or_else(|_| panic!("--{name} {v}"))
+        })
+    }
+}
+
+/// The process's peak resident set (Linux VmHWM) in MB; NaN where unknown.
+pub fn peak_rss_mb() -> f64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map_or(f64::NAN, |kb| kb / 1024.0)
+}

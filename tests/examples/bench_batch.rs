@@ -33,15 +33,6 @@ const TEXTS: [&str; 8] = [
     "Reading numbers aloud: one, two, three, four, five.",
 ];
 
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(0.0, |kb| kb / 1024.0)
-}
-
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
     v[v.len() / 2]
@@ -109,13 +100,9 @@ fn run(
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let get = |k: &str| {
-        args.iter()
-            .position(|a| a == &format!("--{k}"))
-            .map(|i| args[i + 1].clone())
-    };
-    let num = |k: &str, d: usize| get(k).map_or(d, |v| v.parse().expect(k));
+    let args = qwen3_tts_tests::ExampleArgs::from_env();
+    let get = |k: &str| args.get(k);
+    let num = |k: &str, d: usize| args.num(k, d);
     let tts = PathBuf::from(get("tts").expect("--tts"));
     let tokenizer = PathBuf::from(get("tokenizer").expect("--tokenizer"));
     let ref_audio = PathBuf::from(get("ref-audio").expect("--ref-audio"));
@@ -177,6 +164,6 @@ fn main() {
         median(figures.iter().map(|f| f.4).collect()),
         median(figures.iter().map(|f| f.5).collect()),
         median(figures.iter().map(|f| f.6).collect()),
-        peak_rss_mb(),
+        qwen3_tts_tests::peak_rss_mb(),
     );
 }

@@ -16,12 +16,8 @@ use qwen3_tts::sampler::{Sampler, SamplingParams};
 use qwen3_tts::talker::{DecodeBatch, StepInput, Talker};
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let get = |k: &str| {
-        args.iter()
-            .position(|a| a == &format!("--{k}"))
-            .map(|i| args[i + 1].clone())
-    };
+    let args = qwen3_tts_tests::ExampleArgs::from_env();
+    let get = |k: &str| args.get(k);
     let tts = get("tts").expect("--tts");
     let threads: usize = get("threads").map_or(2, |v| v.parse().expect("threads"));
     let iters: usize = get("iters").map_or(10, |v| v.parse().expect("iters"));

@@ -64,16 +64,6 @@ fn parse() -> Args {
     }
 }
 
-/// This process's peak resident set (VmHWM) in MB.
-fn peak_rss_mb() -> f64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
-        .map_or(f64::NAN, |kb| kb / 1024.0)
-}
-
 /// Starts a new peak-RSS window (Linux: writing 5 to clear_refs resets VmHWM).
 fn reset_peak_rss() {
     let _ = std::fs::write("/proc/self/clear_refs", "5");
@@ -226,7 +216,7 @@ fn main() {
     for _ in 0..a.runs {
         reset_peak_rss();
         runs.push(run_once(&a, &samples));
-        peak = peak.max(peak_rss_mb());
+        peak = peak.max(qwen3_tts_tests::peak_rss_mb());
     }
     let mut metrics = serde_json::Map::new();
     for key in runs[0].keys() {

@@ -26,13 +26,9 @@ fn median(mut v: Vec<f64>) -> f64 {
 }
 
 fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let get = |k: &str| {
-        args.iter()
-            .position(|a| a == &format!("--{k}"))
-            .map(|i| args[i + 1].clone())
-    };
-    let num = |k: &str, d: usize| get(k).map_or(d, |v| v.parse().expect(k));
+    let args = qwen3_tts_tests::ExampleArgs::from_env();
+    let get = |k: &str| args.get(k);
+    let num = |k: &str, d: usize| args.num(k, d);
     let tts = PathBuf::from(get("tts").expect("--tts"));
     let tokenizer = PathBuf::from(get("tokenizer").expect("--tokenizer"));
     let ref_audio = PathBuf::from(get("ref-audio").expect("--ref-audio"));
