@@ -3,20 +3,26 @@
 
 use std::sync::Arc;
 
-use qwen3_tts::ggml::{quantize, Backend, GgmlType, OwnedGraph, TensorStore};
+use qwen3_tts::ggml::{quantize, Backend, GgmlType, OwnedGraph, StoredTensor, TensorStore};
 
-/// `w · x` through `mul_mat` and through ggml's `mul_mat`, with 2 threads.
-fn both_paths(ty: GgmlType, k: usize, n: usize, m: usize) -> (Vec<f32>, Vec<f32>) {
+/// Weights `[k, n]` of type `ty` in a store, and `m` input vectors of `k`.
+fn inputs(ty: GgmlType, k: usize, n: usize, m: usize) -> (StoredTensor, Vec<f32>) {
     let w: Vec<f32> = (0..k * n)
         .map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 0.2)
         .collect();
     let x: Vec<f32> = (0..k * m)
         .map(|i| ((i * 104_729 % 997) as f32 / 997.0 - 0.5) * 3.0)
         .collect();
-    let backend = Arc::new(Backend::cpu(2));
     let store = TensorStore::new(&[("w".to_string(), ty, vec![k as i64, n as i64])]);
     let stored = store.get("w").unwrap();
     stored.set_bytes_at(0, &quantize(ty, &w, k));
+    (stored, x)
+}
+
+/// `w · x` through `mul_mat` and through ggml's `mul_mat`, with 2 threads.
+fn both_paths(ty: GgmlType, k: usize, n: usize, m: usize) -> (Vec<f32>, Vec<f32>) {
+    let (stored, x) = inputs(ty, k, n, m);
+    let backend = Arc::new(Backend::cpu(2));
     let mut g = OwnedGraph::build(&backend, 16, |ctx| {
         let w = ctx.stored(&stored);
         let x = ctx
@@ -68,16 +74,8 @@ fn several_vectors_match_ggml() {
 /// `w · x` of `m` columns in a row-dot context, and each column alone
 /// through ggml's one-column product.
 fn row_dots_and_columns(ty: GgmlType, k: usize, n: usize, m: usize) -> (Vec<f32>, Vec<Vec<f32>>) {
-    let w: Vec<f32> = (0..k * n)
-        .map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 0.2)
-        .collect();
-    let x: Vec<f32> = (0..k * m)
-        .map(|i| ((i * 104_729 % 997) as f32 / 997.0 - 0.5) * 3.0)
-        .collect();
+    let (stored, x) = inputs(ty, k, n, m);
     let backend = Arc::new(Backend::cpu(2));
-    let store = TensorStore::new(&[("w".to_string(), ty, vec![k as i64, n as i64])]);
-    let stored = store.get("w").unwrap();
-    stored.set_bytes_at(0, &quantize(ty, &w, k));
     let mut g = OwnedGraph::build(&backend, 64, |ctx| {
         ctx.set_row_dots(true);
         let w = ctx.stored(&stored);
