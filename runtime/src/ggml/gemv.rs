@@ -256,12 +256,12 @@ mod q8_0 {
             && is_x86_feature_detected!("f16c")
     }
 
-    /// The f16 scale at the start of a block, as f32 (exact).
+    /// The f16 at `at` (a block's scale), as f32 (exact).
     #[inline]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn scale(block: *const u8) -> f32 {
+    pub(super) unsafe fn half(at: *const u8) -> f32 {
         unsafe {
-            let h = (block as *const i16).read_unaligned();
+            let h = (at as *const i16).read_unaligned();
             _mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(h)))
         }
     }
@@ -280,27 +280,8 @@ mod q8_0 {
         out.extend(
             vectors
                 .chunks_exact(BLOCK_BYTES)
-                .map(|b| half_to_f32(u16::from_le_bytes([b[0], b[1]]))),
+                .map(|b| ::half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
         );
-    }
-
-    /// IEEE binary16 → f32 (exact, as F16C's conversion).
-    fn half_to_f32(h: u16) -> f32 {
-        let sign = ((h >> 15) as u32) << 31;
-        let exp = ((h >> 10) & 0x1f) as u32;
-        let frac = (h & 0x3ff) as u32;
-        let bits = match (exp, frac) {
-            (0, 0) => sign,
-            (0, _) => {
-                // subnormal: normalise
-                let shift = frac.leading_zeros() - 21;
-                let frac = (frac << shift) & 0x3ff;
-                sign | ((113 - shift) << 23) | (frac << 13)
-            }
-            (0x1f, _) => sign | 0x7f80_0000 | (frac << 13),
-            _ => sign | ((exp + 112) << 23) | (frac << 13),
-        };
-        f32::from_bits(bits)
     }
 
     /// [`dots`] as a [`super::RowDots`] kernel.
@@ -328,7 +309,7 @@ mod q8_0 {
                 _mm_prefetch::<_MM_HINT_T0>(xb.wrapping_add(super::PREFETCH_AHEAD) as *const i8);
                 let x = _mm256_loadu_si256(xb.add(2) as *const __m256i);
                 let x_abs = _mm256_sign_epi8(x, x);
-                let x_scale = scale(xb);
+                let x_scale = half(xb);
                 for (acc, y) in acc.iter_mut().zip(&ys) {
                     let yb = y.blocks.add(b * BLOCK_BYTES);
                     let yq = _mm256_loadu_si256(yb.add(2) as *const __m256i);
@@ -366,14 +347,7 @@ mod q4_k {
     /// f32 d, 256 i8, 16 i16 sums of 16.
     const VECTOR_BLOCK_BYTES: usize = 4 + QK_K + 2 * QK_K / 16;
 
-    #[inline]
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn half(at: *const u8) -> f32 {
-        unsafe {
-            let h = (at as *const i16).read_unaligned();
-            _mm_cvtss_f32(_mm_cvtph_ps(_mm_set1_epi16(h)))
-        }
-    }
+    use super::q8_0::half;
 
     /// [`dots`] as a [`super::RowDots`] kernel.
     pub struct Kernel;
