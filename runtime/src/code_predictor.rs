@@ -107,49 +107,70 @@ struct PickInputs {
     scratch: Option<Slot>,
 }
 
-/// Picks a code from `logits` `[cb]` as `params` say.
+/// Picks one code per column of `logits` `[cb, n]` as `params` say → I32
+/// `[n]`. Every operation works row by row, so each column gets what it
+/// gets alone; the noise input is `[cb, n]`, one row per sequence.
 fn pick<'a>(
     ctx: &'a Context,
     logits: Tensor<'a>,
     params: &SamplingParams,
 ) -> (Tensor<'a>, PickInputs) {
     let mut inputs = PickInputs::default();
+    let [cb, n, ..] = logits.ne();
     if !params.do_sample {
-        return (
-            ctx.argmax(ctx.reshape(logits, &[logits.ne()[0], 1])),
-            inputs,
-        );
+        return (ctx.argmax(logits), inputs);
     }
-    let cb = logits.ne()[0];
+    let rows = |x| ctx.reshape(x, &[1, cb, n]);
     let mut l = ctx.scale(logits, 1.0 / params.temperature);
     if params.top_k > 0 && (params.top_k as i64) < cb {
         // keep every token whose score ≥ the k-th largest (ties kept)
         let order = ctx.argsort_desc(l);
-        let kth = ctx.view(order, &[1], &[], (params.top_k - 1) * 4);
-        let thr = ctx.get_rows(ctx.reshape(l, &[1, cb]), kth);
-        let below = ctx.step(ctx.scale(ctx.sub(l, ctx.reshape(thr, &[1])), -1.0));
+        let kth = ctx.view(order, &[1, n], &[cb as usize * 4], (params.top_k - 1) * 4);
+        let thr = ctx.reshape(ctx.get_rows(rows(l), kth), &[1, n]);
+        let below = ctx.step(ctx.scale(ctx.sub(l, thr), -1.0));
         l = ctx.add(l, ctx.scale(below, -FILTERED.abs()));
     }
     if params.top_p < 1.0 {
         // HF TopP: drop tokens whose higher-ranked probability mass ≥ top_p
         let order = ctx.argsort_desc(l);
-        let sorted = ctx.reshape(ctx.get_rows(ctx.reshape(l, &[1, cb]), order), &[cb]);
+        let sorted = ctx.reshape(ctx.get_rows(rows(l), order), &[cb, n]);
         let p = ctx.soft_max_ext(sorted, None, 1.0);
         let before = ctx.sub(ctx.cumsum(p), p);
         let top_p = ctx.new_tensor(GgmlType::F32, &[1]).set_input();
         inputs.top_p = Some(ctx.slot(top_p));
         let keep_sorted = ctx.step(ctx.sub(ctx.scale(before, -1.0), ctx.scale(top_p, -1.0)));
-        let scratch = ctx.new_tensor(GgmlType::F32, &[1, cb]).set_input();
+        let scratch = ctx.new_tensor(GgmlType::F32, &[1, cb, n]).set_input();
         inputs.scratch = Some(ctx.slot(scratch));
-        let keep = ctx.set_rows(scratch, ctx.reshape(keep_sorted, &[1, cb]), order);
+        let keep = ctx.set_rows(scratch, rows(keep_sorted), order);
         l = ctx.add(
             l,
-            ctx.reshape(ctx.scale_bias(keep, FILTERED.abs(), FILTERED), &[cb]),
+            ctx.reshape(ctx.scale_bias(keep, FILTERED.abs(), FILTERED), &[cb, n]),
         );
     }
-    let noise = ctx.new_tensor(GgmlType::F32, &[cb]).set_input();
+    let noise = ctx.new_tensor(GgmlType::F32, &[cb, n]).set_input();
     inputs.noise = Some(ctx.slot(noise));
-    (ctx.argmax(ctx.reshape(ctx.add(l, noise), &[cb, 1])), inputs)
+    (ctx.argmax(ctx.add(l, noise)), inputs)
+}
+
+/// Runs of consecutive sequences with the same entry of a [`FrameKey`]
+/// (same sampling settings, both forced or not), as `start..end`: each run
+/// picks its codes with one set of operations.
+fn runs(key: &FrameKey) -> Vec<std::ops::Range<usize>> {
+    let mut runs: Vec<std::ops::Range<usize>> = Vec::new();
+    for (i, entry) in key.iter().enumerate() {
+        match runs.last_mut() {
+            Some(run) if key[run.start] == *entry => run.end = i + 1,
+            _ => runs.push(i..i + 1),
+        }
+    }
+    runs
+}
+
+/// One run's pick in one pass: its sampling inputs and its codes `[run]`.
+struct RunPick {
+    sequences: std::ops::Range<usize>,
+    inputs: PickInputs,
+    codes: Slot,
 }
 
 /// Inputs and outputs of the frame graph of a batch of sequences.
@@ -161,9 +182,9 @@ struct FrameIo {
     mask0: Slot,
     /// Per sequence: its given codes 1..15 (teacher forcing).
     forced: Vec<Option<Slot>>,
-    /// Per pass: the raw logits `[codebook, batch]`, and per sequence its
-    /// sampling inputs and picked code.
-    passes: Vec<(Slot, Vec<(PickInputs, Slot)>)>,
+    /// Per pass: the raw logits `[codebook, batch]`, and per run of
+    /// sequences with the same settings its sampling inputs and codes.
+    passes: Vec<(Slot, Vec<RunPick>)>,
     /// `[talker hidden, batch]`.
     frame: Slot,
 }
@@ -234,6 +255,7 @@ impl CodePredictor {
                 })
                 .collect();
             let project = |x| project(ctx, w.mtp_proj.as_ref(), x);
+            let runs = runs(key);
             let mut kv: Vec<Option<(Tensor<'_>, Tensor<'_>)>> = vec![None; c.layers];
 
             let e0 = ctx.get_rows(ctx.stored(&w.talker_codec_embd), c0);
@@ -274,18 +296,27 @@ impl CodePredictor {
                 };
                 let y = rms_norm(ctx, last, ctx.stored(&w.output_norm), c.rms_eps);
                 let logits = ctx.mul_mat(ctx.stored(&w.heads[s]), y);
-                let mut picks = Vec::with_capacity(b);
-                let mut fed = Vec::with_capacity(b);
-                for (i, (params, _)) in key.iter().enumerate() {
-                    let own = ctx.view(logits, &[cb as i64], &[], i * cb * 4);
-                    let (code, inputs) = pick(ctx, own, params);
-                    // teacher forcing feeds the given code instead of the pick
-                    fed.push(match given[i] {
-                        Some(g) => ctx.view(g, &[1], &[], s * 4),
-                        None => code,
+                let mut picks = Vec::with_capacity(runs.len());
+                let mut fed = Vec::with_capacity(runs.len());
+                for run in &runs {
+                    let (params, forced) = &key[run.start];
+                    let len = run.len() as i64;
+                    let own = ctx.view(logits, &[cb as i64, len], &[cb * 4], run.start * cb * 4);
+                    let (codes, inputs) = pick(ctx, own, params);
+                    // teacher forcing feeds the given codes instead of the picks
+                    match forced {
+                        true => fed.extend(run.clone().map(|i| {
+                            let g = given[i].expect("a forced sequence has its codes");
+                            ctx.view(g, &[1], &[], s * 4)
+                        })),
+                        false => fed.push(codes),
+                    }
+                    picks.push(RunPick {
+                        sequences: run.clone(),
+                        inputs,
+                        codes: ctx.slot(codes),
                     });
-                    picks.push((inputs, ctx.slot(code)));
-                    outputs.push(code);
+                    outputs.push(codes);
                 }
                 let fed = fed[1..]
                     .iter()
@@ -432,15 +463,18 @@ impl CodePredictor {
                 }
             }
             for (s, (_, picks)) in io.passes.iter().enumerate() {
-                for (i, (inputs_slots, _)) in picks.iter().enumerate() {
-                    if let Some(slot) = inputs_slots.noise {
-                        g.tensor(slot).set_f32(&noise[i][s]);
+                for pick in picks {
+                    let run = pick.sequences.clone();
+                    if let Some(slot) = pick.inputs.noise {
+                        let noise: Vec<f32> =
+                            run.clone().flat_map(|i| noise[i][s].clone()).collect();
+                        g.tensor(slot).set_f32(&noise);
                     }
-                    if let Some(slot) = inputs_slots.top_p {
-                        g.tensor(slot).set_f32(&[inputs[i].params.top_p]);
+                    if let Some(slot) = pick.inputs.top_p {
+                        g.tensor(slot).set_f32(&[inputs[run.start].params.top_p]);
                     }
-                    if let Some(slot) = inputs_slots.scratch {
-                        g.tensor(slot).set_f32(&vec![0.0; cb]);
+                    if let Some(slot) = pick.inputs.scratch {
+                        g.tensor(slot).set_f32(&vec![0.0; cb * run.len()]);
                     }
                 }
             }
@@ -455,11 +489,14 @@ impl CodePredictor {
             .collect();
         for (logits, picks) in &io.passes {
             let logits = g.tensor(*logits).get_f32();
-            for ((seq, (_, code)), own) in out.iter_mut().zip(picks).zip(logits.chunks_exact(cb)) {
-                let code = g.tensor(*code).get_bytes();
-                seq.codes
-                    .push(i32::from_le_bytes([code[0], code[1], code[2], code[3]]) as u32);
+            for (seq, own) in out.iter_mut().zip(logits.chunks_exact(cb)) {
                 seq.logits.extend_from_slice(own);
+            }
+            for pick in picks {
+                let codes = g.tensor(pick.codes).get_i32();
+                for (seq, code) in out[pick.sequences.clone()].iter_mut().zip(codes) {
+                    seq.codes.push(code as u32);
+                }
             }
         }
         let frame = g.tensor(io.frame).get_f32();

@@ -273,10 +273,11 @@ impl CodecEncoder {
             g.tensor(pos_in).set_i32(&pos);
             g.tensor(mask_in).set_f32(&mask);
         })?;
-        let ids = graph.tensor(codes_out).get_bytes();
-        let ids: Vec<u32> = ids
-            .chunks_exact(4)
-            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as u32)
+        let ids: Vec<u32> = graph
+            .tensor(codes_out)
+            .get_i32()
+            .into_iter()
+            .map(|id| id as u32)
             .collect();
         let nq = cfg.num_quantizers;
         Ok((0..frames)

@@ -449,45 +449,71 @@ fn batched_steps_equal_solo_steps_bit_for_bit() {
             last = want.into_iter().map(|s| s.hidden).collect();
         }
 
+        let top_k = SamplingParams {
+            do_sample: true,
+            temperature: 0.9,
+            top_k: 5,
+            top_p: 1.0,
+        };
+        let top_p = SamplingParams {
+            do_sample: true,
+            temperature: 1.1,
+            top_k: 0,
+            top_p: 0.8,
+        };
+        let both = SamplingParams {
+            do_sample: true,
+            temperature: 0.7,
+            top_k: 9,
+            top_p: 0.9,
+        };
+        // Neighbours with the same settings pick together (one run): runs of
+        // one, two and three sequences, and a teacher-forced run of two.
         let params = [
             SamplingParams::greedy(),
-            SamplingParams {
-                do_sample: true,
-                temperature: 0.9,
-                top_k: 5,
-                top_p: 1.0,
-            },
-            SamplingParams {
-                do_sample: true,
-                temperature: 1.1,
-                top_k: 0,
-                top_p: 0.8,
-            },
+            top_k.clone(),
+            top_k.clone(),
+            top_p,
+            both.clone(),
+            both.clone(),
+            both.clone(),
+            top_k.clone(),
+            top_k,
         ];
+        let forced = |i: usize| i >= 7;
+        let n = params.len();
         let mut alone = CodePredictor::new(m.model.code_predictor.clone(), backend.clone());
         let mut shared = CodePredictor::new(m.model.code_predictor.clone(), backend.clone());
-        let mut rngs_alone: Vec<Sampler> = (0..3).map(|i| Sampler::new(40 + i)).collect();
-        let mut rngs_shared: Vec<Sampler> = (0..3).map(|i| Sampler::new(40 + i)).collect();
+        let mut rngs_alone: Vec<Sampler> = (0..n).map(|i| Sampler::new(40 + i as u64)).collect();
+        let mut rngs_shared: Vec<Sampler> = (0..n).map(|i| Sampler::new(40 + i as u64)).collect();
+        let groups = m.model.config.num_code_groups;
+        let given = |frame: u32, i: usize| -> Vec<u32> {
+            (0..groups as u32)
+                .map(|g| (3 + frame + i as u32 + 11 * g) % 97)
+                .collect()
+        };
         for frame in 0..3u32 {
-            let want: Vec<_> = (0..3)
+            let want: Vec<_> = (0..n)
                 .map(|i| {
-                    alone
-                        .predict(
-                            &last[i],
-                            3 + frame + i as u32,
-                            &params[i],
-                            &mut rngs_alone[i],
-                        )
-                        .unwrap()
+                    let (hidden, rng) = (&last[i % last.len()], &mut rngs_alone[i]);
+                    match forced(i) {
+                        true => alone.predict_forced(hidden, &given(frame, i), &params[i], rng),
+                        false => alone.predict(hidden, 3 + frame + i as u32, &params[i], rng),
+                    }
+                    .unwrap()
                 })
                 .collect();
+            let frames: Vec<Vec<u32>> = (0..n).map(|i| given(frame, i)).collect();
             let mut inputs: Vec<FrameInput<'_>> = rngs_shared
                 .iter_mut()
                 .enumerate()
                 .map(|(i, rng)| FrameInput {
-                    hidden: &last[i],
-                    c0: 3 + frame + i as u32,
-                    forced: None,
+                    hidden: &last[i % last.len()],
+                    c0: match forced(i) {
+                        true => frames[i][0],
+                        false => 3 + frame + i as u32,
+                    },
+                    forced: forced(i).then(|| &frames[i][1..]),
                     params: &params[i],
                     rng,
                 })

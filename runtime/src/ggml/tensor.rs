@@ -187,6 +187,11 @@ impl<'ctx> Tensor<'ctx> {
     pub fn element_size(&self) -> usize {
         unsafe { sys::ggml_element_size(self.raw()) }
     }
+    /// Whether the elements lie back to back in order (dims of size 1 aside),
+    /// so that a reshape can stand in for a copy.
+    pub fn is_contiguous(&self) -> bool {
+        unsafe { sys::ggml_is_contiguous(self.raw()) }
+    }
     /// The operation that computes this tensor, as ggml names it
     /// (`MUL_MAT`, `CUSTOM`, … ; `NONE` for leaves).
     pub fn op(&self) -> String {
@@ -273,6 +278,19 @@ impl<'ctx> Tensor<'ctx> {
         let mut out = vec![0u8; self.n_bytes()];
         unsafe { sys::ggml_backend_tensor_get(self.raw(), out.as_mut_ptr().cast(), 0, out.len()) };
         out
+    }
+    /// Reads an I32 tensor back.
+    pub fn get_i32(&self) -> Vec<i32> {
+        assert_eq!(
+            self.ty(),
+            GgmlType::I32,
+            "get_i32 on a {:?} tensor",
+            self.ty()
+        );
+        self.get_bytes()
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+            .collect()
     }
     /// Reads the tensor back as f32 (dequantising / converting as needed).
     /// Non-contiguous views are not supported.
