@@ -14,10 +14,12 @@ use std::sync::Arc;
 
 use crate::config::{TransformerConfig, TtsConfig};
 use crate::error::{Error, Result};
-use crate::ggml::{Backend, Context, GgmlType, OwnedGraph, Slot, StoredTensor, Tensor};
+use crate::ggml::{
+    Backend, Context, GgmlType, OwnedGraph, Slot, StoredTensor, Tensor, TensorStore,
+};
 use crate::gguf_schema::tensors::code_predictor as names;
 use crate::layers::{
-    attend, attention_inputs, block_with, linear, rms_norm, transposed, BlockKind, BlockWeights,
+    attend, attention_inputs, block_with, linear, rms_norm, value_slots, BlockKind, BlockWeights,
 };
 use crate::sampler::{Sampler, SamplingParams};
 use crate::weights::{Linear, WeightSource};
@@ -173,6 +175,122 @@ struct RunPick {
     codes: Slot,
 }
 
+/// The keys and values of a frame's tokens (2 + 14 positions for 16 code
+/// groups) for each
+/// layer and sequence, written by each pass where the next ones read them
+/// (the graph's own memory, rewritten every frame): keys `[hd·kv_heads,
+/// positions, batch]`, values transposed `[positions, hd·kv_heads, batch]`,
+/// as [`attend`] takes them, so no pass copies what came before.
+struct FrameCache {
+    k: Vec<StoredTensor>,
+    v: Vec<StoredTensor>,
+}
+
+impl FrameCache {
+    /// Positions per frame of `groups` − 1 passes: the first pass has two
+    /// tokens.
+    fn positions(groups: usize) -> usize {
+        groups
+    }
+
+    fn new(cfg: &TransformerConfig, positions: usize, batch: usize) -> Self {
+        let width = (cfg.head_dim * cfg.kv_heads) as i64;
+        let (positions, b) = (positions as i64, batch as i64);
+        let name = |kv: &str, l: usize| format!("{kv}{l}");
+        let specs: Vec<_> = (0..cfg.layers)
+            .flat_map(|l| {
+                [
+                    (name("k", l), GgmlType::F32, vec![width, positions, b]),
+                    (name("v", l), GgmlType::F32, vec![positions, width, b]),
+                ]
+            })
+            .collect();
+        let store = TensorStore::new(&specs);
+        let get = |kv: &str| -> Vec<StoredTensor> {
+            (0..cfg.layers)
+                .map(|l| store.get(&name(kv, l)).expect("just created"))
+                .collect()
+        };
+        Self {
+            k: get("k"),
+            v: get("v"),
+        }
+    }
+
+    /// The first position pass `s` writes (pass 0 writes 0 and 1).
+    fn first_position(s: usize) -> usize {
+        if s == 0 {
+            0
+        } else {
+            s + 1
+        }
+    }
+
+    /// Pass `s`'s key rows (position + `per`·sequence, per token in the
+    /// order of the pass's columns) and value slots (see [`value_slots`];
+    /// each sequence's values a further `per`·width on) for `batch`
+    /// sequences of `per` positions.
+    fn slots(cfg: &TransformerConfig, per: usize, s: usize, batch: usize) -> (Vec<i32>, Vec<i32>) {
+        let width = cfg.head_dim * cfg.kv_heads;
+        let first = Self::first_position(s);
+        let positions: Vec<usize> = (first..first + if s == 0 { 2 } else { 1 }).collect();
+        let rows = (0..batch)
+            .flat_map(|i| positions.iter().map(move |p| (p + per * i) as i32))
+            .collect();
+        let one = value_slots(&positions, width, per);
+        let slots = (0..batch)
+            .flat_map(|i| one.iter().map(move |&v| v + (per * width * i) as i32))
+            .collect();
+        (rows, slots)
+    }
+
+    /// Writes layer `l`'s keys `k` `[hd, kv_heads, n·batch]` and values
+    /// `v` (the same) at `key_rows` / `value_slots`; returns the first
+    /// `n_kv` positions of every sequence, keys `[hd, kv_heads, n_kv,
+    /// batch]` and values `[n_kv, hd, kv_heads, batch]`, read through the
+    /// writes.
+    #[allow(clippy::too_many_arguments)]
+    fn write<'a>(
+        &self,
+        ctx: &'a Context,
+        l: usize,
+        k: Tensor<'a>,
+        v: Tensor<'a>,
+        key_rows: Tensor<'a>,
+        value_slots: Tensor<'a>,
+        n_kv: usize,
+    ) -> (Tensor<'a>, Tensor<'a>) {
+        let [hd, nkv, ..] = k.ne();
+        let (k_cache, v_cache) = (ctx.stored(&self.k[l]), ctx.stored(&self.v[l]));
+        let [width, per, b, _] = k_cache.ne();
+        let tokens = k.ne()[2];
+        let keys = ctx.set_rows(
+            ctx.reshape(k_cache, &[width, per * b]),
+            ctx.reshape(k, &[width, tokens]),
+            key_rows,
+        );
+        let values = ctx.set_rows(
+            ctx.reshape(v_cache, &[1, per * width * b]),
+            ctx.reshape(v, &[1, width * tokens]),
+            value_slots,
+        );
+        let (per, width) = (per as usize, width as usize);
+        let keys = ctx.view(
+            keys,
+            &[hd, nkv, n_kv as i64, b],
+            &[hd as usize * 4, width * 4, per * width * 4],
+            0,
+        );
+        let values = ctx.view(
+            values,
+            &[n_kv as i64, hd, nkv, b],
+            &[per * 4, per * hd as usize * 4, per * width * 4],
+            0,
+        );
+        (keys, values)
+    }
+}
+
 /// Inputs and outputs of the frame graph of a batch of sequences.
 struct FrameIo {
     /// `[talker hidden, batch]`, `[batch]`.
@@ -182,6 +300,8 @@ struct FrameIo {
     mask0: Slot,
     /// Per sequence: its given codes 1..15 (teacher forcing).
     forced: Vec<Option<Slot>>,
+    /// Per pass: where its tokens' keys and values go in the frame cache.
+    cache_slots: Vec<(Slot, Slot)>,
     /// Per pass: the raw logits `[codebook, batch]`, and per run of
     /// sequences with the same settings its sampling inputs and codes.
     passes: Vec<(Slot, Vec<RunPick>)>,
@@ -256,7 +376,8 @@ impl CodePredictor {
                 .collect();
             let project = |x| project(ctx, w.mtp_proj.as_ref(), x);
             let runs = runs(key);
-            let mut kv: Vec<Option<(Tensor<'_>, Tensor<'_>)>> = vec![None; c.layers];
+            let cache = FrameCache::new(c, FrameCache::positions(w.groups()), b);
+            let mut cache_slots = Vec::with_capacity(groups);
 
             let e0 = ctx.get_rows(ctx.stored(&w.talker_codec_embd), c0);
             let mut frame = e0;
@@ -270,21 +391,20 @@ impl CodePredictor {
                 let n: i64 = if s == 0 { 2 } else { 1 };
                 let first = if s == 0 { 0 } else { (s + 1) * b };
                 let p = ctx.view(pos, &[n * bi], &[], first * 4);
+                let key_rows = ctx.new_tensor(GgmlType::I32, &[n * bi]).set_input();
+                let value_slots = ctx
+                    .new_tensor(GgmlType::I32, &[hd * nkv * n * bi])
+                    .set_input();
+                cache_slots.push((ctx.slot(key_rows), ctx.slot(value_slots)));
+                let n_kv = FrameCache::first_position(s) + n as usize;
                 let mut h = x;
                 for (l, bw) in w.blocks.iter().enumerate() {
-                    let cache = &mut kv[l];
                     h = block_with(ctx, c, bw, h, |xn| {
                         let (q, k, v) = attention_inputs(ctx, c, bw, xn, p);
                         let q = ctx.reshape(q, &[hd, nh, n, bi]);
-                        let k = ctx.reshape(k, &[hd, nkv, n, bi]);
-                        let v = ctx.reshape(ctx.cont(v), &[hd, nkv, n, bi]);
-                        let (k_all, v_all) = match *cache {
-                            Some((pk, pv)) => (ctx.concat(pk, k, 2), ctx.concat(pv, v, 2)),
-                            None => (k, v),
-                        };
-                        *cache = Some((k_all, v_all));
+                        let (k_all, v_t) = cache.write(ctx, l, k, v, key_rows, value_slots, n_kv);
                         let mask = (s == 0).then_some(mask0);
-                        let attn = attend(ctx, c, q, k_all, transposed(ctx, v_all), mask);
+                        let attn = attend(ctx, c, q, k_all, v_t, mask);
                         ctx.mul_mat(ctx.stored(&bw.o), attn)
                     });
                 }
@@ -336,6 +456,7 @@ impl CodePredictor {
                 pos: ctx.slot(pos),
                 mask0: ctx.slot(mask0),
                 forced: given.iter().map(|g| g.map(|g| ctx.slot(g))).collect(),
+                cache_slots,
                 passes,
                 frame: ctx.slot(frame),
             };
@@ -461,6 +582,12 @@ impl CodePredictor {
                     g.tensor(*slot)
                         .set_i32(&f.iter().map(|&c| c as i32).collect::<Vec<_>>());
                 }
+            }
+            for (s, &(key_rows, value_slots)) in io.cache_slots.iter().enumerate() {
+                let per = FrameCache::positions(self.weights.groups());
+                let (rows, slots) = FrameCache::slots(&self.weights.cfg, per, s, b);
+                g.tensor(key_rows).set_i32(&rows);
+                g.tensor(value_slots).set_i32(&slots);
             }
             for (s, (_, picks)) in io.passes.iter().enumerate() {
                 for pick in picks {

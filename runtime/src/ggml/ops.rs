@@ -209,7 +209,7 @@ impl Context {
     ) -> Tensor<'a> {
         self.wrap(unsafe { sys::ggml_set_rows(self.raw(), dst.raw(), src.raw(), rows.raw()) })
     }
-    /// A view of `a` with dims `ne` (up to 3), byte strides `nb` (for dims 1..)
+    /// A view of `a` with dims `ne` (up to 4), byte strides `nb` (for dims 1..)
     /// and byte `offset`.
     pub fn view<'a>(
         &'a self,
@@ -218,11 +218,17 @@ impl Context {
         nb: &[usize],
         offset: usize,
     ) -> Tensor<'a> {
+        assert!(
+            (1..=4).contains(&ne.len()) && nb.len() + 1 >= ne.len(),
+            "view of {} dims with {} strides",
+            ne.len(),
+            nb.len()
+        );
         let p = unsafe {
             match ne.len() {
                 1 => sys::ggml_view_1d(self.raw(), a.raw(), ne[0], offset),
                 2 => sys::ggml_view_2d(self.raw(), a.raw(), ne[0], ne[1], nb[0], offset),
-                _ => sys::ggml_view_3d(
+                3 => sys::ggml_view_3d(
                     self.raw(),
                     a.raw(),
                     ne[0],
@@ -230,6 +236,18 @@ impl Context {
                     ne[2],
                     nb[0],
                     nb[1],
+                    offset,
+                ),
+                _ => sys::ggml_view_4d(
+                    self.raw(),
+                    a.raw(),
+                    ne[0],
+                    ne[1],
+                    ne[2],
+                    ne[3],
+                    nb[0],
+                    nb[1],
+                    nb[2],
                     offset,
                 ),
             }
