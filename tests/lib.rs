@@ -253,3 +253,45 @@ pub fn peak_rss_mb() -> f64 {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
         .map_or(f64::NAN, |kb| kb / 1024.0)
 }
+
+/// A copy of the F32 model file `src` whose codec head gives the end code
+/// a zero logit whatever the hidden state: with thousands of random logits
+/// beside it, a greedy generation never ends by itself (runaway guard tests).
+pub fn model_without_end(src: &std::path::Path, out: PathBuf) -> PathBuf {
+    use qwen3_tts::gguf_schema::tensors::talker::CODEC_HEAD;
+    use qwen3_tts::model_file::{write_gguf_with_base, GgufFile, Overwrite, TensorPlan};
+    let eos = qwen3_tts::pipeline::TtsModel::load(src)
+        .unwrap()
+        .config
+        .codec
+        .eos as usize;
+    let file = GgufFile::open(src).unwrap();
+    let plan: Vec<TensorPlan> = file
+        .tensors()
+        .iter()
+        .map(|t| TensorPlan {
+            name: t.name.clone(),
+            ty: file.tensor_type(&t.name).unwrap(),
+            ne: t.ne.clone(),
+        })
+        .collect();
+    let written = write_gguf_with_base(
+        &out,
+        Some(file.header()),
+        &[],
+        &plan,
+        Overwrite::Refuse,
+        |_, t, w| {
+            let mut bytes = file.tensor_bytes(&t.name)?.to_vec();
+            if t.name == CODEC_HEAD {
+                assert_eq!(t.ty, qwen3_tts::ggml::GgmlType::F32, "an F32 model");
+                let row = t.ne[0] as usize * 4;
+                bytes[eos * row..(eos + 1) * row].fill(0);
+            }
+            w.write_all(&bytes)
+                .map_err(|e| qwen3_tts::Error::io(&t.name, e))
+        },
+    );
+    written.unwrap().commit().unwrap();
+    out
+}

@@ -572,3 +572,54 @@ fn help_says_which_flags_go_with_which_model() {
         assert!(h.contains(want), "'{want}' not in: {h}");
     }
 }
+
+/// A model that never ends its speech stops at the runaway guard's bound for
+/// the text, with a warning even under --quiet; --max-frames replaces the
+/// bound (and then nothing is said).
+#[test]
+fn a_generation_without_end_stops_at_the_guard_with_a_warning() {
+    let _g = serial();
+    let dir = tempfile::tempdir().unwrap();
+    let (tts, tok) = models("0.6B-CustomVoice", dir.path());
+    let no_end = qwen3_tts_tests::model_without_end(&tts, dir.path().join("no-end.gguf"));
+    let out = dir.path().join("out.wav");
+    let args = |extra: &[&str]| -> Vec<String> {
+        let mut v: Vec<String> = [
+            "-m",
+            no_end.to_str().unwrap(),
+            "-t",
+            tok.to_str().unwrap(),
+            "--text",
+            "Hi.",
+            "--speaker",
+            "ryan",
+            "--greedy",
+            "--threads",
+            "2",
+            "-o",
+            out.to_str().unwrap(),
+            "--force",
+        ]
+        .map(String::from)
+        .to_vec();
+        v.extend(extra.iter().map(|s| s.to_string()));
+        v
+    };
+    // "Hi." is 2 text tokens: 5 s + 2 × 1 s at 12.5 frames/s.
+    for extra in [&[][..], &["--quiet"], &["--stream"]] {
+        let o = run(&strs(&args(extra)));
+        let e = stderr(&o);
+        assert!(o.status.success(), "{e}");
+        assert!(
+            e.contains("warning: the model did not end its speech; stopped at 88 frames (7.0 s)"),
+            "{extra:?}: {e}"
+        );
+        let (_, samples) = read_wav(&out);
+        assert_eq!(samples.len(), 88 * 1920, "{extra:?}");
+    }
+    let o = run(&strs(&args(&["--max-frames", "10"])));
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(!e.contains("warning"), "{e}");
+    assert_eq!(read_wav(&out).1.len(), 10 * 1920);
+}

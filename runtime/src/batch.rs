@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::ggml::Backend;
 use crate::pipeline::{
     default_threads, talker_processors, AudioChunk, CancelFlag, Chunker, DecodeTimes,
-    GenerateOptions, StreamOptions, StreamSummary, Timings, TtsModel,
+    GenerateOptions, Stop, StreamOptions, StreamSummary, Timings, TtsModel,
 };
 use crate::prompt::{self, Embedder, Prompt, Request, Voice};
 use crate::sampler::{Sampler, TalkerProcessors};
@@ -60,6 +60,9 @@ struct Sequence {
     audio: Chunker,
     prompt: Prompt,
     opts: GenerateOptions,
+    /// The most talker samples, and why (`GenerateOptions::token_limit`).
+    limit: (usize, Stop),
+    stop: Stop,
     processors: TalkerProcessors,
     rng: Sampler,
     /// The talker's output the next code 0 is sampled from.
@@ -99,6 +102,7 @@ impl Sequence {
                 .audio
                 .first_audio
                 .unwrap_or_else(|| self.joined.elapsed().as_secs_f64()),
+            stop: self.stop,
         }
     }
 }
@@ -228,8 +232,9 @@ impl BatchSynthesizer {
         let mut audio_state = SavedState::default();
         vocoder.save_state(&mut audio_state);
         let prefilling = Instant::now();
+        let limit = opts.token_limit(&prompt);
         // Reserve for a first stretch of audio; the cache grows if needed.
-        let reserve = prompt.len() + opts.max_new_tokens.min(opts.reserve_frames);
+        let reserve = prompt.len() + limit.0.min(opts.reserve_frames);
         let (step, reused) = talker.prefill(&prompt.prefill, reserve)?;
         let times = DecodeTimes {
             prefill: prefilling.elapsed().as_secs_f64(),
@@ -248,6 +253,8 @@ impl BatchSynthesizer {
             rng: Sampler::new(opts.seed),
             prompt,
             opts: opts.clone(),
+            limit,
+            stop: Stop::EndCode,
             step,
             c0: None,
             history: Vec::new(),
@@ -295,7 +302,10 @@ impl BatchSynthesizer {
             seq.processors.apply(&mut logits, &seq.history);
             let c0 = seq.rng.sample(&mut logits, &seq.opts.talker);
             seq.history.push(c0);
-            if c0 == eos || seq.history.len() >= seq.opts.max_new_tokens {
+            if c0 == eos {
+                ended.push((seq.id, None));
+            } else if seq.history.len() >= seq.limit.0 {
+                seq.stop = seq.limit.1;
                 ended.push((seq.id, None));
             } else {
                 seq.c0 = Some(c0);

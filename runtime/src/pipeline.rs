@@ -34,6 +34,11 @@ pub struct GenerateOptions {
     pub repetition_penalty: f32,
     /// Talker samples at most (frames = samples − 1, as the reference).
     pub max_new_tokens: usize,
+    /// Also stop at the runaway guard's bound for the text
+    /// ([`runaway_frames`]), for a generation that misses its end code. On
+    /// by default; [`GenerateOptions::set_max_new_tokens`] (a caller's own
+    /// limit) turns it off.
+    pub runaway_guard: bool,
     /// EOS is blocked until this many samples (reference: 2).
     pub min_new_tokens: usize,
     pub seed: u64,
@@ -83,6 +88,7 @@ impl GenerateOptions {
             },
             repetition_penalty: g.repetition_penalty,
             max_new_tokens: g.max_new_tokens,
+            runaway_guard: true,
             min_new_tokens: 2,
             seed: 0,
             reserve_frames: 256,
@@ -113,12 +119,61 @@ impl GenerateOptions {
         Ok(())
     }
 
+    /// A limit of the caller's own (`n` talker samples, `n` − 1 frames), in
+    /// place of the runaway guard's.
+    pub fn set_max_new_tokens(&mut self, n: usize) {
+        self.max_new_tokens = n;
+        self.runaway_guard = false;
+    }
+
+    /// The most talker samples for `prompt`, and why that many.
+    pub(crate) fn token_limit(&self, prompt: &Prompt) -> (usize, Stop) {
+        // (never below the caller's minimum)
+        let guard = (runaway_frames(prompt.text_tokens()) + 1).max(self.min_new_tokens);
+        match self.runaway_guard && guard < self.max_new_tokens {
+            true => (guard, Stop::RunawayGuard),
+            false => (self.max_new_tokens, Stop::Limit),
+        }
+    }
+
     /// Both samplers greedy (the deterministic reference setting).
     pub fn greedy(mut self) -> Self {
         self.talker = SamplingParams::greedy();
         self.subtalker = SamplingParams::greedy();
         self
     }
+}
+
+/// Codec frames per second: the 12 Hz family's 80 ms frames.
+pub const FRAMES_PER_SECOND: f64 = 12.5;
+
+/// The runaway guard's allowance before the text: a short input (a word, a
+/// digit) may take a breath and a pause around it.
+pub const RUNAWAY_LEAD_SECONDS: f64 = 5.0;
+/// And per text token. Speech runs at about 0.25–0.35 s per token of the
+/// model's tokenizer (English ~1.3 tokens a word at 2.5–3 words/s; Chinese
+/// ~1–1.5 characters a token at 4–5 characters/s); an instructed slow
+/// voice about twice that. One second a token is ~3× the usual rate.
+pub const RUNAWAY_SECONDS_PER_TOKEN: f64 = 1.0;
+
+/// The runaway guard: the most frames a text of `text_tokens` tokens may
+/// take before the generation is taken to have missed its end code.
+pub fn runaway_frames(text_tokens: usize) -> usize {
+    let seconds = RUNAWAY_LEAD_SECONDS + RUNAWAY_SECONDS_PER_TOKEN * text_tokens as f64;
+    (seconds * FRAMES_PER_SECOND).ceil() as usize
+}
+
+/// Why a generation stopped.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Stop {
+    /// The talker's end code: the speech is complete.
+    #[default]
+    EndCode,
+    /// The caller's limit (`max_new_tokens`, `--max-frames`).
+    Limit,
+    /// The runaway guard's bound for the text ([`runaway_frames`]): the
+    /// model missed its end code.
+    RunawayGuard,
 }
 
 /// Intermediate values recorded for the first steps (tests, debugging).
@@ -132,6 +187,8 @@ pub struct Trace {
     pub cp_logits: Vec<f32>,
     /// Where the decode loop spent its time (always recorded).
     pub times: DecodeTimes,
+    /// Why the generation stopped.
+    pub stop: Stop,
 }
 
 /// Wall time of the decode loop's parts, in seconds.
@@ -327,7 +384,7 @@ impl Session {
         frames: &[Vec<u32>],
     ) -> Result<Vec<Vec<u32>>> {
         let mut o = opts.clone();
-        o.max_new_tokens = frames.len() + 1;
+        o.set_max_new_tokens(frames.len() + 1);
         o.min_new_tokens = o.max_new_tokens;
         Ok(self.decode(prompt, &o, Some(frames), 0, |_, _| Ok(()))?.0)
     }
@@ -350,8 +407,9 @@ impl Session {
             return Err(Error::Cancelled);
         }
         let started = Instant::now();
+        let (limit, at_limit) = opts.token_limit(prompt);
         // Reserve for a first stretch of audio; the cache grows if needed.
-        let reserve = len + opts.max_new_tokens.min(opts.reserve_frames);
+        let reserve = len + limit.min(opts.reserve_frames);
         let (mut step, reused) = self.talker.prefill(&prompt.prefill, reserve)?;
         let mut trace = Trace::default();
         trace.times.prefill = started.elapsed().as_secs_f64();
@@ -371,7 +429,11 @@ impl Session {
                 .and_then(|f| f.get(history.len()))
                 .map_or(c0, |f| f[0]);
             history.push(fed);
-            if c0 == cfg.codec.eos || history.len() >= opts.max_new_tokens {
+            if c0 == cfg.codec.eos {
+                break;
+            }
+            if history.len() >= limit {
+                trace.stop = at_limit;
                 break;
             }
             let predicting = Instant::now();
@@ -452,6 +514,8 @@ pub struct Synthesis {
     /// The generated frames (16 codes each).
     pub frames: Vec<Vec<u32>>,
     pub timings: Timings,
+    /// Why the generation stopped.
+    pub stop: Stop,
 }
 
 impl Synthesis {
@@ -502,6 +566,8 @@ pub struct StreamSummary {
     pub timings: Timings,
     /// Seconds from the call to the first chunk with samples.
     pub first_audio: f64,
+    /// Why the generation stopped.
+    pub stop: Stop,
 }
 
 /// Shortest reference clip accepted for cloning.
@@ -705,6 +771,7 @@ impl Synthesizer {
                 vocode: (t3 - t2).as_secs_f64(),
                 decode: trace.times,
             },
+            stop: trace.stop,
         })
     }
 
@@ -799,6 +866,7 @@ impl Synthesizer {
             first_audio: audio
                 .first_audio
                 .unwrap_or_else(|| t0.elapsed().as_secs_f64()),
+            stop: trace.stop,
         })
     }
 }

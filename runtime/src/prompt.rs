@@ -42,6 +42,9 @@ pub struct Request {
     pub non_streaming: Option<bool>,
 }
 
+/// Tokens of the chat template around the target text (3 before, 5 after).
+const TEMPLATE_TOKENS: usize = 8;
+
 /// The talker's input: prefill vectors and the text vectors fed one per
 /// generated frame afterwards.
 #[derive(Clone, Debug)]
@@ -66,6 +69,10 @@ impl Prompt {
     }
     pub fn is_empty(&self) -> bool {
         self.prefill.is_empty()
+    }
+    /// Tokens of the target text (the template around it aside).
+    pub fn text_tokens(&self) -> usize {
+        self.input_ids.len().saturating_sub(TEMPLATE_TOKENS)
     }
     /// The text vector for generated frame `g`.
     pub fn trailing_vector(&self, g: usize) -> &[f32] {
@@ -242,7 +249,7 @@ pub fn build(
     let cond = resolve(cfg, req)?;
     let h = cfg.talker.hidden;
 
-    // --- text pieces
+    // --- text pieces: 3 template tokens before the text, 5 after
     let input_ids = tok.encode(&format!(
         "<|im_start|>assistant\n{}<|im_end|>\n<|im_start|>assistant\n",
         req.text

@@ -723,7 +723,7 @@ pub(crate) fn parse_speech(
     }
     // The talker samples one token more than it makes frames (as the CLI).
     if let Some(n) = f.uint("max_frames", 1, MAX_FRAMES_LIMIT as u64)? {
-        o.max_new_tokens = n as usize + 1;
+        o.set_max_new_tokens(n as usize + 1);
     }
     o.max_new_tokens = o.max_new_tokens.min(MAX_FRAMES_LIMIT + 1);
     let min_frames = f

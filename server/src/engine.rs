@@ -19,7 +19,7 @@ use std::time::Instant;
 
 use qwen3_tts::batch::{BatchEvent, BatchSynthesizer, SequenceId};
 use qwen3_tts::pipeline::{
-    CancelFlag, GenerateOptions, StreamOptions, Synthesizer, TtsModel, MAX_REFERENCE_SECONDS,
+    CancelFlag, GenerateOptions, Stop, StreamOptions, Synthesizer, TtsModel, MAX_REFERENCE_SECONDS,
 };
 use qwen3_tts::prompt::{self, Request};
 use qwen3_tts::voice::VoicePrompt;
@@ -430,6 +430,15 @@ impl Running {
                     }
                 }
                 BatchEvent::Done(summary) => {
+                    if summary.stop == Stop::RunawayGuard {
+                        tracing::warn!(
+                            "request {}: the model did not end its speech; stopped at {} frames, \
+                             the most this text should take (max_frames sets another limit)",
+                            a.job.id,
+                            summary.frames.len()
+                        );
+                        metrics::runaway_stop();
+                    }
                     ended.push((id, Ok((summary.frames.len(), summary.samples))))
                 }
                 BatchEvent::Failed(e) => ended.push((id, Err(e))),

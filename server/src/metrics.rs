@@ -13,6 +13,7 @@ pub const FIRST_AUDIO: &str = "qwen3_tts_time_to_first_audio_seconds";
 pub const DURATION: &str = "qwen3_tts_request_duration_seconds";
 pub const FRAMES: &str = "qwen3_tts_frames_total";
 pub const FRAMES_PER_SECOND: &str = "qwen3_tts_frames_per_second";
+pub const RUNAWAY_STOPS: &str = "qwen3_tts_runaway_stops_total";
 
 /// Outcomes of speech requests (`outcome` label of [`REQUESTS`]): `ok`,
 /// `cancelled` (the client went away), `timeout`, `invalid` (4xx), `busy`
@@ -48,6 +49,10 @@ pub fn install() -> Option<PrometheusHandle> {
     );
     describe_histogram!(DURATION, Unit::Seconds, "From the request to its end");
     describe_counter!(FRAMES, "Frames (80 ms each) generated");
+    describe_counter!(
+        RUNAWAY_STOPS,
+        "Generations stopped at the runaway guard's bound for their text (no end code)"
+    );
     describe_gauge!(
         FRAMES_PER_SECOND,
         "Frames per second of the last finished request (queueing included)"
@@ -56,6 +61,7 @@ pub fn install() -> Option<PrometheusHandle> {
         counter!(REQUESTS, "outcome" => outcome).increment(0);
     }
     counter!(FRAMES).increment(0);
+    counter!(RUNAWAY_STOPS).increment(0);
     gauge!(QUEUE_DEPTH).set(0.0);
     gauge!(ACTIVE).set(0.0);
     gauge!(PEAK_ACTIVE).set(0.0);
@@ -79,6 +85,11 @@ pub fn request_done(outcome: &'static str, first_audio: Option<f64>, total: f64,
     if frames > 0 && total > 0.0 {
         gauge!(FRAMES_PER_SECOND).set(frames as f64 / total);
     }
+}
+
+/// A generation stopped at the runaway guard's bound.
+pub fn runaway_stop() {
+    counter!(RUNAWAY_STOPS).increment(1);
 }
 
 /// The engine's current load, set before each scrape.

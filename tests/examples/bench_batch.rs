@@ -132,14 +132,14 @@ fn main() {
         })
         .collect();
     let mut opts = GenerateOptions::from_config(&model.config).greedy();
-    opts.max_new_tokens = frames + 1;
+    opts.set_max_new_tokens(frames + 1);
     opts.min_new_tokens = frames + 1;
     let rate = vocoder.sample_rate() as f64;
     let mut batch = BatchSynthesizer::new(model, vocoder, threads, streams);
 
     // Warm-up: the same batch size for a few frames.
     let mut warm = opts.clone();
-    warm.max_new_tokens = stream.first_chunk_frames + stream.chunk_frames + 2;
+    warm.set_max_new_tokens(stream.first_chunk_frames + stream.chunk_frames + 2);
     warm.min_new_tokens = warm.max_new_tokens;
     run(&mut batch, &reqs, &warm, &stream, rate);
 

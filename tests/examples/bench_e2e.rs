@@ -140,7 +140,7 @@ fn run_once(a: &Args, samples: &[f32]) -> BTreeMap<&'static str, f64> {
         non_streaming: None,
     };
     let mut opts = GenerateOptions::from_config(&synth.model.config).greedy();
-    opts.max_new_tokens = a.frames + 1;
+    opts.set_max_new_tokens(a.frames + 1);
     opts.min_new_tokens = a.frames + 1;
     let (t, audio_s) = if a.decode_only {
         // Talker + code predictor only (profiling the per-frame path).

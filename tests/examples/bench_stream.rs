@@ -56,7 +56,7 @@ fn main() {
         non_streaming: None,
     };
     let mut opts = GenerateOptions::from_config(&synth.model.config).greedy();
-    opts.max_new_tokens = frames + 1;
+    opts.set_max_new_tokens(frames + 1);
     opts.min_new_tokens = frames + 1;
     let rate = synth.vocoder.sample_rate() as f64;
 

@@ -41,7 +41,7 @@ fn main() {
     let want: Vec<u32> = dump.i64("codes").iter().map(|&c| c as u32).collect();
     let frames_ref: Vec<Vec<u32>> = want.chunks(16).map(<[u32]>::to_vec).collect();
     let mut opts = GenerateOptions::from_config(&model.model().config).greedy();
-    opts.max_new_tokens = frames_ref.len() + 1;
+    opts.set_max_new_tokens(frames_ref.len() + 1);
     opts.min_new_tokens = opts.max_new_tokens;
 
     let t = Instant::now();

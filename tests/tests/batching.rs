@@ -48,7 +48,7 @@ fn job(m: &Models, req: Request, frames: usize, greedy: bool, seed: u64) -> Job 
         opts = opts.greedy();
     }
     opts.seed = seed;
-    opts.max_new_tokens = frames + 1;
+    opts.set_max_new_tokens(frames + 1);
     opts.min_new_tokens = frames + 1;
     Job {
         req,

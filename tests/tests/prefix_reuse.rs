@@ -18,7 +18,7 @@ fn run(session: &mut Session, req: &Request, greedy: bool) -> (Vec<Vec<u32>>, Tr
         opts = opts.greedy();
     }
     opts.seed = 7;
-    opts.max_new_tokens = 12;
+    opts.set_max_new_tokens(12);
     opts.min_new_tokens = 12;
     let prompt = session.prompt(req).unwrap();
     session.generate(&prompt, &opts, 4, |_, _| {}).unwrap()

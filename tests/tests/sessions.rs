@@ -50,11 +50,11 @@ fn two_sessions_at_once_give_what_each_gives_alone() {
     // A: greedy; B: sampled with a seed, another speaker and text.
     let jobs = {
         let mut greedy = GenerateOptions::from_config(&model.config).greedy();
-        greedy.max_new_tokens = 25;
+        greedy.set_max_new_tokens(25);
         greedy.min_new_tokens = 25;
         let mut sampled = GenerateOptions::from_config(&model.config);
         sampled.seed = 1234;
-        sampled.max_new_tokens = 31;
+        sampled.set_max_new_tokens(31);
         sampled.min_new_tokens = 31;
         [
             (request("Hello there, how are you?", &speakers[0]), greedy),

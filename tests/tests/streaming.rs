@@ -22,7 +22,7 @@ fn options(synth: &Synthesizer, frames: usize, greedy: bool) -> GenerateOptions 
         o = o.greedy();
     }
     o.seed = 99;
-    o.max_new_tokens = frames + 1;
+    o.set_max_new_tokens(frames + 1);
     o.min_new_tokens = frames + 1;
     o
 }

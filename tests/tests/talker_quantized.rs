@@ -42,7 +42,7 @@ fn first_case(variant: &str) -> (Dump, Request) {
 
 fn forced_greedy(model: &Session) -> GenerateOptions {
     let mut o = GenerateOptions::from_config(&model.model().config).greedy();
-    o.max_new_tokens = 101;
+    o.set_max_new_tokens(101);
     o.min_new_tokens = 101;
     o
 }
@@ -103,7 +103,7 @@ fn quantized_first_step_logits_cosine() {
                 .unwrap();
             let prompt = model.prompt(&req).unwrap();
             let mut opts = forced_greedy(&model);
-            opts.max_new_tokens = 1;
+            opts.set_max_new_tokens(1);
             let (_, trace) = model.generate(&prompt, &opts, 1, |_, _| {}).unwrap();
             let c = cosine(&trace.talker_logits[0], want);
             eprintln!("{variant} {}: first-step logits cosine {c:.6}", ty.name());
@@ -125,7 +125,7 @@ fn seeded_sampling_is_reproducible() {
     // streams, plus top-p on the sub-talker to exercise the in-graph filter.
     let mut opts = GenerateOptions::from_config(&model.model().config);
     assert!(opts.talker.do_sample && opts.subtalker.do_sample);
-    opts.max_new_tokens = 31;
+    opts.set_max_new_tokens(31);
     opts.min_new_tokens = 31;
     let mut run = |seed: u64, top_p: f32| {
         let mut o = opts.clone();

@@ -44,7 +44,7 @@ fn forced_greedy(model: &Session) -> GenerateOptions {
     // A small first reservation makes the KV cache grow (and be copied)
     // twice during the 100 frames.
     o.reserve_frames = 8;
-    o.max_new_tokens = 101;
+    o.set_max_new_tokens(101);
     o.min_new_tokens = 101;
     o
 }

@@ -28,7 +28,7 @@ fn case(name: &str) -> (serde_json::Value, Dump) {
 
 fn forced(synth: &Synthesizer, frames: usize) -> GenerateOptions {
     let mut o = GenerateOptions::from_config(&synth.model.config).greedy();
-    o.max_new_tokens = frames + 1;
+    o.set_max_new_tokens(frames + 1);
     o.min_new_tokens = frames + 1;
     o
 }
@@ -104,7 +104,7 @@ fn saved_voice_reproduces_the_direct_run() {
 
     let mut opts = GenerateOptions::from_config(&synth.model.config);
     opts.seed = 11;
-    opts.max_new_tokens = 21;
+    opts.set_max_new_tokens(21);
     let req = |v: &VoicePrompt| Request {
         text: "Sampling with a seed.".into(),
         language: "auto".into(),

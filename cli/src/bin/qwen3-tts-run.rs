@@ -14,7 +14,8 @@ use qwen3_tts::config::{ModelType, TtsConfig};
 use qwen3_tts::gguf_schema::ARCH_TTS;
 use qwen3_tts::model_file::{GgufFile, Overwrite};
 use qwen3_tts::pipeline::{
-    GenerateOptions, Progress, StreamOptions, Synthesizer, Timings, MAX_REFERENCE_SECONDS,
+    GenerateOptions, Progress, Stop, StreamOptions, Synthesizer, Timings, FRAMES_PER_SECOND,
+    MAX_REFERENCE_SECONDS,
 };
 use qwen3_tts::prompt::{Request, Voice};
 use qwen3_tts::voice::VoicePrompt;
@@ -169,7 +170,8 @@ struct Args {
     /// Random seed [random; printed in the summary]
     #[arg(long)]
     seed: Option<u64>,
-    /// Stop after this many frames (80 ms each) [model default]
+    /// Stop after this many frames (80 ms each) [the model's limit, and the
+    /// runaway guard's bound for the text: 5 s + 1 s per text token]
     #[arg(long)]
     max_frames: Option<usize>,
     /// Do not stop before this many frames
@@ -418,7 +420,7 @@ fn options(args: &Args, synth: &Synthesizer) -> Result<GenerateOptions> {
         if f == 0 {
             bail!("--max-frames must be at least 1");
         }
-        o.max_new_tokens = f + 1;
+        o.set_max_new_tokens(f + 1);
     }
     o.min_new_tokens = (args.min_frames + 1).max(o.min_new_tokens);
     if o.min_new_tokens > o.max_new_tokens {
@@ -614,6 +616,7 @@ fn run(args: &Args, process_start: Instant) -> Result<()> {
         }
     };
     sink.finish(&bytes, args.force)?;
+    warn_if_runaway(out.stop, out.frames.len());
     if !args.quiet {
         let wall = started.elapsed().as_secs_f64();
         eprintln!(
@@ -633,6 +636,18 @@ fn run(args: &Args, process_start: Instant) -> Result<()> {
         );
     }
     Ok(())
+}
+
+/// A generation the runaway guard stopped is shown even with --quiet: the
+/// audio likely ends in babble or silence.
+fn warn_if_runaway(stop: Stop, frames: usize) {
+    if stop == Stop::RunawayGuard {
+        eprintln!(
+            "qwen3-tts-run: warning: the model did not end its speech; stopped at {frames} frames \
+             ({:.1} s), the most this text should take (--max-frames sets another limit)",
+            frames as f64 / FRAMES_PER_SECOND
+        );
+    }
 }
 
 /// When the run started, and how long loading took.
@@ -682,6 +697,7 @@ fn stream(
     status.finish();
     let summary = result?;
     out.finish(args.force)?;
+    warn_if_runaway(summary.stop, summary.frames.len());
     if !args.quiet {
         let wall = t.started.elapsed().as_secs_f64();
         let first = summary.first_audio;
