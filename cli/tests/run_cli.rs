@@ -174,6 +174,78 @@ fn bad_input_gives_clear_errors() {
         "--speaker",
     );
 
+    // Text with nothing to say, absurd thread counts, NaN sampling values.
+    let tts_o = || ["-m", tts, "-t", tok, "-o", out_s, "--speaker", "ryan"];
+    for text in ["", "  \n\t ", "\u{1}\u{2}\u{7f}", "\u{200b}\u{feff}"] {
+        let mut v = tts_o().to_vec();
+        v.extend(["--text", text]);
+        fails(&v, "there is no text to speak");
+    }
+    let control = tmp.path().join("control.txt");
+    std::fs::write(&control, "\u{1}\u{2}\n").unwrap();
+    let mut v = tts_o().to_vec();
+    v.extend(["--text-file", control.to_str().unwrap()]);
+    fails(&v, "there is no text to speak");
+    let invalid = tmp.path().join("invalid.txt");
+    std::fs::write(&invalid, b"\xff\xfe hello").unwrap();
+    let mut v = tts_o().to_vec();
+    v.extend(["--text-file", invalid.to_str().unwrap()]);
+    fails(&v, "valid UTF-8");
+    for (flags, needle) in [
+        (&["--threads", "0"][..], "--threads must be 1 to 512, got 0"),
+        (
+            &["--threads", "100000"],
+            "--threads must be 1 to 512, got 100000",
+        ),
+        (
+            &["--temperature", "NaN"],
+            "temperature must be a finite number",
+        ),
+        (&["--subtalker-top-p", "nan"], "top_p must be in (0, 1]"),
+    ] {
+        let mut v = with(tts, tok, out_s);
+        v.extend(flags.iter().map(|s| s.to_string()));
+        fails(&strs(&v), needle);
+    }
+
+    // No output replaces an input, not even with --force.
+    let model_bytes = std::fs::read(tts).unwrap();
+    let text_file = tmp.path().join("text.txt");
+    std::fs::write(&text_file, "Hello.").unwrap();
+    for (input, flag) in [
+        (tts, "-m"),
+        (tok, "-t"),
+        (text_file.to_str().unwrap(), "--text-file"),
+    ] {
+        let mut v: Vec<&str> = [
+            "-m",
+            tts,
+            "-t",
+            tok,
+            "-o",
+            input,
+            "--force",
+            "--speaker",
+            "ryan",
+        ]
+        .to_vec();
+        v.extend([
+            "--text-file",
+            text_file.to_str().unwrap(),
+            "--max-frames",
+            "3",
+        ]);
+        fails(
+            &v,
+            &format!("is the file given with {flag}: refusing to overwrite an input"),
+        );
+    }
+    assert_eq!(
+        std::fs::read(tts).unwrap(),
+        model_bytes,
+        "the model is intact"
+    );
+
     // An existing output is never replaced without --force, and a run that
     // fails after loading leaves no file behind.
     std::fs::write(&out, b"keep me").unwrap();

@@ -122,10 +122,25 @@ impl Embedder<'_> {
     }
 }
 
+/// Whether `text` has anything to say: a character that is neither
+/// whitespace, nor a control character, nor an invisible format character
+/// (zero-width spaces and joiners, direction marks, BOM, soft hyphen).
+pub fn has_speech(text: &str) -> bool {
+    let invisible = |c: char| {
+        matches!(c, '\u{00AD}' | '\u{061C}' | '\u{180E}' | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{206F}' | '\u{FEFF}')
+    };
+    text.chars()
+        .any(|c| !c.is_whitespace() && !c.is_control() && !invisible(c))
+}
+
 /// Checks `req` against what the model can do (the reference API's rules).
 pub fn validate(cfg: &TtsConfig, req: &Request) -> Result<()> {
-    if req.text.trim().is_empty() {
-        return Err(Error::invalid("text", "nothing to say: the text is empty"));
+    if !has_speech(&req.text) {
+        return Err(Error::invalid(
+            "text",
+            "nothing to say: the text is empty (or only control characters)",
+        ));
     }
     let voice = |reason: &str| Err(Error::invalid("voice", reason));
     match (&req.voice, cfg.model_type) {

@@ -11,6 +11,9 @@
 
 use std::time::{Duration, Instant};
 
+/// The most CPU threads a backend takes (ggml's own limit).
+pub const MAX_THREADS: usize = 512;
+
 /// The default thread count: physical cores. Decoding streams weights from
 /// memory and the vocoder fills the FMA units; a core's second hardware
 /// thread adds nothing to either, and ggml's spinning workers slow down

@@ -642,10 +642,10 @@ pub(crate) fn parse_speech(
         )
         .code("string_above_max_length"));
     }
-    if input.trim().is_empty() {
+    if !qwen3_tts::prompt::has_speech(&input) {
         return Err(ApiError::bad(
             "input",
-            "input is empty: there is nothing to say",
+            "input is empty (or only control characters): there is nothing to say",
         ));
     }
     let format = match f.str("response_format")? {

@@ -52,8 +52,11 @@ pub struct Args {
 impl Args {
     /// Checks the flags that clap cannot.
     pub fn validate(&self) -> Result<(), String> {
-        if self.threads == Some(0) {
-            return Err("--threads must be at least 1".into());
+        if let Some(n) = self.threads {
+            let max = qwen3_tts::threads::MAX_THREADS;
+            if !(1..=max).contains(&n) {
+                return Err(format!("--threads must be 1 to {max}, got {n}"));
+            }
         }
         if !(1..=qwen3_tts::batch::MAX_BATCH).contains(&self.max_batch) {
             return Err(format!(

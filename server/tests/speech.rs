@@ -308,6 +308,12 @@ fn request_errors() {
     );
     check(with("input", json!("   ")), 400, Some("input"), &["empty"]);
     check(
+        with("input", json!("\u{1}\u{200b}\u{7f}")),
+        400,
+        Some("input"),
+        &["only control characters"],
+    );
+    check(
         with("input", json!(["a"])),
         400,
         Some("input"),

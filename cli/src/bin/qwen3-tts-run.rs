@@ -18,6 +18,7 @@ use qwen3_tts::pipeline::{
     MAX_REFERENCE_SECONDS,
 };
 use qwen3_tts::prompt::{Request, Voice};
+use qwen3_tts::threads::MAX_THREADS;
 use qwen3_tts::voice::VoicePrompt;
 use qwen3_tts_cli::audio_out::{self, AudioWriter, Encoding};
 
@@ -367,7 +368,40 @@ impl StreamSink {
     }
 }
 
-/// The text to speak; empty or whitespace-only text is refused.
+/// No output may replace one of the run's input files, not even with
+/// --force (a model or a recording is not something to lose to a typo).
+fn refuse_outputs_over_inputs(args: &Args, tokenizer: &Path, only_save: bool) -> Result<()> {
+    let inputs = [
+        ("-m", Some(args.model.as_path())),
+        ("-t", Some(tokenizer)),
+        ("--text-file", args.text_file.as_deref()),
+        ("--ref-audio", args.ref_audio.as_deref()),
+        ("--voice", args.voice.as_deref()),
+    ];
+    let output = (!only_save && args.output != Path::new("-")).then_some(args.output.as_path());
+    let outputs = [("-o", output), ("--save-voice", args.save_voice.as_deref())];
+    for (out_flag, out) in outputs {
+        // Only an existing file can be one of the inputs.
+        let Some(out_real) = out.and_then(|p| std::fs::canonicalize(p).ok()) else {
+            continue;
+        };
+        for (in_flag, input) in inputs {
+            let same = input
+                .and_then(|p| std::fs::canonicalize(p).ok())
+                .is_some_and(|p| p == out_real);
+            if same {
+                bail!(
+                    "{out_flag} {} is the file given with {in_flag}: refusing to overwrite an input",
+                    out.expect("canonicalized").display()
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+/// The text to speak; text with nothing to say (empty, whitespace, only
+/// control or invisible format characters) is refused.
 fn text(args: &Args) -> Result<String> {
     let text = match (&args.text, &args.text_file) {
         (Some(t), None) => t.clone(),
@@ -376,10 +410,15 @@ fn text(args: &Args) -> Result<String> {
             .map(|t| t.trim_end_matches(['\n', '\r']).to_string())?,
         _ => bail!("give the text with --text TEXT or --text-file FILE"),
     };
-    if text.trim().is_empty() {
+    if !qwen3_tts::prompt::has_speech(&text) {
         match &args.text_file {
-            Some(f) => bail!("--text-file {}: there is no text to speak", f.display()),
-            None => bail!("--text is empty: there is no text to speak"),
+            Some(f) => bail!(
+                "--text-file {}: there is no text to speak (empty, or only whitespace and control characters)",
+                f.display()
+            ),
+            None => bail!(
+                "--text: there is no text to speak (empty, or only whitespace and control characters)"
+            ),
         }
     }
     Ok(text)
@@ -528,8 +567,10 @@ fn list_voices(cfg: &TtsConfig) {
 fn run(args: &Args, process_start: Instant) -> Result<()> {
     // 0 asks the library for adaptive threading (see qwen3_tts::threads).
     let threads = args.threads.unwrap_or(0);
-    if args.threads == Some(0) {
-        bail!("--threads must be at least 1");
+    if let Some(n) = args.threads {
+        if !(1..=MAX_THREADS).contains(&n) {
+            bail!("--threads must be 1 to {MAX_THREADS}, got {n}");
+        }
     }
     if args.first_chunk_frames == 0 {
         bail!("--first-chunk-frames must be at least 1");
@@ -549,6 +590,7 @@ fn run(args: &Args, process_start: Instant) -> Result<()> {
     // `--save-voice` without a text only makes the voice file.
     let only_save = args.save_voice.is_some() && args.text.is_none() && args.text_file.is_none();
     // Fail on the outputs before the slow part.
+    refuse_outputs_over_inputs(args, tokenizer, only_save)?;
     if let Some(v) = &args.save_voice {
         if v.exists() && !args.force {
             bail!(

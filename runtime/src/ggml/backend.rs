@@ -22,19 +22,23 @@ unsafe impl Sync for Backend {}
 
 impl Backend {
     /// The CPU backend using `n_threads` threads.
+    /// A CPU backend of `n_threads` threads (1 to
+    /// [`crate::threads::MAX_THREADS`]; counts outside are clamped).
     pub fn cpu(n_threads: usize) -> Self {
         init_logging();
         let p = unsafe { sys::ggml_backend_cpu_init() };
         let ptr = NonNull::new(p).expect("ggml_backend_cpu_init failed");
-        unsafe { sys::ggml_backend_cpu_set_n_threads(ptr.as_ptr(), n_threads.max(1) as i32) };
-        Self {
+        let backend = Self {
             ptr,
-            threads: AtomicUsize::new(n_threads.max(1)),
-        }
+            threads: AtomicUsize::new(1),
+        };
+        backend.set_threads(n_threads);
+        backend
     }
     pub fn set_threads(&self, n_threads: usize) {
-        unsafe { sys::ggml_backend_cpu_set_n_threads(self.ptr.as_ptr(), n_threads.max(1) as i32) };
-        self.threads.store(n_threads.max(1), Ordering::Relaxed);
+        let n = n_threads.clamp(1, crate::threads::MAX_THREADS);
+        unsafe { sys::ggml_backend_cpu_set_n_threads(self.ptr.as_ptr(), n as i32) };
+        self.threads.store(n, Ordering::Relaxed);
     }
     /// The thread count computations use.
     pub fn threads(&self) -> usize {
