@@ -642,7 +642,7 @@ pub(crate) fn parse_speech(
         )
         .code("string_above_max_length"));
     }
-    if !qwen3_tts::prompt::has_speech(&input) {
+    if !qwen3_tts::prompt::has_speech(input) {
         return Err(ApiError::bad(
             "input",
             "input is empty (or only control characters): there is nothing to say",
