@@ -14,12 +14,11 @@ use std::sync::Arc;
 
 use crate::config::{TransformerConfig, TtsConfig};
 use crate::error::{Error, Result};
-use crate::ggml::{
-    Backend, Context, GgmlType, OwnedGraph, Slot, StoredTensor, Tensor, TensorStore,
-};
+use crate::ggml::{Backend, Context, GgmlType, OwnedGraph, Slot, StoredTensor, Tensor};
 use crate::gguf_schema::tensors::code_predictor as names;
 use crate::layers::{
-    attend, attention_inputs, block_with, linear, rms_norm, value_slots, BlockKind, BlockWeights,
+    attend, attention_inputs, block_with, kv_tensors, linear, rms_norm, value_slots, BlockKind,
+    BlockWeights,
 };
 use crate::sampler::{Sampler, SamplingParams};
 use crate::weights::{Linear, WeightSource};
@@ -196,25 +195,8 @@ impl FrameCache {
     fn new(cfg: &TransformerConfig, positions: usize, batch: usize) -> Self {
         let width = (cfg.head_dim * cfg.kv_heads) as i64;
         let (positions, b) = (positions as i64, batch as i64);
-        let name = |kv: &str, l: usize| format!("{kv}{l}");
-        let specs: Vec<_> = (0..cfg.layers)
-            .flat_map(|l| {
-                [
-                    (name("k", l), GgmlType::F32, vec![width, positions, b]),
-                    (name("v", l), GgmlType::F32, vec![positions, width, b]),
-                ]
-            })
-            .collect();
-        let store = TensorStore::new(&specs);
-        let get = |kv: &str| -> Vec<StoredTensor> {
-            (0..cfg.layers)
-                .map(|l| store.get(&name(kv, l)).expect("just created"))
-                .collect()
-        };
-        Self {
-            k: get("k"),
-            v: get("v"),
-        }
+        let (_, k, v) = kv_tensors(cfg.layers, &[width, positions, b], &[positions, width, b]);
+        Self { k, v }
     }
 
     /// The first position pass `s` writes (pass 0 writes 0 and 1).

@@ -4,7 +4,7 @@
 
 use crate::config::TransformerConfig;
 use crate::error::Result;
-use crate::ggml::{Context, GgmlType, StoredTensor, Tensor};
+use crate::ggml::{Context, GgmlType, StoredTensor, Tensor, TensorStore};
 use crate::gguf_schema::tensors::{self, block};
 use crate::weights::{Linear, WeightSource};
 
@@ -212,6 +212,32 @@ pub fn attend<'a>(
         false => ctx.cont(attn),
     };
     ctx.reshape(attn, &[hd * nh, n * b])
+}
+
+/// Per-layer key and value tensors for `layers` layers, F32 of dims `k`
+/// and `v`, in one store (contents uninitialised): a KV cache's memory.
+pub fn kv_tensors(
+    layers: usize,
+    k: &[i64],
+    v: &[i64],
+) -> (TensorStore, Vec<StoredTensor>, Vec<StoredTensor>) {
+    let name = |kv: &str, l: usize| format!("{kv}{l}");
+    let specs: Vec<_> = (0..layers)
+        .flat_map(|l| {
+            [
+                (name("k", l), GgmlType::F32, k.to_vec()),
+                (name("v", l), GgmlType::F32, v.to_vec()),
+            ]
+        })
+        .collect();
+    let store = TensorStore::new(&specs);
+    let get = |kv: &str| -> Vec<StoredTensor> {
+        (0..layers)
+            .map(|l| store.get(&name(kv, l)).expect("just created"))
+            .collect()
+    };
+    let (k, v) = (get("k"), get("v"));
+    (store, k, v)
 }
 
 /// Values `[hd, kv_heads, n_kv, b]` as [`attend`] takes them,

@@ -25,8 +25,8 @@ use crate::ggml::{
 };
 use crate::gguf_schema::tensors::talker as names;
 use crate::layers::{
-    attend, attention_inputs, block_with, cache_view, concat_columns, decoder_block, linear,
-    rms_norm, value_slots, write_transposed, BlockKind, BlockWeights, KvCache,
+    attend, attention_inputs, block_with, cache_view, concat_columns, decoder_block, kv_tensors,
+    linear, rms_norm, value_slots, write_transposed, BlockKind, BlockWeights, KvCache,
 };
 use crate::weights::{Linear, WeightSource};
 
@@ -133,25 +133,12 @@ static NEXT_CACHE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU6
 impl KvStore {
     fn new(cfg: &TransformerConfig, capacity: usize) -> Self {
         let width = (cfg.head_dim * cfg.kv_heads) as i64;
-        let name = |kv: &str, l: usize| format!("{kv}{l}");
-        let specs: Vec<_> = (0..cfg.layers)
-            .flat_map(|l| {
-                [
-                    (name("k", l), GgmlType::F32, vec![width, capacity as i64]),
-                    (name("v", l), GgmlType::F32, vec![capacity as i64, width]),
-                ]
-            })
-            .collect();
-        let store = TensorStore::new(&specs);
+        let capacity_i = capacity as i64;
+        let (store, k, v) = kv_tensors(cfg.layers, &[width, capacity_i], &[capacity_i, width]);
         store.clear(0);
-        let get = |kv: &str| -> Vec<StoredTensor> {
-            (0..cfg.layers)
-                .map(|l| store.get(&name(kv, l)).expect("just created"))
-                .collect()
-        };
         Self {
-            k: get("k"),
-            v: get("v"),
+            k,
+            v,
             store,
             capacity,
             id: NEXT_CACHE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
