@@ -24,8 +24,8 @@ use std::time::{Duration, Instant};
 use qwen3_tts::ggml::gguf::Value;
 use qwen3_tts::ggml::GgmlType;
 use qwen3_tts::gguf_schema::keys;
-use qwen3_tts::model_file::{write_gguf_with_base, GgufFile, Overwrite, TensorPlan};
-use qwen3_tts_tests::{convert_tiny, convert_tiny_tokenizer, ExampleArgs};
+use qwen3_tts::model_file::GgufFile;
+use qwen3_tts_tests::{convert_tiny, convert_tiny_tokenizer, rewrite_gguf, ExampleArgs};
 
 /// One change to a model file.
 #[derive(Clone, Debug)]
@@ -211,7 +211,20 @@ fn mutations(file: &GgufFile, len: usize) -> Vec<Mutation> {
         out.push(Mutation::Dims(t.name.clone(), n));
     }
     let data = file.header().data_offset();
-    for cut in [0, 3, 4, 8, 16, 24, data / 2, data - 1, data, data + 1, len / 2, len - 1] {
+    for cut in [
+        0,
+        3,
+        4,
+        8,
+        16,
+        24,
+        data / 2,
+        data - 1,
+        data,
+        data + 1,
+        len / 2,
+        len - 1,
+    ] {
         if cut < len {
             out.push(Mutation::Truncate(cut));
         }
@@ -227,40 +240,23 @@ fn write_mutant(src: &GgufFile, bytes: &[u8], m: &Mutation, out: &Path) -> bool 
     if let Mutation::Truncate(len) = m {
         return std::fs::write(out, &bytes[..*len]).is_ok();
     }
-    let plan: Vec<TensorPlan> = src
-        .tensors()
-        .iter()
-        .map(|t| TensorPlan {
-            name: t.name.clone(),
-            ty: src.tensor_type(&t.name).unwrap(),
-            ne: match m {
-                Mutation::Dims(name, ne) if *name == t.name => ne.clone(),
-                _ => t.ne.clone(),
-            },
-        })
-        .collect();
-    let meta = match m {
-        Mutation::Meta(k, v) => vec![(k.clone(), v.clone())],
-        _ => Vec::new(),
+    let (meta, reshape) = match m {
+        Mutation::Meta(k, v) => (vec![(k.clone(), v.clone())], None),
+        Mutation::Dims(name, ne) => (Vec::new(), Some((name.as_str(), &ne[..]))),
+        Mutation::Truncate(_) => unreachable!("written above"),
     };
-    let written = write_gguf_with_base(
-        out,
-        Some(src.header()),
-        &meta,
-        &plan,
-        Overwrite::Replace,
-        |_, t, w| {
-            let mut data = src.tensor_bytes(&t.name)?.to_vec();
-            data.resize(t.n_bytes(), 0);
-            w.write_all(&data)
-                .map_err(|e| qwen3_tts::Error::io(&t.name, e))
-        },
-    );
-    matches!(written.map(|p| p.commit()), Ok(Ok(())))
+    rewrite_gguf(src, out, &meta, reshape).is_ok()
 }
 
 /// Runs the program on one pair of files and classifies how it ended.
-fn run(bin: &Path, tts: &Path, tok: &Path, speaker: &str, wav: &Path, timeout: Duration) -> (Outcome, String) {
+fn run(
+    bin: &Path,
+    tts: &Path,
+    tok: &Path,
+    speaker: &str,
+    wav: &Path,
+    timeout: Duration,
+) -> (Outcome, String) {
     let child = Command::new(bin)
         .args(["-m"])
         .arg(tts)
@@ -297,7 +293,12 @@ fn run(bin: &Path, tts: &Path, tok: &Path, speaker: &str, wav: &Path, timeout: D
         std::thread::sleep(Duration::from_millis(10));
     };
     let err = reader.join().unwrap_or_default();
-    let last = err.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or("").to_string();
+    let last = err
+        .lines()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .to_string();
     use std::os::unix::process::ExitStatusExt;
     let outcome = match status {
         None => Outcome::Hang,
@@ -336,7 +337,10 @@ fn main() {
     let every = args.num("every", 1).max(1);
     let only = args.get("only");
     let tmp = tempfile::tempdir().unwrap();
-    let dir = args.get("keep").map(PathBuf::from).unwrap_or_else(|| tmp.path().to_path_buf());
+    let dir = args
+        .get("keep")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| tmp.path().to_path_buf());
     std::fs::create_dir_all(&dir).unwrap();
     let tts = convert_tiny("0.6B-CustomVoice", GgmlType::F32, &dir);
     let tok = convert_tiny_tokenizer(GgmlType::F16, &dir);
@@ -355,7 +359,10 @@ fn main() {
         }
         let src = GgufFile::open(path).unwrap();
         let bytes = std::fs::read(path).unwrap();
-        let all: Vec<Mutation> = mutations(&src, bytes.len()).into_iter().step_by(every).collect();
+        let all: Vec<Mutation> = mutations(&src, bytes.len())
+            .into_iter()
+            .step_by(every)
+            .collect();
         eprintln!("{name}: {} mutants", all.len());
         let next = AtomicUsize::new(0);
         let results = Mutex::new(Vec::new());
@@ -406,14 +413,22 @@ fn main() {
         Outcome::Hang,
         Outcome::Unwritable,
     ];
-    println!("\n{:<10} {:>6} {:>11} {:>9} {:>6} {:>6} {:>5} {:>11}", "file", "runs", "clean error", "accepted", "panic", "abort", "hang", "unwritable");
+    println!(
+        "\n{:<10} {:>6} {:>11} {:>9} {:>6} {:>6} {:>5} {:>11}",
+        "file", "runs", "clean error", "accepted", "panic", "abort", "hang", "unwritable"
+    );
     for file in ["tts", "tokenizer"] {
         let n = |o| table.get(&(file, o)).copied().unwrap_or(0);
         let runs: usize = classes.iter().map(|&o| n(o)).sum();
         if runs > 0 {
             println!(
                 "{file:<10} {runs:>6} {:>11} {:>9} {:>6} {:>6} {:>5} {:>11}",
-                n(classes[0]), n(classes[1]), n(classes[2]), n(classes[3]), n(classes[4]), n(classes[5])
+                n(classes[0]),
+                n(classes[1]),
+                n(classes[2]),
+                n(classes[3]),
+                n(classes[4]),
+                n(classes[5])
             );
         }
     }
@@ -425,7 +440,10 @@ fn main() {
     if !failing.is_empty() {
         println!("\nfailing cases:");
         for c in &failing {
-            println!("  {:<9} {:?}: {}\n      {}", c.file, c.outcome, c.mutation, c.why);
+            println!(
+                "  {:<9} {:?}: {}\n      {}",
+                c.file, c.outcome, c.mutation, c.why
+            );
         }
         std::process::exit(1);
     }
