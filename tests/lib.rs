@@ -295,3 +295,43 @@ pub fn model_without_end(src: &std::path::Path, out: PathBuf) -> PathBuf {
     written.unwrap().commit().unwrap();
     out
 }
+
+/// Writes a copy of the GGUF file `src` to `out` with `metadata` overriding
+/// its keys and the tensor `reshape.0` given dims `reshape.1` (its bytes cut
+/// or zero-padded to the new size): the model files of the robustness tests.
+pub fn rewrite_gguf(
+    src: &qwen3_tts::model_file::GgufFile,
+    out: &std::path::Path,
+    metadata: &[(String, qwen3_tts::ggml::gguf::Value)],
+    reshape: Option<(&str, &[i64])>,
+) -> qwen3_tts::Result<()> {
+    use qwen3_tts::model_file::{write_gguf_with_base, Overwrite, TensorPlan};
+    let plan = src
+        .tensors()
+        .iter()
+        .map(|t| {
+            Ok(TensorPlan {
+                name: t.name.clone(),
+                ty: src.tensor_type(&t.name)?,
+                ne: match reshape {
+                    Some((name, ne)) if name == t.name => ne.to_vec(),
+                    _ => t.ne.clone(),
+                },
+            })
+        })
+        .collect::<qwen3_tts::Result<Vec<_>>>()?;
+    write_gguf_with_base(
+        out,
+        Some(src.header()),
+        metadata,
+        &plan,
+        Overwrite::Replace,
+        |_, t, w| {
+            let mut bytes = src.tensor_bytes(&t.name)?.to_vec();
+            bytes.resize(t.n_bytes(), 0);
+            w.write_all(&bytes)
+                .map_err(|e| qwen3_tts::Error::io(out, e))
+        },
+    )?
+    .commit()
+}

@@ -441,8 +441,33 @@ fn write_plan_to(
             Ok(())
         },
     )?;
+    check_loads(plan, &pending)?;
     progress(WriteProgress::FileDone { path: &plan.path });
     Ok(pending)
+}
+
+/// Loads the written file as the runtime will (every config value and
+/// tensor shape checked), before it takes its name: a config.json whose
+/// values the runtime would refuse is refused here, naming the key.
+fn check_loads(plan: &FilePlan, pending: &PendingFile) -> Result<()> {
+    let tmp = pending.temp_path();
+    let tokenizer = plan.metadata.iter().any(|(k, v)| {
+        k == keys::ARCHITECTURE && matches!(v, Value::Str(a) if a == schema::ARCH_TOKENIZER)
+    });
+    let loaded = if tokenizer {
+        qwen3_tts::codec_decoder::CodecDecoder::load(tmp)
+            .and_then(|_| qwen3_tts::codec_encoder::CodecEncoder::load(tmp, 1))
+            .map(drop)
+    } else {
+        qwen3_tts::pipeline::TtsModel::load(tmp).map(drop)
+    };
+    // The runtime's message names the temporary file: name the output instead.
+    loaded.map_err(|e| {
+        let msg = e
+            .to_string()
+            .replace(&tmp.display().to_string(), &plan.path.display().to_string());
+        Error::msg(format!("the converted file would not load: {msg}"))
+    })
 }
 
 /// Summarises a written plan (counts and bytes per storage type, fallbacks).

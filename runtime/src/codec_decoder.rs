@@ -238,7 +238,7 @@ impl CodecDecoderWeights {
             });
         }
         let n = cfg.upsample_rates.len();
-        Ok(Self {
+        let weights = Self {
             codebooks,
             rvq_first_proj: src.kernel(names::RVQ_FIRST_OUTPUT_PROJ)?,
             rvq_rest_proj: src.kernel(names::RVQ_REST_OUTPUT_PROJ)?,
@@ -255,7 +255,95 @@ impl CodecDecoderWeights {
             last_snake: snake(&names::layer(n + 1))?,
             last_conv: conv(&names::layer(n + 2), 1, &mut states)?,
             states,
-        })
+        };
+        weights.check_channels(src, cfg)?;
+        Ok(weights)
+    }
+
+    /// Follows the channels through the whole decoder as the graph will: every
+    /// layer must take what the one before it gives (and its bias, norm and
+    /// activation vectors must match), or a graph built from the file would
+    /// abort inside ggml. The first mismatch names its tensor.
+    fn check_channels(&self, src: &WeightSource, cfg: &CodecDecoderConfig) -> Result<()> {
+        let want = |t: &StoredTensor, ne: &[usize]| src.tensor(&t.name(), ne).map(|_| ());
+        let dim = |t: &StoredTensor, d: usize| t.ne()[d] as usize;
+        let vector = |t: &StoredTensor, c: usize| want(t, &[c]);
+        let bias = |b: &Option<StoredTensor>, c: usize| b.as_ref().map_or(Ok(()), |b| vector(b, c));
+        let linear = |l: &Linear, c_in: usize, c_out: usize| {
+            want(&l.weight, &[c_in, c_out])?;
+            bias(&l.bias, c_out)
+        };
+        // Each returns the channels the layer gives for `c` in.
+        let conv = |l: &CausalConv, c: usize| {
+            let (k, c_out) = (dim(&l.weight, 1), dim(&l.weight, 2));
+            want(&l.weight, &[c, k, c_out])?;
+            bias(&l.bias, c_out).map(|_| c_out)
+        };
+        let tconv = |l: &CausalTransposedConv, c: usize| {
+            let (c_out, k) = (dim(&l.weight, 1), dim(&l.weight, 2));
+            want(&l.weight, &[c, c_out, k])?;
+            bias(&l.bias, c_out).map(|_| c_out)
+        };
+        let snake = |l: &Snake, c: usize| {
+            vector(&l.alpha, c)?;
+            vector(&l.inv_beta, c)
+        };
+
+        // RVQ: each branch sums rows of one width, then a 1×1 projection;
+        // both branches must land on the same channels.
+        let cb = cfg.codebook_size;
+        let ns = cfg.num_semantic_quantizers;
+        let mut c = 0;
+        for (books, proj) in [
+            (&self.codebooks[..ns], &self.rvq_first_proj),
+            (&self.codebooks[ns..], &self.rvq_rest_proj),
+        ] {
+            let width = dim(&books[0], 0);
+            for b in books {
+                want(b, &[width, cb])?;
+            }
+            if c == 0 {
+                c = dim(proj, 2);
+            }
+            want(proj, &[1, width, c])?;
+        }
+        let c = conv(&self.pre_conv, c)?;
+        let hidden = cfg.transformer.hidden;
+        linear(&self.input_proj, c, hidden)?;
+        let mut c = dim(&self.output_proj.weight, 1);
+        linear(&self.output_proj, hidden, c)?;
+        for stage in &self.upsample {
+            c = tconv(&stage.conv, c)?;
+            let n = &stage.convnext;
+            let k = dim(&n.dwconv.weight, 1);
+            want(&n.dwconv.weight, &[c, k])?;
+            bias(&n.dwconv.bias, c)?;
+            vector(&n.norm_weight, c)?;
+            vector(&n.norm_bias, c)?;
+            let inner = dim(&n.pwconv1.weight, 1);
+            linear(&n.pwconv1, c, inner)?;
+            linear(&n.pwconv2, inner, c)?;
+            vector(&n.gamma, c)?;
+        }
+        c = conv(&self.first_conv, c)?;
+        for block in &self.decoder_blocks {
+            snake(&block.snake, c)?;
+            c = tconv(&block.upsample, c)?;
+            for unit in &block.units {
+                snake(&unit.act1, c)?;
+                let inner = conv(&unit.conv1, c)?;
+                snake(&unit.act2, inner)?;
+                // The unit's output is added to its input.
+                let l = &unit.conv2;
+                want(&l.weight, &[inner, dim(&l.weight, 1), c])?;
+                bias(&l.bias, c)?;
+            }
+        }
+        snake(&self.last_snake, c)?;
+        // The waveform: one channel.
+        let l = &self.last_conv;
+        want(&l.weight, &[c, dim(&l.weight, 1), 1])?;
+        bias(&l.bias, 1)
     }
 }
 

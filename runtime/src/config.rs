@@ -142,6 +142,10 @@ pub struct TtsConfig {
     pub generation: GenerationDefaults,
 }
 
+/// The largest layer size or count a config may give (far above any real
+/// model's; it keeps products of sizes from overflowing).
+pub const MAX_SIZE: usize = 1 << 24;
+
 struct Reader<'a> {
     file: &'a GgufFile,
     arch: &'a str,
@@ -163,6 +167,37 @@ impl Reader<'_> {
         let k = self.key(path);
         let v = self.file.get_int(&k)?;
         usize::try_from(v).map_err(|_| self.bad(&k, format!("negative value {v}")))
+    }
+    /// A layer size or count: at least `min`, at most [`MAX_SIZE`] (so that
+    /// products of two sizes cannot overflow).
+    fn size(&self, path: &str, min: usize) -> Result<usize> {
+        let v = self.int(path)?;
+        if v < min || v > MAX_SIZE {
+            return Err(self.bad(
+                &self.key(path),
+                format!("{v} is out of range ({min}..={MAX_SIZE})"),
+            ));
+        }
+        Ok(v)
+    }
+    /// Sizes (all in `min..=MAX_SIZE`), at least one.
+    fn sizes(&self, path: &str, min: usize) -> Result<Vec<usize>> {
+        let v = self.ints(path)?;
+        if v.is_empty() || v.iter().any(|&x| x < min || x > MAX_SIZE) {
+            return Err(self.bad(
+                &self.key(path),
+                format!("{v:?}: expected values in {min}..={MAX_SIZE}"),
+            ));
+        }
+        Ok(v)
+    }
+    /// A float that must be finite and positive (norm epsilons, RoPE bases).
+    fn positive(&self, path: &str) -> Result<f32> {
+        let v = self.float(path)?;
+        if !(v.is_finite() && v > 0.0) {
+            return Err(self.bad(&self.key(path), format!("{v} is not a positive number")));
+        }
+        Ok(v)
     }
     fn id(&self, path: &str) -> Result<u32> {
         let v = self.int(path)?;
@@ -187,17 +222,38 @@ impl Reader<'_> {
         }
     }
     fn transformer(&self, prefix: &str) -> Result<TransformerConfig> {
+        self.transformer_with(prefix, "rms_norm_eps")
+    }
+    /// A decoder stack under `prefix` whose norm epsilon is `eps_key`; every
+    /// value the graphs use is checked here, naming its key.
+    fn transformer_with(&self, prefix: &str, eps_key: &str) -> Result<TransformerConfig> {
         let p = |k: &str| format!("{prefix}.{k}");
-        Ok(TransformerConfig {
-            hidden: self.int(&p("hidden_size"))?,
-            layers: self.int(&p("num_hidden_layers"))?,
-            heads: self.int(&p("num_attention_heads"))?,
-            kv_heads: self.int(&p("num_key_value_heads"))?,
-            head_dim: self.int(&p("head_dim"))?,
-            intermediate: self.int(&p("intermediate_size"))?,
-            rms_eps: self.float(&p("rms_norm_eps"))?,
-            rope_theta: self.float(&p("rope_theta"))?,
-        })
+        let cfg = TransformerConfig {
+            hidden: self.size(&p("hidden_size"), 1)?,
+            layers: self.size(&p("num_hidden_layers"), 1)?,
+            heads: self.size(&p("num_attention_heads"), 1)?,
+            kv_heads: self.size(&p("num_key_value_heads"), 1)?,
+            head_dim: self.size(&p("head_dim"), 2)?,
+            intermediate: self.size(&p("intermediate_size"), 1)?,
+            rms_eps: self.positive(&p(eps_key))?,
+            rope_theta: self.positive(&p("rope_theta"))?,
+        };
+        if !cfg.heads.is_multiple_of(cfg.kv_heads) {
+            return Err(self.bad(
+                &self.key(&p("num_key_value_heads")),
+                format!(
+                    "{} query heads do not split into groups of {} key/value heads",
+                    cfg.heads, cfg.kv_heads
+                ),
+            ));
+        }
+        if !cfg.head_dim.is_multiple_of(2) {
+            return Err(self.bad(
+                &self.key(&p("head_dim")),
+                format!("{} is odd (RoPE rotates pairs)", cfg.head_dim),
+            ));
+        }
+        Ok(cfg)
     }
     /// `generation_config.json` values; a missing key takes the reference
     /// wrapper's default, a key of the wrong type is an error.
@@ -295,10 +351,10 @@ impl TtsConfig {
                     )
                 })?
             },
-            codec_vocab: r.int("talker_config.vocab_size")?,
-            codebook_size: r.int("talker_config.code_predictor_config.vocab_size")?,
-            num_code_groups: r.int("talker_config.num_code_groups")?,
-            text_hidden: r.int("talker_config.text_hidden_size")?,
+            codec_vocab: r.size("talker_config.vocab_size", 1)?,
+            codebook_size: r.size("talker_config.code_predictor_config.vocab_size", 1)?,
+            num_code_groups: r.size("talker_config.num_code_groups", 2)?,
+            text_hidden: r.size("talker_config.text_hidden_size", 1)?,
             codec: CodecIds {
                 pad: r.id("talker_config.codec_pad_id")?,
                 bos: r.id("talker_config.codec_bos_id")?,
@@ -329,7 +385,72 @@ impl TtsConfig {
             code_predictor,
         };
         cfg.validate(file)?;
+        cfg.validate_ids(&r)?;
         Ok(cfg)
+    }
+
+    /// Every codec id the prompt or the sampler uses is a row of the codec
+    /// vocabulary (an id past it would index outside the embedding table).
+    fn validate_ids(&self, r: &Reader) -> Result<()> {
+        let vocab = self.codec_vocab;
+        let c = &self.codec;
+        for (name, id) in [
+            ("codec_pad_id", c.pad),
+            ("codec_bos_id", c.bos),
+            ("codec_eos_token_id", c.eos),
+            ("codec_think_id", c.think),
+            ("codec_nothink_id", c.nothink),
+            ("codec_think_bos_id", c.think_bos),
+            ("codec_think_eos_id", c.think_eos),
+        ] {
+            if id as usize >= vocab {
+                return Err(r.bad(
+                    &r.key(&format!("talker_config.{name}")),
+                    format!("id {id} is outside the codec vocabulary of {vocab}"),
+                ));
+            }
+        }
+        let outside = |key: &str, mut ids: std::vec::IntoIter<u32>| match ids
+            .find(|&id| id as usize >= vocab)
+        {
+            Some(id) => Err(r.bad(
+                key,
+                format!("id {id} is outside the codec vocabulary of {vocab}"),
+            )),
+            None => Ok(()),
+        };
+        let language_ids: Vec<u32> = self.languages.iter().map(|l| l.1).collect();
+        outside(keys::LANGUAGE_IDS, language_ids.into_iter())?;
+        let speaker_ids: Vec<u32> = self.speakers.iter().map(|s| s.codec_id).collect();
+        outside(keys::SPEAKER_IDS, speaker_ids.into_iter())?;
+        // A dialect names a language whose id replaces the requested one.
+        for s in &self.speakers {
+            if let Some(d) = &s.dialect {
+                if !self.languages.iter().any(|(n, _)| n == d) {
+                    return Err(r.bad(
+                        keys::SPEAKER_DIALECTS,
+                        format!("speaker '{}' has the unknown dialect '{d}'", s.name),
+                    ));
+                }
+            }
+        }
+        // Sampling defaults a request then inherits (0 temperature: greedy).
+        let g = &self.generation;
+        for (name, v, min_excluded) in [
+            ("temperature", g.temperature, false),
+            ("subtalker_temperature", g.subtalker_temperature, false),
+            ("repetition_penalty", g.repetition_penalty, true),
+        ] {
+            if !v.is_finite() || v < 0.0 || (min_excluded && v == 0.0) {
+                return Err(r.bad(&keys::generation(name), format!("{v} is out of range")));
+            }
+        }
+        for (name, v) in [("top_p", g.top_p), ("subtalker_top_p", g.subtalker_top_p)] {
+            if !(v > 0.0 && v <= 1.0) {
+                return Err(r.bad(&keys::generation(name), format!("{v} is not in (0, 1]")));
+            }
+        }
+        Ok(())
     }
 
     fn validate(&self, file: &GgufFile) -> Result<()> {
@@ -422,21 +543,23 @@ impl CodecDecoderConfig {
         };
         let d = |k: &str| format!("decoder_config.{k}");
         let cfg = Self {
-            num_quantizers: r.int(&d("num_quantizers"))?,
-            num_semantic_quantizers: r.int(&d("num_semantic_quantizers"))?,
-            codebook_size: r.int(&d("codebook_size"))?,
+            num_quantizers: r.size(&d("num_quantizers"), 2)?,
+            num_semantic_quantizers: r.size(&d("num_semantic_quantizers"), 1)?,
+            codebook_size: r.size(&d("codebook_size"), 1)?,
             transformer: r.transformer("decoder_config")?,
-            sliding_window: r.int(&d("sliding_window"))?,
-            upsampling_ratios: r.ints(&d("upsampling_ratios"))?,
-            upsample_rates: r.ints(&d("upsample_rates"))?,
-            samples_per_frame: r.int("decode_upsample_rate")?,
-            sample_rate: r.int("output_sample_rate")? as u32,
+            sliding_window: r.size(&d("sliding_window"), 1)?,
+            upsampling_ratios: r.sizes(&d("upsampling_ratios"), 1)?,
+            upsample_rates: r.sizes(&d("upsample_rates"), 1)?,
+            samples_per_frame: r.size("decode_upsample_rate", 1)?,
+            sample_rate: r.size("output_sample_rate", 1)? as u32,
         };
-        let strides: usize = cfg
+        // Checked: the strides are each at most MAX_SIZE, their product may not be.
+        let strides = cfg
             .upsampling_ratios
             .iter()
             .chain(&cfg.upsample_rates)
-            .product();
+            .try_fold(1usize, |p, &s| p.checked_mul(s))
+            .unwrap_or(0);
         let bad = |reason: String| Error::WrongModel {
             path: file.path().to_path_buf(),
             reason,
@@ -493,14 +616,14 @@ impl SpeakerEncoderConfig {
         }
         let int_or = |name: &str, default: usize| -> Result<usize> {
             if file.get(&r.key(&k(name))).is_some() {
-                r.int(&k(name))
+                r.size(&k(name), 1)
             } else {
                 Ok(default)
             }
         };
         let ints_or = |name: &str, default: &[usize]| -> Result<Vec<usize>> {
             if file.get(&r.key(&k(name))).is_some() {
-                r.ints(&k(name))
+                r.sizes(&k(name), 1)
             } else {
                 Ok(default.to_vec())
             }
@@ -513,7 +636,7 @@ impl SpeakerEncoderConfig {
             attention_channels: int_or("enc_attention_channels", 128)?,
             res2net_scale: int_or("enc_res2net_scale", 8)?,
             se_channels: int_or("enc_se_channels", 128)?,
-            dim: r.int(&k("enc_dim"))?,
+            dim: r.size(&k("enc_dim"), 1)?,
             sample_rate: int_or("sample_rate", 24000)? as u32,
         };
         let n = cfg.channels.len();
@@ -562,25 +685,16 @@ impl CodecEncoderConfig {
             arch: ARCH_TOKENIZER,
         };
         let e = |k: &str| format!("encoder_config.{k}");
-        let mut strides = r.ints(&e("upsampling_ratios"))?;
+        let mut strides = r.sizes(&e("upsampling_ratios"), 1)?;
         strides.reverse();
         let cfg = Self {
             strides,
-            transformer: TransformerConfig {
-                hidden: r.int(&e("hidden_size"))?,
-                layers: r.int(&e("num_hidden_layers"))?,
-                heads: r.int(&e("num_attention_heads"))?,
-                kv_heads: r.int(&e("num_key_value_heads"))?,
-                head_dim: r.int(&e("head_dim"))?,
-                intermediate: r.int(&e("intermediate_size"))?,
-                rms_eps: r.float(&e("norm_eps"))?,
-                rope_theta: r.float(&e("rope_theta"))?,
-            },
-            num_quantizers: r.int("encoder_valid_num_quantizers")?,
-            num_semantic_quantizers: r.int(&e("num_semantic_quantizers"))?,
-            codebook_size: r.int(&e("codebook_size"))?,
-            samples_per_frame: r.int("encode_downsample_rate")?,
-            sample_rate: r.int("input_sample_rate")? as u32,
+            transformer: r.transformer_with("encoder_config", "norm_eps")?,
+            num_quantizers: r.size("encoder_valid_num_quantizers", 1)?,
+            num_semantic_quantizers: r.size(&e("num_semantic_quantizers"), 1)?,
+            codebook_size: r.size(&e("codebook_size"), 1)?,
+            samples_per_frame: r.size("encode_downsample_rate", 1)?,
+            sample_rate: r.size("input_sample_rate", 1)? as u32,
         };
         let residual_layers = r.int(&e("num_residual_layers"))?;
         let bad = |reason: String| Error::WrongModel {
@@ -598,8 +712,11 @@ impl CodecEncoderConfig {
                 cfg.transformer
             )));
         }
-        let seanet: usize = cfg.strides.iter().product();
-        if seanet * 2 != cfg.samples_per_frame {
+        let seanet = cfg
+            .strides
+            .iter()
+            .try_fold(2usize, |p, &s| p.checked_mul(s));
+        if seanet != Some(cfg.samples_per_frame) {
             return Err(bad(format!(
                 "encoder strides {:?} × 2 do not give encode_downsample_rate {}",
                 cfg.strides, cfg.samples_per_frame

@@ -343,6 +343,11 @@ impl PendingFile {
         &self.path
     }
 
+    /// Where the file is until [`PendingFile::commit`] (to check it first).
+    pub fn temp_path(&self) -> &Path {
+        self.tmp.path()
+    }
+
     /// Moves the file to its final name.
     pub fn commit(self) -> Result<()> {
         let path = self.path;
@@ -391,7 +396,11 @@ where
         builder.copy_metadata_from(base);
     }
     for (k, v) in metadata {
-        builder.set(k, v);
+        builder.set(k, v).map_err(|reason| Error::Metadata {
+            path: path.to_path_buf(),
+            key: k.clone(),
+            reason,
+        })?;
     }
     for t in plan {
         builder

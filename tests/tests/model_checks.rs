@@ -7,9 +7,9 @@ use std::path::{Path, PathBuf};
 use qwen3_tts::ggml::gguf::Value;
 use qwen3_tts::ggml::GgmlType;
 use qwen3_tts::gguf_schema::{keys, ARCH_TTS};
-use qwen3_tts::model_file::{write_gguf_with_base, GgufFile, Overwrite, TensorPlan};
+use qwen3_tts::model_file::GgufFile;
 use qwen3_tts::pipeline::TtsModel;
-use qwen3_tts_tests::{convert_tiny, serial};
+use qwen3_tts_tests::{convert_tiny, rewrite_gguf, serial};
 
 /// A copy of `src` with `metadata` overriding its keys and the tensor
 /// `reshape.0` stored with dims `reshape.1` (same bytes).
@@ -20,32 +20,8 @@ fn rewrite(
     reshape: Option<(&str, Vec<i64>)>,
 ) -> PathBuf {
     let src = GgufFile::open(src).unwrap();
-    let plan: Vec<TensorPlan> = src
-        .tensors()
-        .iter()
-        .map(|t| TensorPlan {
-            name: t.name.clone(),
-            ty: src.tensor_type(&t.name).unwrap(),
-            ne: match &reshape {
-                Some((name, ne)) if *name == t.name => ne.clone(),
-                _ => t.ne.clone(),
-            },
-        })
-        .collect();
-    write_gguf_with_base(
-        &out,
-        Some(src.header()),
-        metadata,
-        &plan,
-        Overwrite::Refuse,
-        |_, t, w| {
-            w.write_all(src.tensor_bytes(&t.name)?)
-                .map_err(|e| qwen3_tts::Error::io(&t.name, e))
-        },
-    )
-    .unwrap()
-    .commit()
-    .unwrap();
+    let reshape = reshape.as_ref().map(|(name, ne)| (*name, &ne[..]));
+    rewrite_gguf(&src, &out, metadata, reshape).unwrap();
     out
 }
 

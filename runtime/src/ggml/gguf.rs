@@ -59,8 +59,10 @@ pub struct GgufHeader {
 unsafe impl Send for GgufHeader {}
 unsafe impl Sync for GgufHeader {}
 
-fn cstr(s: &str) -> CString {
-    CString::new(s).expect("string with NUL byte")
+/// `s` as a C string; `what` names it in the error (GGUF strings are
+/// length-prefixed and may hold a NUL byte, which ggml's C API cannot take).
+fn cstr(s: &str, what: &str) -> Result<CString, String> {
+    CString::new(s).map_err(|_| format!("{what} {s:?} contains a NUL byte"))
 }
 
 impl GgufHeader {
@@ -68,7 +70,7 @@ impl GgufHeader {
     pub fn read(path: &Path) -> Result<Self, String> {
         super::init_logging();
         let _ = take_log();
-        let c = cstr(&path.to_string_lossy());
+        let c = cstr(&path.to_string_lossy(), "path")?;
         let params = sys::gguf_init_params {
             no_alloc: true,
             ctx: std::ptr::null_mut(),
@@ -114,7 +116,8 @@ impl GgufHeader {
     }
 
     fn find(&self, key: &str) -> Option<i64> {
-        let c = cstr(key);
+        // A key with a NUL byte cannot be stored, so it is not there.
+        let c = cstr(key, "key").ok()?;
         let id = unsafe { sys::gguf_find_key(self.raw(), c.as_ptr()) };
         (id >= 0).then_some(id)
     }
@@ -252,8 +255,11 @@ impl GgufBuilder {
         self.ptr.as_ptr()
     }
 
-    pub fn set(&mut self, key: &str, value: &Value) {
-        let k = cstr(key);
+    /// Sets `key` to `value`; an error for a key or string with a NUL byte
+    /// or an opaque array.
+    pub fn set(&mut self, key: &str, value: &Value) -> Result<(), String> {
+        let k = cstr(key, "the key")?;
+        let what = "a string value";
         let ctx = self.raw();
         unsafe {
             match value {
@@ -269,7 +275,7 @@ impl GgufBuilder {
                 Value::F64(v) => sys::gguf_set_val_f64(ctx, k.as_ptr(), *v),
                 Value::Bool(v) => sys::gguf_set_val_bool(ctx, k.as_ptr(), *v),
                 Value::Str(s) => {
-                    let c = cstr(s);
+                    let c = cstr(s, what)?;
                     sys::gguf_set_val_str(ctx, k.as_ptr(), c.as_ptr())
                 }
                 Value::ArrI32(v) => sys::gguf_set_arr_data(
@@ -294,14 +300,18 @@ impl GgufBuilder {
                     v.len(),
                 ),
                 Value::ArrStr(v) => {
-                    let owned: Vec<CString> = v.iter().map(|s| cstr(s)).collect();
+                    let owned: Vec<CString> =
+                        v.iter().map(|s| cstr(s, what)).collect::<Result<_, _>>()?;
                     let mut ptrs: Vec<*const std::os::raw::c_char> =
                         owned.iter().map(|c| c.as_ptr()).collect();
                     sys::gguf_set_arr_str(ctx, k.as_ptr(), ptrs.as_mut_ptr(), ptrs.len())
                 }
-                Value::ArrOther { .. } => panic!("cannot write opaque array value for '{key}'"),
+                Value::ArrOther { .. } => {
+                    return Err("cannot write an array of another type".into())
+                }
             }
         }
+        Ok(())
     }
 
     /// Copies every key/value pair of `src` (used when re-quantising).
@@ -311,6 +321,9 @@ impl GgufBuilder {
 
     /// Adds a tensor to the directory; returns an error for a name ggml cannot store.
     pub fn add_tensor(&mut self, name: &str, ty: GgmlType, ne: &[i64]) -> Result<(), String> {
+        if name.contains('\0') {
+            return Err(format!("tensor name {name:?} contains a NUL byte"));
+        }
         if name.len() >= super::MAX_NAME {
             return Err(format!(
                 "tensor name '{name}' is longer than ggml's {} byte limit",
