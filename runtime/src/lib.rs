@@ -21,6 +21,7 @@ pub mod error;
 pub mod ggml;
 pub mod gguf_schema;
 pub mod layers;
+pub mod long_text;
 pub mod model_file;
 pub mod pipeline;
 pub mod prompt;
