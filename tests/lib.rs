@@ -236,6 +236,12 @@ impl ExampleArgs {
             .and_then(|i| self.0.get(i + 1).cloned())
     }
 
+    /// Whether the switch `--{name}` is given.
+    pub fn flag(&self, name: &str) -> bool {
+        let flag = format!("--{name}");
+        self.0.contains(&flag)
+    }
+
     /// `--{name}` as a number, `default` when absent.
     pub fn num(&self, name: &str, default: usize) -> usize {
         self.get(name).map_or(default, |v| {

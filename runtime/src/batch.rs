@@ -162,6 +162,10 @@ impl BatchSynthesizer {
         &self.model
     }
 
+    pub fn vocoder(&self) -> &Arc<CodecDecoder> {
+        &self.vocoder
+    }
+
     pub fn max_batch(&self) -> usize {
         self.max_batch
     }

@@ -41,6 +41,10 @@ pub struct Args {
     /// Longest `input` accepted, in characters
     #[arg(long, default_value_t = 4096)]
     pub max_input_chars: usize,
+    /// A longer `input` is spoken in parts, cut at sentence ends (characters;
+    /// a CJK character counts 3; 0: never cut)
+    #[arg(long, default_value_t = qwen3_tts::long_text::DEFAULT_MAX_PART)]
+    pub max_part_chars: usize,
     /// Time limit of one request (queueing and generation), in seconds
     #[arg(long, default_value_t = 300)]
     pub request_timeout: u64,

@@ -18,6 +18,7 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use qwen3_tts::batch::{BatchEvent, BatchSynthesizer, SequenceId};
+use qwen3_tts::long_text::{part_request, pause_samples, split_text, TextPart};
 use qwen3_tts::pipeline::{
     CancelFlag, GenerateOptions, Stop, StreamOptions, Synthesizer, TtsModel, MAX_REFERENCE_SECONDS,
 };
@@ -154,6 +155,8 @@ pub struct EngineConfig {
     pub max_queue: usize,
     /// Speech jobs decoded together (1 to `qwen3_tts::batch::MAX_BATCH`).
     pub max_batch: usize,
+    /// A longer `input` is spoken in parts ([`split_text`]; 0: never cut).
+    pub max_part_chars: usize,
 }
 
 impl Engine {
@@ -258,6 +261,7 @@ fn run(cfg: EngineConfig, rx: Receiver<Job>, shared: Arc<Shared>) {
         batch,
         jobs: HashMap::new(),
         shared: shared.clone(),
+        max_part_chars: cfg.max_part_chars,
     };
     loop {
         // Wait for work when idle; between frames take at most one job (a
@@ -303,11 +307,13 @@ fn run(cfg: EngineConfig, rx: Receiver<Job>, shared: Arc<Shared>) {
     }
 }
 
-/// A speech job in the batch.
+/// The speech jobs in the batch.
 struct Running {
     batch: BatchSynthesizer,
+    /// Each job under the sequence of the part being decoded.
     jobs: HashMap<SequenceId, Active>,
     shared: Arc<Shared>,
+    max_part_chars: usize,
 }
 
 /// What the engine keeps of a job while it is decoded.
@@ -317,7 +323,14 @@ struct Active {
     cancel: CancelFlag,
     received: Instant,
     deadline: Instant,
+    /// The input's parts (one unless it is long), and the one being decoded.
+    parts: Vec<TextPart>,
+    part: usize,
+    /// Frames of the current part so far, and of the parts before it.
     frames: usize,
+    done_frames: usize,
+    /// Samples sent for the parts before the current one (pauses included).
+    done_samples: usize,
     first_audio: Option<f64>,
     timed_out: bool,
 }
@@ -357,16 +370,39 @@ impl Running {
         received: Instant,
         deadline: Instant,
     ) {
+        let parts = split_text(&job.request.text, self.max_part_chars);
         let active = Active {
             job,
             events,
             cancel,
             received,
             deadline,
+            parts,
+            part: 0,
             frames: 0,
+            done_frames: 0,
+            done_samples: 0,
             first_audio: None,
             timed_out: false,
         };
+        let checked = (|| {
+            let model = self.batch.model().clone();
+            prompt::validate(&model.config, &active.job.request).map_err(JobError::Failed)?;
+            active.job.options.validate().map_err(JobError::Failed)?;
+            active
+                .events
+                .send(Event::Started)
+                .map_err(|_| JobError::Cancelled)
+        })();
+        match checked {
+            Ok(()) => self.start_part(active),
+            Err(e) => self.finish(active, Err(e)),
+        }
+    }
+
+    /// Starts the job's current part in the batch (or ends the job: expired,
+    /// cancelled, refused).
+    fn start_part(&mut self, active: Active) {
         let started = (|| {
             if Instant::now() >= active.deadline {
                 return Err(JobError::Timeout);
@@ -374,17 +410,15 @@ impl Running {
             if active.cancel.is_cancelled() {
                 return Err(JobError::Cancelled);
             }
-            let mut opts = active.job.options.clone();
+            let (req, mut opts) = part_request(
+                &active.job.request,
+                &active.job.options,
+                &active.parts[active.part],
+                active.part,
+            );
             opts.cancel = Some(active.cancel.clone());
-            let model = self.batch.model().clone();
-            prompt::validate(&model.config, &active.job.request).map_err(JobError::Failed)?;
-            opts.validate().map_err(JobError::Failed)?;
-            active
-                .events
-                .send(Event::Started)
-                .map_err(|_| JobError::Cancelled)?;
             self.batch
-                .join(&active.job.request, &opts, &active.job.stream)
+                .join(&req, &opts, &active.job.stream)
                 .map_err(|e| match e {
                     qwen3_tts::Error::Cancelled => JobError::Cancelled,
                     e => JobError::Failed(e),
@@ -397,6 +431,20 @@ impl Running {
             }
             Err(e) => self.finish(active, Err(e)),
         }
+    }
+
+    /// A part of a long input is done: the pause after it, then the next.
+    fn next_part(&mut self, mut a: Active, frames: usize, samples: usize) {
+        let rate = self.batch.vocoder().sample_rate();
+        let pause = vec![0.0; pause_samples(a.parts[a.part].boundary, rate)];
+        a.done_frames += frames;
+        a.done_samples += samples + pause.len();
+        a.frames = 0;
+        a.part += 1;
+        if a.events.send(Event::Audio(pause)).is_err() {
+            a.cancel.cancel();
+        }
+        self.start_part(a);
     }
 
     /// One frame of every running job; finished ones report and leave.
@@ -448,6 +496,12 @@ impl Running {
             let Some(a) = self.jobs.remove(&id) else {
                 continue;
             };
+            if let Ok((frames, samples)) = outcome {
+                if a.part + 1 < a.parts.len() {
+                    self.next_part(a, frames, samples);
+                    continue;
+                }
+            }
             // Counted out first, so that a client that has its answer sees
             // the engine without it.
             self.shared.active.store(self.jobs.len(), Ordering::SeqCst);
@@ -464,10 +518,16 @@ impl Running {
     /// Logs a job's end, counts it and sends its last word.
     fn finish(&self, a: Active, result: Result<(usize, usize), JobError>) {
         let chars = a.job.request.text.chars().count();
+        let parts = match a.parts.len() {
+            1 => String::new(),
+            n => format!(" parts={}/{n}", (a.part + 1).min(n)),
+        };
         let total = a.received.elapsed().as_secs_f64();
+        // All parts' (a long input is spoken in parts).
+        let result = result.map(|(f, s)| (a.done_frames + f, a.done_samples + s));
         let frames = match &result {
             Ok((frames, _)) => *frames,
-            Err(_) => a.frames,
+            Err(_) => a.done_frames + a.frames,
         };
         let outcome = match &result {
             Ok(_) => "ok",
@@ -481,12 +541,12 @@ impl Running {
             .map_or("-".to_string(), |t| format!("{t:.3}s"));
         match &result {
             Ok(_) | Err(JobError::Cancelled) | Err(JobError::Timeout) => tracing::info!(
-                "request {} voice={} chars={chars} frames={frames} first_audio={ttfa} total={total:.3}s outcome={outcome}",
+                "request {} voice={} chars={chars}{parts} frames={frames} first_audio={ttfa} total={total:.3}s outcome={outcome}",
                 a.job.id,
                 a.job.voice_name
             ),
             Err(e) => tracing::info!(
-                "request {} voice={} chars={chars} frames={frames} first_audio={ttfa} total={total:.3}s outcome={outcome} error={e}",
+                "request {} voice={} chars={chars}{parts} frames={frames} first_audio={ttfa} total={total:.3}s outcome={outcome} error={e}",
                 a.job.id,
                 a.job.voice_name
             ),

@@ -47,6 +47,7 @@ pub async fn serve(args: Args) -> Result<(), String> {
         threads: args.threads.unwrap_or(0),
         max_queue: args.max_queue,
         max_batch: args.max_batch,
+        max_part_chars: args.max_part_chars,
     })
     .map_err(|e| format!("cannot start the engine thread: {e}"))?;
     let state = Arc::new(api::AppState::new(

@@ -604,3 +604,57 @@ fn concurrent_requests_are_batched_and_each_equals_alone() {
         );
     }
 }
+
+#[test]
+fn a_long_input_is_spoken_in_parts_each_as_if_alone() {
+    use qwen3_tts::long_text::{part_seed, pause_samples, split_text, Boundary};
+    let s = Server::start(VARIANT, &["--max-part-chars", "40"]);
+    let input = "The first sentence is here. And a second one follows it!\n\nA new paragraph.";
+    let parts = split_text(input, 40);
+    let boundaries: Vec<Boundary> = parts.iter().map(|p| p.boundary).collect();
+    assert_eq!(
+        boundaries,
+        [Boundary::Sentence, Boundary::Paragraph, Boundary::End]
+    );
+    let mut body = req("pcm", 5); // 5 frames a part
+    body["input"] = json!(input);
+    let whole = s.speech(body.clone());
+    assert_eq!(whole.status, 200, "{}", whole.text());
+    assert_eq!(header_num(&whole, "x-frames"), 15);
+    let pauses: Vec<usize> = parts
+        .iter()
+        .map(|p| 2 * pause_samples(p.boundary, 24000))
+        .collect();
+    let part_bytes = 2 * 5 * 1920;
+    assert_eq!(
+        whole.body.len(),
+        3 * part_bytes + pauses.iter().sum::<usize>()
+    );
+    assert_eq!(header_num(&whole, "x-samples") * 2, whole.body.len());
+    // Each part is the request of its text alone, with the part's seed;
+    // silence between them.
+    let mut at = 0;
+    for (i, part) in parts.iter().enumerate() {
+        let mut alone = req("pcm", 5);
+        alone["input"] = json!(part.text);
+        alone["seed"] = json!(part_seed(42, i));
+        let alone = s.speech(alone);
+        assert_eq!(alone.status, 200, "{}", alone.text());
+        assert_eq!(
+            &whole.body[at..at + part_bytes],
+            &alone.body[..],
+            "part {i}"
+        );
+        at += part_bytes;
+        assert!(whole.body[at..at + pauses[i]].iter().all(|&b| b == 0));
+        at += pauses[i];
+    }
+    // Streamed: the same bytes.
+    body["stream_format"] = json!("audio");
+    let streamed = s.speech(body);
+    assert_eq!(streamed.status, 200);
+    assert_eq!(streamed.body, whole.body);
+    std::thread::sleep(Duration::from_millis(100));
+    let log = s.log_text();
+    assert!(log.contains("parts=3/3 frames=15"), "{log}");
+}

@@ -12,6 +12,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 use qwen3_tts::audio;
 use qwen3_tts::config::{ModelType, TtsConfig};
 use qwen3_tts::gguf_schema::ARCH_TTS;
+use qwen3_tts::long_text::{split_text, LongEvent, TextPart, DEFAULT_MAX_PART};
 use qwen3_tts::model_file::{GgufFile, Overwrite};
 use qwen3_tts::pipeline::{
     GenerateOptions, Progress, Stop, StreamOptions, Synthesizer, Timings, FRAMES_PER_SECOND,
@@ -171,8 +172,13 @@ struct Args {
     /// Random seed [random; printed in the summary]
     #[arg(long)]
     seed: Option<u64>,
-    /// Stop after this many frames (80 ms each) [the model's limit, and the
-    /// runaway guard's bound for the text: 5 s + 1 s per text token]
+    /// A text longer than this is spoken in parts, cut at sentence ends
+    /// (characters; a CJK character counts 3; 0: never cut)
+    #[arg(long, default_value_t = DEFAULT_MAX_PART)]
+    max_part_chars: usize,
+    /// Stop after this many frames (80 ms each; for each part of a long
+    /// text) [the model's limit, and the runaway guard's bound for the
+    /// text: 5 s + 1 s per text token]
     #[arg(long)]
     max_frames: Option<usize>,
     /// Do not stop before this many frames
@@ -624,13 +630,14 @@ fn run(args: &Args, process_start: Instant) -> Result<()> {
     };
     let req = request(args, text.expect("not only_save"), &synth, cloned.as_ref())?;
     let opts = options(args, &synth)?;
-    if args.stream {
+    let parts = split_text(&req.text, args.max_part_chars);
+    if args.stream || parts.len() > 1 {
         let t = Times {
             process_start,
             started,
             load_s,
         };
-        return stream(args, &mut synth, &req, &opts, sink, &status, t);
+        return write_as_it_comes(args, &mut synth, &req, &opts, &parts, sink, &status, t);
     }
 
     status.stage("generating…");
@@ -700,12 +707,16 @@ struct Times {
     load_s: f64,
 }
 
-/// `--stream`: the audio is written while it is generated.
-fn stream(
+/// `--stream`, or a text of several parts: the audio is written as it
+/// comes (each chunk when streaming, each part otherwise), so that memory
+/// stays that of one part however long the text.
+#[allow(clippy::too_many_arguments)]
+fn write_as_it_comes(
     args: &Args,
     synth: &mut Synthesizer,
     req: &Request,
     opts: &GenerateOptions,
+    parts: &[TextPart],
     sink: Sink,
     status: &Status,
     t: Times,
@@ -714,52 +725,91 @@ fn stream(
         first_chunk_frames: args.first_chunk_frames,
         chunk_frames: args.chunk_frames,
     };
+    let stream = args.stream.then_some(&chunks);
     let rate = synth.vocoder.sample_rate();
     let mut out = sink.start_stream(rate, args.format.into())?;
-    status.stage("generating (streaming)…");
+    status.stage(if args.stream {
+        "generating (streaming)…"
+    } else {
+        "generating…"
+    });
     let call = Instant::now();
     let mut written = 0;
-    let result = synth.synthesize_stream(req, opts, &chunks, |chunk| {
-        out.write(chunk.samples)?;
-        if written == 0 && !chunk.samples.is_empty() {
-            status.done_line(&format!(
-                "first audio after {:.2} s ({:.2} s from start)",
-                call.elapsed().as_secs_f64(),
-                t.process_start.elapsed().as_secs_f64()
-            ));
+    let mut part_start = call;
+    let result = synth.synthesize_long(req, opts, parts, stream, |event| {
+        match event {
+            LongEvent::Part { index, count, text } if count > 1 => {
+                part_start = Instant::now();
+                status.done_line(&format!(
+                    "part {}/{count}: {}",
+                    index + 1,
+                    excerpt(text, 60)
+                ));
+            }
+            LongEvent::Part { .. } => {}
+            LongEvent::Frames(n) => status.frames(n, part_start.elapsed().as_secs_f64()),
+            LongEvent::Audio(chunk) => {
+                out.write(chunk.samples)?;
+                if written == 0 && !chunk.samples.is_empty() && args.stream {
+                    status.done_line(&format!(
+                        "first audio after {:.2} s ({:.2} s from start)",
+                        call.elapsed().as_secs_f64(),
+                        t.process_start.elapsed().as_secs_f64()
+                    ));
+                }
+                written += chunk.samples.len();
+                status.streamed(
+                    chunk.frames,
+                    written as f64 / rate as f64,
+                    part_start.elapsed().as_secs_f64(),
+                );
+            }
         }
-        written += chunk.samples.len();
-        status.streamed(
-            chunk.frames,
-            written as f64 / rate as f64,
-            call.elapsed().as_secs_f64(),
-        );
         Ok(())
     });
     status.finish();
     let summary = result?;
     out.finish(args.force)?;
-    warn_if_runaway(summary.stop, summary.frames.len());
+    for (i, part) in summary.parts.iter().enumerate() {
+        if part.stop == Stop::RunawayGuard && summary.parts.len() > 1 {
+            eprint!("part {}/{}: ", i + 1, summary.parts.len());
+        }
+        warn_if_runaway(part.stop, part.frames);
+    }
     if !args.quiet {
         let wall = t.started.elapsed().as_secs_f64();
         let first = summary.first_audio;
+        let parts = match summary.parts.len() {
+            1 => String::new(),
+            n => format!(" in {n} parts"),
+        };
         eprintln!(
-            "{}",
+            "{}{parts}",
             summary_line(
                 args,
                 &Figures {
                     audio: summary.samples as f64 / summary.sample_rate as f64,
-                    frames: summary.frames.len(),
+                    frames: summary.frames(),
                     wall,
                     load_s: t.load_s,
                     timings: summary.timings,
-                    first_audio: Some((first, (call - t.process_start).as_secs_f64() + first)),
+                    first_audio: args
+                        .stream
+                        .then(|| (first, (call - t.process_start).as_secs_f64() + first)),
                     seed: opts.seed,
                 }
             )
         );
     }
     Ok(())
+}
+
+/// The start of `text`, at most `n` characters, for a progress line.
+fn excerpt(text: &str, n: usize) -> String {
+    match text.char_indices().nth(n) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_string(),
+    }
 }
 
 /// What the summary line reports.
