@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+pub mod fuzz;
+
 /// The five checkpoint shapes of the family, as committed tiny fixtures.
 pub const VARIANTS: [&str; 5] = [
     "0.6B-Base",
@@ -340,4 +342,45 @@ pub fn rewrite_gguf(
         },
     )?
     .commit()
+}
+
+/// A copy of the TTS model file `src` at `out` with its text vocabulary cut
+/// to its first 512 tokens (and the merges among them): building the real
+/// one takes about a second per load, which sweeps of thousands of loads
+/// (mutation tests, fuzzing) cannot afford.
+pub fn slim_tts(src: &std::path::Path, out: &std::path::Path) -> PathBuf {
+    use qwen3_tts::ggml::gguf::Value;
+    use qwen3_tts::gguf_schema::keys;
+    use qwen3_tts::model_file::GgufFile;
+    use std::collections::HashSet;
+    const TOKENS: usize = 512;
+    let src = GgufFile::open(src).unwrap();
+    let tokens = src.get_str_array(keys::TOKENIZER_TOKENS).unwrap();
+    let kept: HashSet<&str> = tokens[..TOKENS].iter().map(String::as_str).collect();
+    let types = match src.get(keys::TOKENIZER_TOKEN_TYPE) {
+        Some(Value::ArrI32(t)) => Value::ArrI32(t[..TOKENS].to_vec()),
+        Some(Value::ArrU32(t)) => Value::ArrU32(t[..TOKENS].to_vec()),
+        other => panic!("token types: {other:?}"),
+    };
+    let merges: Vec<String> = src
+        .get_str_array(keys::TOKENIZER_MERGES)
+        .unwrap()
+        .into_iter()
+        .filter(|m| {
+            m.split_once(' ').is_some_and(|(a, b)| {
+                kept.contains(a) && kept.contains(b) && kept.contains(format!("{a}{b}").as_str())
+            })
+        })
+        .collect();
+    assert!(!merges.is_empty());
+    let metadata = [
+        (
+            keys::TOKENIZER_TOKENS.to_string(),
+            Value::ArrStr(tokens[..TOKENS].to_vec()),
+        ),
+        (keys::TOKENIZER_TOKEN_TYPE.to_string(), types),
+        (keys::TOKENIZER_MERGES.to_string(), Value::ArrStr(merges)),
+    ];
+    rewrite_gguf(&src, out, &metadata, None).unwrap();
+    out.to_path_buf()
 }

@@ -101,8 +101,17 @@ pub fn split_text(text: &str, max_weight: usize) -> Vec<TextPart> {
             last.boundary = Boundary::Paragraph;
         }
     }
-    if let Some(last) = parts.last_mut() {
-        last.boundary = Boundary::End;
+    // A piece of control or invisible characters only has nothing to say
+    // (and would be refused as a request of its own).
+    parts.retain(|p| crate::prompt::has_speech(&p.text));
+    match parts.last_mut() {
+        Some(last) => last.boundary = Boundary::End,
+        None => {
+            return vec![TextPart {
+                text: text.to_string(),
+                boundary: Boundary::End,
+            }]
+        }
     }
     parts
 }
@@ -664,6 +673,23 @@ mod tests {
         // A digit run is not cut where a cut before it will do.
         let parts = split_text("abcdefgh12345", 10);
         assert_eq!(texts(&parts), ["abcdefgh", "12345"]);
+    }
+
+    #[test]
+    fn no_part_is_left_without_speech() {
+        // Found by the `text` fuzz target: runs of NULs and control
+        // characters after the sentences.
+        let text = "Hello there. 今天天气很好。\0\0\0\0\0\0\0\0 \u{7}\0\0\0\0\0\0";
+        for max in [5, 10, 20, 30, 40] {
+            let parts = split_text(text, max);
+            assert!(
+                parts.iter().all(|p| crate::prompt::has_speech(&p.text)),
+                "max {max}: {parts:?}"
+            );
+            assert_eq!(parts.last().map(|p| p.boundary), Some(Boundary::End));
+        }
+        let nothing = "\u{7}\0 \0\n\n\u{200B}".repeat(30);
+        assert_eq!(texts(&split_text(&nothing, 40)), [nothing.as_str()]);
     }
 
     #[test]

@@ -6,7 +6,6 @@
 //! found that way and a compact sweep of every metadata key through the
 //! loaders.
 
-use std::collections::HashSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
@@ -394,40 +393,9 @@ fn replacements(v: &Value) -> Vec<Value> {
     }
 }
 
-/// The tiny TTS model with its text vocabulary cut to its first tokens
-/// (and the merges among them): building the real one takes about a second
-/// per load, which a sweep of hundreds of loads cannot afford.
 fn slim_tts(files: &Files) -> PathBuf {
-    const TOKENS: usize = 512;
-    let src = GgufFile::open(&files.tts).unwrap();
-    let tokens = src.get_str_array(keys::TOKENIZER_TOKENS).unwrap();
-    let kept: HashSet<&str> = tokens[..TOKENS].iter().map(String::as_str).collect();
-    let types = match src.get(keys::TOKENIZER_TOKEN_TYPE) {
-        Some(Value::ArrI32(t)) => Value::ArrI32(t[..TOKENS].to_vec()),
-        Some(Value::ArrU32(t)) => Value::ArrU32(t[..TOKENS].to_vec()),
-        other => panic!("token types: {other:?}"),
-    };
-    let merges: Vec<String> = src
-        .get_str_array(keys::TOKENIZER_MERGES)
-        .unwrap()
-        .into_iter()
-        .filter(|m| {
-            m.split_once(' ').is_some_and(|(a, b)| {
-                kept.contains(a) && kept.contains(b) && kept.contains(format!("{a}{b}").as_str())
-            })
-        })
-        .collect();
-    assert!(!merges.is_empty());
     let out = files.dir.path().join("slim.gguf");
-    let metadata = [
-        (
-            keys::TOKENIZER_TOKENS.to_string(),
-            Value::ArrStr(tokens[..TOKENS].to_vec()),
-        ),
-        (keys::TOKENIZER_TOKEN_TYPE.to_string(), types),
-        (keys::TOKENIZER_MERGES.to_string(), Value::ArrStr(merges)),
-    ];
-    rewrite_gguf(&src, &out, &metadata, None).unwrap();
+    qwen3_tts_tests::slim_tts(&files.tts, &out);
     load(&out, false).unwrap();
     out
 }

@@ -1,0 +1,3 @@
+#![no_main]
+// cargo fuzz run ref_audio: the same target as the stable driver's (scripts/fuzz.sh).
+libfuzzer_sys::fuzz_target!(|data: &[u8]| qwen3_tts_tests::fuzz::run("ref_audio", data));
