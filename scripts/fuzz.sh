@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# Fuzzes every target of tests/fuzz.rs (or those named) with the stable mutation driver
-# (tests/examples/fuzz.rs; no nightly needed) and prints per target the executions, crashes
+# Fuzzes every target (tests/fuzz.rs: files, audio, text; server/tests/fuzz_targets: request
+# bodies and voice uploads through the router), or those named, with the stable mutation driver
+# (tests/fuzz_driver.rs; no nightly needed) and prints per target the executions, crashes
 # (the process died: an abort inside ggml), panics and timeouts (hangs), then a table.
 # Failing inputs are saved under fuzz/artifacts/<target>/: commit each to fuzz/corpus/<target>/
 # with its fix (tests/tests/fuzz_corpus.rs replays the corpus in CI).
@@ -26,24 +27,33 @@ while [ $# -gt 0 ]; do
     esac
 done
 [ -z "$runs" ] && [ -z "$seconds" ] && seconds=60
-[ ${#targets[@]} -eq 0 ] && targets=(gguf_model gguf_tokenizer convert_config convert_safetensors ref_audio qvoice text)
-cargo build --release --locked -q -p qwen3-tts-tests --example fuzz
-bin=${CARGO_TARGET_DIR:-target}/release/examples/fuzz
+[ ${#targets[@]} -eq 0 ] && targets=(gguf_model gguf_tokenizer convert_config convert_safetensors ref_audio qvoice text
+    speech_request voice_upload)
+cargo build --release --locked -q -p qwen3-tts-tests -p qwen3-tts-server --example fuzz --example fuzz_server
+examples=${CARGO_TARGET_DIR:-target}/release/examples
 echo "$(nproc) cores; load: $(cut -d' ' -f1-3 /proc/loadavg)"
 results=()
 for t in "${targets[@]}"; do
     flags=(--target "$t" --timeout "$timeout" --seed "$seed")
     [ -n "$runs" ] && flags+=(--runs "$runs")
     [ -n "$seconds" ] && flags+=(--seconds "$seconds")
+    case "$t" in
+        speech_request|voice_upload) bin=$examples/fuzz_server ;;  # the server's router
+        *) bin=$examples/fuzz ;;
+    esac
     line=$("$bin" "${flags[@]}")
     echo "$line"
     results+=("$line")
 done
-printf '%s\n' "${results[@]}" | python3 -c '
+printf '%s\n' "${results[@]}" | python3 -c "$(cat <<'PY'
 import json, sys
 rows = [json.loads(l) for l in sys.stdin if l.strip()]
-print(f"{\"target\":<22}{\"executions\":>12}{\"seconds\":>9}{\"execs/s\":>9}{\"crashes\":>9}{\"panics\":>8}{\"timeouts\":>10}")
+cols = ["target", "execs", "seconds", "execs_per_s", "crashes", "panics", "timeouts"]
+head = ["target", "executions", "seconds", "execs/s", "crashes", "panics", "timeouts"]
+fmt = "{:<22}{:>12}{:>9}{:>10}{:>9}{:>8}{:>10}"
+print(fmt.format(*head))
 for r in rows:
-    print(f"{r[\"target\"]:<22}{r[\"execs\"]:>12}{r[\"seconds\"]:>9}{r[\"execs_per_s\"]:>9}{r[\"crashes\"]:>9}{r[\"panics\"]:>8}{r[\"timeouts\"]:>10}")
+    print(fmt.format(*[r[c] for c in cols]))
 sys.exit(1 if any(r["crashes"] or r["panics"] or r["timeouts"] for r in rows) else 0)
-'
+PY
+)"

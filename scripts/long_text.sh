@@ -24,14 +24,14 @@ THREADS=${THREADS:-2}
 REF=${REF:-tests/fixtures/audio/ref_24k.wav}
 command -v python3 >/dev/null && command -v curl >/dev/null || { echo "error: python3 and curl are required" >&2; exit 1; }
 [ -x /usr/bin/time ] || { echo "error: /usr/bin/time is required (apt-get install time)" >&2; exit 1; }
-cargo build --release --locked -q -p qwen3-tts-cli -p qwen3-tts-server
-cargo build --release --locked -q -p qwen3-tts-tests --example long_text_voice
+cargo build --release --locked -q -p qwen3-tts-cli -p qwen3-tts-server -p qwen3-tts-tests \
+    --bins --example long_text_voice
 bin=${CARGO_TARGET_DIR:-target}/release
 tmp=$(mktemp -d)
 pid=""
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$tmp"' EXIT
 if [ -z "${TTS:-}" ]; then
-    "$bin/qwen3-tts-convert" -i tests/fixtures/tiny-0.6B-Base -o "$tmp/models" --type f32 -q
+    "$bin/qwen3-tts-convert" -i tests/fixtures/tiny-0.6B-Base -o "$tmp/models" --type f32 -q >/dev/null
     TTS=$tmp/models/tts-f32.gguf
     TOKENIZER=$tmp/models/tokenizer-f16.gguf
 fi

@@ -33,6 +33,22 @@ pub const TARGETS: [&str; 7] = [
     "text",
 ];
 
+/// A set of fuzz targets for the driver ([`crate::fuzz_driver`]).
+pub struct Suite {
+    pub targets: &'static [&'static str],
+    /// The seed input of a target.
+    pub seed: fn(&str) -> Vec<u8>,
+    /// Runs one input through a target.
+    pub run: fn(&str, &[u8]),
+}
+
+/// The library's targets.
+pub const SUITE: Suite = Suite {
+    targets: &TARGETS,
+    seed,
+    run,
+};
+
 /// The files the targets start from (built once per process).
 struct Base {
     dir: tempfile::TempDir,

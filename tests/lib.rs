@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 
 pub mod fuzz;
+pub mod fuzz_driver;
 
 /// The five checkpoint shapes of the family, as committed tiny fixtures.
 pub const VARIANTS: [&str; 5] = [
