@@ -2,7 +2,9 @@
 //! (`qwen3_tts_tests::fuzz`, the same ones cargo-fuzz runs from `fuzz/`, and
 //! the server's), the `main` of the `fuzz` examples.
 //!
-//!     fuzz --target T [--runs N] [--seconds S] [--timeout 10] [--artifacts DIR] [--seed 1]
+//! ```text
+//! fuzz --target T [--runs N] [--seconds S] [--timeout 10] [--artifacts DIR] [--seed 1]
+//! ```
 //!
 //! Mutates the target's seed file and its committed corpus (bit flips,
 //! boundary values written over integers, truncations, repeated and
