@@ -389,14 +389,15 @@ pub fn role(gguf_name: &str, rank: usize) -> Role {
 
 /// The storage type of a tensor with `role` and row length `row_len` when the
 /// file type `requested` is asked for. Fallbacks when a row length does not fit
-/// a block size: Q4_K → Q8_0 → F16 (documented in docs/gguf.md).
+/// a block size: a k-quant (Q6_K, Q5_K, Q4_K) → Q8_0 → F16 (documented in
+/// docs/gguf.md).
 pub fn storage_type(role: Role, requested: GgmlType, row_len: usize) -> GgmlType {
     use GgmlType::*;
     let fits = |t: GgmlType| row_len.is_multiple_of(t.block_size());
     let at_most = |t: GgmlType| -> GgmlType {
         if fits(t) {
             t
-        } else if t == Q4_K && fits(Q8_0) {
+        } else if t.is_k_quant() && fits(Q8_0) {
             Q8_0
         } else {
             F16
@@ -419,14 +420,23 @@ pub fn tensor_storage_type(gguf_name: &str, ne: &[i64], requested: GgmlType) -> 
 }
 
 /// The file types a user can request.
-pub const FILE_TYPES: [GgmlType; 4] =
-    [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_K];
+pub const FILE_TYPES: [GgmlType; 6] = [
+    GgmlType::F32,
+    GgmlType::F16,
+    GgmlType::Q8_0,
+    GgmlType::Q6_K,
+    GgmlType::Q5_K,
+    GgmlType::Q4_K,
+];
 
 /// Parses a `--type` argument, naming the allowed values on error.
 pub fn parse_file_type(s: &str) -> Result<GgmlType, String> {
     GgmlType::parse(s)
         .filter(|t| FILE_TYPES.contains(t))
-        .ok_or_else(|| format!("unknown type '{s}' (expected one of: f32, f16, q8_0, q4_k)"))
+        .ok_or_else(|| {
+            let names: Vec<_> = FILE_TYPES.iter().map(|t| t.name()).collect();
+            format!("unknown type '{s}' (expected one of: {})", names.join(", "))
+        })
 }
 
 #[cfg(test)]
@@ -540,12 +550,23 @@ mod tests {
         assert_eq!(storage_type(Role::Matrix, Q4_K, 20), F16);
         assert_eq!(storage_type(Role::Matrix, Q8_0, 20), F16);
         assert_eq!(storage_type(Role::Matrix, F16, 20), F16);
+        for k in [Q6_K, Q5_K] {
+            assert_eq!(storage_type(Role::Matrix, k, 1024), k);
+            assert_eq!(storage_type(Role::Matrix, k, 96), Q8_0);
+            assert_eq!(storage_type(Role::Matrix, k, 20), F16);
+            assert_eq!(storage_type(Role::EmbeddingOrHead, k, 1024), Q8_0);
+            assert_eq!(storage_type(Role::Conv, k, 1024), F16);
+            assert_eq!(storage_type(Role::Vector, k, 1024), F32);
+        }
     }
 
     #[test]
     fn file_type_parsing() {
         assert_eq!(parse_file_type("Q8_0"), Ok(GgmlType::Q8_0));
-        assert!(parse_file_type("q5_k").unwrap_err().contains("q8_0"));
+        assert_eq!(parse_file_type("q6_k"), Ok(GgmlType::Q6_K));
+        assert_eq!(parse_file_type("Q5_K"), Ok(GgmlType::Q5_K));
+        let e = parse_file_type("q3_k").unwrap_err();
+        assert!(e.contains("q8_0, q6_k, q5_k, q4_k"), "{e}");
         assert!(parse_file_type("i32").is_err());
     }
 }

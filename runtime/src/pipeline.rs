@@ -383,10 +383,22 @@ impl Session {
         opts: &GenerateOptions,
         frames: &[Vec<u32>],
     ) -> Result<Vec<Vec<u32>>> {
+        Ok(self.predict_forced_traced(prompt, opts, frames, 0)?.0)
+    }
+
+    /// [`Session::predict_forced`], also recording the first `trace_steps`
+    /// steps' raw talker logits and hidden states (quality reports).
+    pub fn predict_forced_traced(
+        &mut self,
+        prompt: &Prompt,
+        opts: &GenerateOptions,
+        frames: &[Vec<u32>],
+        trace_steps: usize,
+    ) -> Result<(Vec<Vec<u32>>, Trace)> {
         let mut o = opts.clone();
         o.set_max_new_tokens(frames.len() + 1);
         o.min_new_tokens = o.max_new_tokens;
-        Ok(self.decode(prompt, &o, Some(frames), 0, |_, _| Ok(()))?.0)
+        self.decode(prompt, &o, Some(frames), trace_steps, |_, _| Ok(()))
     }
 
     fn decode(

@@ -45,6 +45,8 @@ fn one_vector_is_bit_identical_to_ggml() {
     for (ty, k) in [
         (GgmlType::Q8_0, 1024),
         (GgmlType::Q4_K, 1024),
+        (GgmlType::Q6_K, 1024),
+        (GgmlType::Q5_K, 1024),
         (GgmlType::Q8_0, 96),
     ] {
         // odd row counts: the threads' row ranges differ in length
@@ -109,7 +111,14 @@ fn row_dots_and_columns(ty: GgmlType, k: usize, n: usize, m: usize) -> (Vec<f32>
 /// gives it, bit for bit, for every weight type and batch size.
 #[test]
 fn row_dot_columns_equal_one_column_products() {
-    for ty in [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_K] {
+    for ty in [
+        GgmlType::F32,
+        GgmlType::F16,
+        GgmlType::Q8_0,
+        GgmlType::Q6_K,
+        GgmlType::Q5_K,
+        GgmlType::Q4_K,
+    ] {
         for m in [1, 2, 3, 4, 5, 7, 9] {
             let (all, columns) = row_dots_and_columns(ty, 512, 37, m);
             for (c, column) in columns.iter().enumerate() {

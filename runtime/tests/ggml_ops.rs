@@ -90,6 +90,8 @@ fn mul_mat_matches_naive_for_each_weight_type() {
         (GgmlType::F32, 1e-5),
         (GgmlType::F16, 2e-3),
         (GgmlType::Q8_0, 1e-2),
+        (GgmlType::Q6_K, 1e-2),
+        (GgmlType::Q5_K, 1e-2),
         (GgmlType::Q4_K, 1e-2),
     ] {
         // Weights as stored: the reference product uses the dequantised values,
@@ -270,4 +272,9 @@ fn quantize_round_trip_errors_on_gaussian_weights() {
     // Gaussian data; this pins that figure so a quantiser regression shows.
     let q4k = err(GgmlType::Q4_K);
     assert!((0.05..0.08).contains(&q4k), "Q4_K {q4k}");
+    // Q6_K (6.56 bits/weight) measures 1.8 %, Q5_K (5.5 bits) 3.7 %.
+    let q6k = err(GgmlType::Q6_K);
+    assert!((0.012..0.025).contains(&q6k), "Q6_K {q6k}");
+    let q5k = err(GgmlType::Q5_K);
+    assert!((0.025..0.05).contains(&q5k), "Q5_K {q5k}");
 }

@@ -14,7 +14,8 @@ use qwen3_tts_tests::{rel_rms, tiny_checkpoint, VARIANTS};
 use serde_json::Value as Json;
 
 /// Tolerance of each storage type (issue #2): F32 exact, F16 exact after f16
-/// rounding, Q8_0 relative RMS ≤ 1 %, Q4_K ≤ 5 %.
+/// rounding, Q8_0 relative RMS ≤ 1 %, Q4_K ≤ 5 %; Q6_K ≤ 2 % and Q5_K ≤ 4 %
+/// (issue #16; ggml's quantisers measure 1.8 % and 3.7 % on Gaussian data).
 fn check_values(name: &str, ty: GgmlType, got: &[f32], src: &[f32]) {
     match ty {
         GgmlType::F32 => assert!(got == src, "{name}: F32 differs from the source"),
@@ -35,6 +36,14 @@ fn check_values(name: &str, ty: GgmlType, got: &[f32], src: &[f32]) {
         GgmlType::Q4_K => {
             let e = rel_rms(got, src);
             assert!(e <= 0.05, "{name}: Q4_K relative RMS {e}");
+        }
+        GgmlType::Q6_K => {
+            let e = rel_rms(got, src);
+            assert!(e <= 0.02, "{name}: Q6_K relative RMS {e}");
+        }
+        GgmlType::Q5_K => {
+            let e = rel_rms(got, src);
+            assert!(e <= 0.04, "{name}: Q5_K relative RMS {e}");
         }
         other => panic!("{name}: unexpected storage type {other:?}"),
     }
@@ -110,7 +119,7 @@ fn check_tensors(
         }
         if gguf_name.contains("_embd") || gguf_name.contains("head") {
             assert!(
-                ty != GgmlType::Q4_K,
+                !ty.is_k_quant(),
                 "{gguf_name}: embeddings and heads stay ≥ Q8_0"
             );
         }
@@ -286,7 +295,13 @@ fn quantizer_matches_direct_conversion() {
     };
     let f32_path = mk(GgmlType::F32, "a");
     let direct = mk(GgmlType::Q8_0, "b");
-    for ty in [GgmlType::Q8_0, GgmlType::Q4_K, GgmlType::F16] {
+    for ty in [
+        GgmlType::Q8_0,
+        GgmlType::Q6_K,
+        GgmlType::Q5_K,
+        GgmlType::Q4_K,
+        GgmlType::F16,
+    ] {
         let requant = out.path().join(format!("re-{}.gguf", ty.name()));
         qwen3_tts_quantize::requantize(&f32_path, &requant, ty, Overwrite::Refuse).unwrap();
         let r = GgufFile::open_arch(&requant, schema::ARCH_TTS).unwrap();

@@ -30,7 +30,7 @@ struct Cli {
     /// Output directory.
     #[arg(long, short = 'o', default_value = "models")]
     outdir: PathBuf,
-    /// Type of the TTS model file: f32, f16, q8_0 or q4_k.
+    /// Type of the TTS model file: f32, f16, q8_0, q6_k, q5_k or q4_k.
     #[arg(long = "type", default_value = "q8_0", value_parser = parse_file_type)]
     ty: qwen3_tts::ggml::GgmlType,
     /// Type of the speech-tokenizer file (convolutions and codebooks stay F16 unless f32).

@@ -1,4 +1,4 @@
-//! `qwen3-tts-quantize in.gguf out.gguf --type q8_0|q4_k|f16|f32`
+//! `qwen3-tts-quantize in.gguf out.gguf --type q8_0|q6_k|q5_k|q4_k|f16|f32`
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -25,7 +25,7 @@ struct Cli {
     input: PathBuf,
     /// Output GGUF.
     output: PathBuf,
-    /// Target type: f32, f16, q8_0 or q4_k (norms stay F32; convs and codebooks F16; embeddings/heads ≥ Q8_0).
+    /// Target type: f32, f16, q8_0, q6_k, q5_k or q4_k (norms stay F32; convs and codebooks F16; embeddings/heads ≥ Q8_0).
     #[arg(long = "type", value_parser = parse_file_type)]
     ty: qwen3_tts::ggml::GgmlType,
     /// Replace the output file if it exists.

@@ -10,16 +10,20 @@ pub enum GgmlType {
     F16,
     BF16,
     Q8_0,
+    Q6_K,
+    Q5_K,
     Q4_K,
     I32,
 }
 
 impl GgmlType {
-    pub const ALL: [GgmlType; 6] = [
+    pub const ALL: [GgmlType; 8] = [
         GgmlType::F32,
         GgmlType::F16,
         GgmlType::BF16,
         GgmlType::Q8_0,
+        GgmlType::Q6_K,
+        GgmlType::Q5_K,
         GgmlType::Q4_K,
         GgmlType::I32,
     ];
@@ -30,6 +34,8 @@ impl GgmlType {
             GgmlType::F16 => sys::GGML_TYPE_F16,
             GgmlType::BF16 => sys::GGML_TYPE_BF16,
             GgmlType::Q8_0 => sys::GGML_TYPE_Q8_0,
+            GgmlType::Q6_K => sys::GGML_TYPE_Q6_K,
+            GgmlType::Q5_K => sys::GGML_TYPE_Q5_K,
             GgmlType::Q4_K => sys::GGML_TYPE_Q4_K,
             GgmlType::I32 => sys::GGML_TYPE_I32,
         }
@@ -56,12 +62,14 @@ impl GgmlType {
             GgmlType::F16 => "f16",
             GgmlType::BF16 => "bf16",
             GgmlType::Q8_0 => "q8_0",
+            GgmlType::Q6_K => "q6_k",
+            GgmlType::Q5_K => "q5_k",
             GgmlType::Q4_K => "q4_k",
             GgmlType::I32 => "i32",
         }
     }
 
-    /// Parses a command-line name (`f32`, `f16`, `q8_0`, `q4_k`; case-insensitive).
+    /// Parses a command-line name (`f32`, `f16`, `q8_0`, `q6_k`, `q5_k`, `q4_k`; case-insensitive).
     pub fn parse(s: &str) -> Option<Self> {
         let s = s.to_ascii_lowercase();
         Self::ALL.into_iter().find(|t| t.name() == s)
@@ -83,7 +91,15 @@ impl GgmlType {
     }
 
     pub fn is_quantized(self) -> bool {
-        matches!(self, GgmlType::Q8_0 | GgmlType::Q4_K)
+        matches!(
+            self,
+            GgmlType::Q8_0 | GgmlType::Q6_K | GgmlType::Q5_K | GgmlType::Q4_K
+        )
+    }
+
+    /// A k-quant: 256-value super-blocks.
+    pub fn is_k_quant(self) -> bool {
+        matches!(self, GgmlType::Q6_K | GgmlType::Q5_K | GgmlType::Q4_K)
     }
 }
 
