@@ -7,11 +7,12 @@
 #
 #   scripts/quality_report.sh [checkpoint-dir] [types...]
 #       default: models/random-0.6B-Base (scripts/make_real_checkpoints.sh) f16 q8_0 q6_k q5_k q4_k
-#   FRAMES=50 THREADS=2 KEEP=1 (keep the converted files under models/quality-<name>/)
+#   FRAMES=150 THREADS=2 KV_CACHE=f32|f16 (the quantised files' cache; default f16) KEEP=1 (keep the converted files under models/quality-<name>/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src=${1:-models/random-0.6B-Base}; shift || true
 types=("${@:-f16 q8_0 q6_k q5_k q4_k}"); types=(${types[*]})
+[[ " ${types[*]} " == *" f16 "* ]] || types=(f16 "${types[@]}")   # the speech SNR's vocoder
 [ -f "$src/config.json" ] || {
     echo "error: $src/config.json not found (a Hugging Face checkpoint directory;" \
          "scripts/make_real_checkpoints.sh makes random real-size ones)" >&2; exit 1; }
@@ -32,6 +33,7 @@ for t in "${types[@]}"; do
 done
 echo "checkpoint: $src ($(uptime | sed 's/.*load/load/'))"
 "$bin/examples/quality_report" --f32 "$out/tts-f32.gguf" --f32-tokenizer "$out/tokenizer-f32.gguf" \
-    --ref-audio tests/fixtures/audio/ref_24k.wav --frames "${FRAMES:-50}" --threads "${THREADS:-2}" \
+    --tokenizer "$out/tokenizer-f16.gguf" \
+    --ref-audio tests/fixtures/audio/ref_24k.wav --frames "${FRAMES:-150}" --threads "${THREADS:-2}" ${KV_CACHE:+--kv-cache "$KV_CACHE"} \
     "f32=$out/tts-f32.gguf,$out/tokenizer-f32.gguf" "${pairs[@]}"
 [ -n "${KEEP:-}" ] || rm -rf "$out"

@@ -202,6 +202,10 @@ fn bad_input_gives_clear_errors() {
             "temperature must be a finite number",
         ),
         (&["--subtalker-top-p", "nan"], "top_p must be in (0, 1]"),
+        (
+            &["--kv-cache", "q8_0"],
+            "unknown KV cache type 'q8_0' (expected f32 or f16)",
+        ),
     ] {
         let mut v = with(tts, tok, out_s);
         v.extend(flags.iter().map(|s| s.to_string()));

@@ -21,14 +21,14 @@ use std::time::Instant;
 use crate::code_predictor::{CodePredictor, FrameInput};
 use crate::codec_decoder::{CodecDecoder, DecoderSession, SavedState};
 use crate::error::{Error, Result};
-use crate::ggml::Backend;
+use crate::ggml::{Backend, GgmlType};
 use crate::pipeline::{
     default_threads, talker_processors, AudioChunk, CancelFlag, Chunker, DecodeTimes,
     GenerateOptions, Stop, StreamOptions, StreamSummary, Timings, TtsModel,
 };
 use crate::prompt::{self, Embedder, Prompt, Request, Voice};
 use crate::sampler::{Sampler, TalkerProcessors};
-use crate::talker::{DecodeBatch, StepInput, Talker, TalkerStep};
+use crate::talker::{check_kv_type, DecodeBatch, StepInput, Talker, TalkerStep};
 use crate::threads::ThreadGovernor;
 
 /// The largest batch: the code predictor's first pass takes two vectors per
@@ -126,6 +126,8 @@ pub struct BatchSynthesizer {
     next_id: SequenceId,
     /// Adapts the thread count to the machine's load (threads = 0).
     governor: Option<ThreadGovernor>,
+    /// The KV cache type of the sequences that join.
+    kv_type: GgmlType,
 }
 
 impl BatchSynthesizer {
@@ -143,6 +145,7 @@ impl BatchSynthesizer {
             0 => default_threads(),
             n => n,
         }));
+        let kv_type = model.talker.kv_type;
         Self {
             code_predictor: CodePredictor::new(model.code_predictor.clone(), backend.clone()),
             vocoder_session: DecoderSession::new(vocoder.clone(), backend.clone()),
@@ -155,7 +158,20 @@ impl BatchSynthesizer {
             talker_batch: DecodeBatch::default(),
             next_id: 0,
             governor,
+            kv_type,
         }
+    }
+
+    /// The KV cache type of sequences that join from now on (F32 or F16;
+    /// default: the model's, see [`crate::talker::default_kv_type`]).
+    pub fn set_kv_type(&mut self, ty: GgmlType) -> Result<()> {
+        check_kv_type(ty)?;
+        self.kv_type = ty;
+        Ok(())
+    }
+
+    pub fn kv_type(&self) -> GgmlType {
+        self.kv_type
     }
 
     pub fn model(&self) -> &Arc<TtsModel> {
@@ -216,6 +232,7 @@ impl BatchSynthesizer {
         opts.validate()?;
         let model = self.model.clone();
         let mut talker = Talker::new(model.talker.clone(), self.backend.clone());
+        talker.set_kv_type(self.kv_type)?;
         let embedder = Embedder {
             talker: &talker,
             group_tables: &model.code_predictor.codec_embd,

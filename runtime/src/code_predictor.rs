@@ -195,7 +195,12 @@ impl FrameCache {
     fn new(cfg: &TransformerConfig, positions: usize, batch: usize) -> Self {
         let width = (cfg.head_dim * cfg.kv_heads) as i64;
         let (positions, b) = (positions as i64, batch as i64);
-        let (_, k, v) = kv_tensors(cfg.layers, &[width, positions, b], &[positions, width, b]);
+        let (_, k, v) = kv_tensors(
+            cfg.layers,
+            GgmlType::F32,
+            &[width, positions, b],
+            &[positions, width, b],
+        );
         Self { k, v }
     }
 

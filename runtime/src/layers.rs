@@ -214,10 +214,12 @@ pub fn attend<'a>(
     ctx.reshape(attn, &[hd * nh, n * b])
 }
 
-/// Per-layer key and value tensors for `layers` layers, F32 of dims `k`
-/// and `v`, in one store (contents uninitialised): a KV cache's memory.
+/// Per-layer key and value tensors for `layers` layers, of type `ty` (F32
+/// or F16) and dims `k` and `v`, in one store (contents uninitialised): a KV
+/// cache's memory.
 pub fn kv_tensors(
     layers: usize,
+    ty: GgmlType,
     k: &[i64],
     v: &[i64],
 ) -> (TensorStore, Vec<StoredTensor>, Vec<StoredTensor>) {
@@ -225,8 +227,8 @@ pub fn kv_tensors(
     let specs: Vec<_> = (0..layers)
         .flat_map(|l| {
             [
-                (name("k", l), GgmlType::F32, k.to_vec()),
-                (name("v", l), GgmlType::F32, v.to_vec()),
+                (name("k", l), ty, k.to_vec()),
+                (name("v", l), ty, v.to_vec()),
             ]
         })
         .collect();

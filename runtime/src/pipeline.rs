@@ -12,7 +12,7 @@ use crate::codec_decoder::{CodecDecoder, DecoderSession, StreamCursor};
 use crate::codec_encoder::CodecEncoder;
 use crate::config::TtsConfig;
 use crate::error::{Error, Result};
-use crate::ggml::{Backend, TensorStore};
+use crate::ggml::{Backend, GgmlType, TensorStore};
 use crate::gguf_schema::{tensors, ARCH_TTS};
 use crate::model_file::GgufFile;
 use crate::prompt::{self, Embedder, Prompt, Request, Voice};
@@ -235,7 +235,14 @@ impl TtsModel {
             |_, _| Ok(None),
         )?;
         let src = WeightSource::new(&store, file.path());
-        let talker = TalkerWeights::load(&src, &config)?;
+        // (An absent or unknown file type reads as F32: the cautious default.)
+        let file_type = file
+            .get_int(crate::gguf_schema::keys::FILE_TYPE)
+            .ok()
+            .and_then(|id| u32::try_from(id).ok())
+            .and_then(GgmlType::from_id)
+            .unwrap_or(GgmlType::F32);
+        let talker = TalkerWeights::load(&src, &config, file_type)?;
         let code_predictor = CodePredictorWeights::load(&src, &config, talker.codec_embd.clone())?;
         Ok(Self {
             talker: Arc::new(talker),
@@ -330,6 +337,16 @@ impl Session {
     pub fn set_threads(&mut self, threads: usize) {
         self.governor = None;
         self.backend.set_threads(threads);
+    }
+
+    /// The talker's KV cache type (F32 or F16; default: the model's
+    /// [`TalkerWeights::kv_type`]).
+    pub fn set_kv_type(&mut self, ty: GgmlType) -> Result<()> {
+        self.talker.set_kv_type(ty)
+    }
+
+    pub fn kv_type(&self) -> GgmlType {
+        self.talker.kv_type()
     }
 
     /// Builds the prompt for a request.

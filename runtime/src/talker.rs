@@ -48,16 +48,53 @@ pub struct TalkerWeights {
     pub output_norm: StoredTensor,
     /// `[hidden, codec_vocab]`.
     pub codec_head: StoredTensor,
+    /// The KV cache's element type by default (see [`default_kv_type`]).
+    pub kv_type: GgmlType,
+}
+
+/// Refuses KV cache types other than F32 and F16.
+pub fn check_kv_type(ty: GgmlType) -> Result<()> {
+    match ty {
+        GgmlType::F32 | GgmlType::F16 => Ok(()),
+        _ => Err(Error::invalid(
+            "kv_cache",
+            format!("KV cache type {} (expected f32 or f16)", ty.name()),
+        )),
+    }
+}
+
+/// Parses a `--kv-cache` argument (`f32` or `f16`).
+pub fn parse_kv_type(s: &str) -> std::result::Result<GgmlType, String> {
+    GgmlType::parse(s)
+        .filter(|&t| check_kv_type(t).is_ok())
+        .ok_or_else(|| format!("unknown KV cache type '{s}' (expected f32 or f16)"))
+}
+
+/// The KV cache type that goes with a model file of type `file_type`: F16
+/// for quantised files (half the cache's memory and reads, costing less
+/// than the weights' quantisation), F32 for F32/F16 files (the reference's
+/// precision).
+pub fn default_kv_type(file_type: GgmlType) -> GgmlType {
+    match file_type.is_quantized() {
+        true => GgmlType::F16,
+        false => GgmlType::F32,
+    }
 }
 
 impl TalkerWeights {
-    pub fn load(src: &WeightSource, cfg: &TtsConfig) -> Result<Self> {
+    /// The talker's weights; `file_type` (the file's `general.file_type`)
+    /// sets the default KV cache type.
+    pub fn load(src: &WeightSource, cfg: &TtsConfig, file_type: GgmlType) -> Result<Self> {
         let t = &cfg.talker;
         let text_embd = src.any(names::TEXT_EMBD)?;
         let text_vocab = text_embd.ne()[1] as usize;
         let text_embd = src.tensor(names::TEXT_EMBD, &[cfg.text_hidden, text_vocab])?;
+        let blocks: Vec<BlockWeights> = (0..t.layers)
+            .map(|l| BlockWeights::load(src, &names::block(l), t, BlockKind::Qwen3))
+            .collect::<Result<_>>()?;
         Ok(Self {
             cfg: t.clone(),
+            kv_type: default_kv_type(file_type),
             text_embd,
             codec_embd: src.tensor(names::CODEC_EMBD, &[t.hidden, cfg.codec_vocab])?,
             text_proj_fc1: src.linear(
@@ -67,9 +104,7 @@ impl TalkerWeights {
                 true,
             )?,
             text_proj_fc2: src.linear(names::TEXT_PROJ_FC2, cfg.text_hidden, t.hidden, true)?,
-            blocks: (0..t.layers)
-                .map(|l| BlockWeights::load(src, &names::block(l), t, BlockKind::Qwen3))
-                .collect::<Result<_>>()?,
+            blocks,
             output_norm: src.tensor(names::OUTPUT_NORM, &[t.hidden])?,
             codec_head: src.tensor(names::CODEC_HEAD, &[t.hidden, cfg.codec_vocab])?,
         })
@@ -124,6 +159,7 @@ struct KvStore {
     k: Vec<StoredTensor>,
     v: Vec<StoredTensor>,
     capacity: usize,
+    ty: GgmlType,
     /// Tells caches apart (a decode graph is built for given caches).
     id: u64,
 }
@@ -131,16 +167,17 @@ struct KvStore {
 static NEXT_CACHE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl KvStore {
-    fn new(cfg: &TransformerConfig, capacity: usize) -> Self {
+    fn new(cfg: &TransformerConfig, capacity: usize, ty: GgmlType) -> Self {
         let width = (cfg.head_dim * cfg.kv_heads) as i64;
         let capacity_i = capacity as i64;
-        let (store, k, v) = kv_tensors(cfg.layers, &[width, capacity_i], &[capacity_i, width]);
+        let (store, k, v) = kv_tensors(cfg.layers, ty, &[width, capacity_i], &[capacity_i, width]);
         store.clear(0);
         Self {
             k,
             v,
             store,
             capacity,
+            ty,
             id: NEXT_CACHE_ID.fetch_add(1, std::sync::atomic::Ordering::Relaxed),
         }
     }
@@ -324,6 +361,7 @@ pub struct Talker {
     /// The prompt rows whose keys and values are still at the start of the
     /// cache, for [`Talker::prefill`] to reuse.
     cached_prompt: Vec<f32>,
+    kv_type: GgmlType,
     weights: Arc<TalkerWeights>,
     backend: Arc<Backend>,
 }
@@ -349,9 +387,28 @@ impl Talker {
             solo: DecodeBatch::default(),
             cache: None,
             cached_prompt: Vec::new(),
+            kv_type: weights.kv_type,
             weights,
             backend,
         }
+    }
+
+    /// The KV cache's element type.
+    pub fn kv_type(&self) -> GgmlType {
+        self.kv_type
+    }
+
+    /// Sets the KV cache's element type (F32 or F16) for the next sequence;
+    /// the current cache is dropped when the type changes.
+    pub fn set_kv_type(&mut self, ty: GgmlType) -> Result<()> {
+        check_kv_type(ty)?;
+        if ty != self.kv_type {
+            self.kv_type = ty;
+            self.solo.release();
+            self.cache = None;
+            self.cached_prompt.clear();
+        }
+        Ok(())
     }
 
     /// Starts a new sequence, reserving cache for `positions` positions (the
@@ -397,17 +454,19 @@ impl Talker {
     /// is dropped.
     fn replace_cache(&mut self, capacity: usize, keep: usize) {
         let t = &self.weights.cfg;
-        let new = KvStore::new(t, capacity);
-        if let Some(old) = &self.cache {
+        let new = KvStore::new(t, capacity, self.kv_type);
+        // (`set_kv_type` drops a cache of another type.)
+        if let Some(old) = self.cache.as_ref().filter(|old| old.ty == new.ty) {
             let width = t.head_dim * t.kv_heads;
+            let es = new.ty.type_size();
             for (from, to) in old.k.iter().zip(&new.k) {
-                to.set_bytes_at(0, &from.get_bytes()[..keep * width * 4]);
+                to.set_bytes_at(0, &from.get_bytes()[..keep * width * es]);
             }
             // Values are transposed: the first `keep` of each row of positions.
             for (from, to) in old.v.iter().zip(&new.v) {
                 let from = from.get_bytes();
-                for (j, row) in from.chunks_exact(old.capacity * 4).enumerate() {
-                    to.set_bytes_at(j * capacity * 4, &row[..keep * 4]);
+                for (j, row) in from.chunks_exact(old.capacity * es).enumerate() {
+                    to.set_bytes_at(j * capacity * es, &row[..keep * es]);
                 }
             }
         }

@@ -157,6 +157,8 @@ pub struct EngineConfig {
     pub max_batch: usize,
     /// A longer `input` is spoken in parts ([`split_text`]; 0: never cut).
     pub max_part_chars: usize,
+    /// The talker's KV cache type (`None`: the model's default).
+    pub kv_cache: Option<qwen3_tts::ggml::GgmlType>,
 }
 
 impl Engine {
@@ -241,21 +243,25 @@ fn run(cfg: EngineConfig, rx: Receiver<Job>, shared: Arc<Shared>) {
             return;
         }
     };
-    let batch = BatchSynthesizer::new(
+    let mut batch = BatchSynthesizer::new(
         synth.model.clone(),
         synth.vocoder.clone(),
         cfg.threads,
         cfg.max_batch,
     );
+    if let Err(e) = cfg.kv_cache.map_or(Ok(()), |ty| batch.set_kv_type(ty)) {
+        tracing::error!("{e}; keeping the model's default KV cache type");
+    }
     let _ = shared.sample_rate.set(synth.vocoder.sample_rate());
     let _ = shared.model.set(synth.model.clone());
     tracing::info!(
-        "model ready: {} {:?} {} in {:.2} s, up to {} requests at once",
+        "model ready: {} {:?} {} in {:.2} s, up to {} requests at once, {} KV cache",
         synth.model.name,
         synth.model.config.model_type,
         synth.model.config.model_size,
         started.elapsed().as_secs_f64(),
-        batch.max_batch()
+        batch.max_batch(),
+        batch.kv_type().name()
     );
     let mut engine = Running {
         batch,

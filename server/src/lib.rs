@@ -48,6 +48,7 @@ pub async fn serve(args: Args) -> Result<(), String> {
         max_queue: args.max_queue,
         max_batch: args.max_batch,
         max_part_chars: args.max_part_chars,
+        kv_cache: args.kv_cache,
     })
     .map_err(|e| format!("cannot start the engine thread: {e}"))?;
     let state = Arc::new(api::AppState::new(

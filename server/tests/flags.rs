@@ -35,6 +35,9 @@ fn refused_flags() {
     let (ok, err) = with(&["--wyoming-port", "port"]);
     assert!(!ok);
     assert!(err.contains("--wyoming-port"), "{err}");
+    let (ok, err) = with(&["--kv-cache", "q4_k"]);
+    assert!(!ok);
+    assert!(err.contains("unknown KV cache type 'q4_k'"), "{err}");
     for n in ["0", "100000"] {
         let (ok, err) = with(&["--threads", n]);
         assert!(!ok);

@@ -2,8 +2,8 @@
 //! files of the same checkpoint (used by `scripts/quality_report.sh`).
 //!
 //! ```text
-//! quality_report --f32 TTS-F32.gguf --f32-tokenizer TOK-F32.gguf \
-//!     [--ref-audio WAV] [--frames 50] [--threads 2] [--seed 1] \
+//! quality_report --f32 TTS-F32.gguf --f32-tokenizer TOK-F32.gguf --tokenizer TOK-F16.gguf \
+//!     [--ref-audio WAV] [--frames 50] [--threads 2] [--seed 1] [--kv-cache f32|f16] \
 //!     TYPE=TTS.gguf,TOKENIZER.gguf ...
 //! ```
 //!
@@ -15,9 +15,14 @@
 //! - talker logits cosine (mean and minimum over the steps),
 //! - code 0 top-1 agreement,
 //! - code predictor agreement (codes 1..15, each pass fed the given codes),
-//! - the vocoder's waveform of the frames, SNR against the F32 tokenizer's,
+//! - speech SNR: the waveform of its picks (decoded by `--tokenizer`, the
+//!   F16 file users run) against the F32 file's picks decoded at F32,
+//! - vocoder SNR: the sentence's frames decoded by the speech-tokenizer
+//!   file of that type against the F32 one,
 //! - the speaker encoder's x-vector of the reference clip, cosine (Base).
 //!
+//! The F32 file runs with an F32 KV cache; the others with their default
+//! (F16 under quantised weights) unless `--kv-cache` says otherwise.
 //! Prints a Markdown table, one row per type.
 
 use std::path::{Path, PathBuf};
@@ -41,10 +46,14 @@ fn main() {
     let args = ExampleArgs::from_env();
     let f32_tts = PathBuf::from(args.get("f32").expect("--f32 TTS-F32.gguf"));
     let f32_tok = PathBuf::from(args.get("f32-tokenizer").expect("--f32-tokenizer TOK.gguf"));
+    let shipped_tok = PathBuf::from(args.get("tokenizer").expect("--tokenizer TOK-F16.gguf"));
     let frames_wanted = args.num("frames", 50);
     let threads = args.num("threads", 2);
     let seed = args.num("seed", 1) as u64;
     let ref_audio = args.get("ref-audio").map(PathBuf::from);
+    let kv_cache = args
+        .get("kv-cache")
+        .map(|t| qwen3_tts::ggml::GgmlType::parse(&t).unwrap_or_else(|| panic!("--kv-cache {t}")));
     let candidates: Vec<(String, PathBuf, PathBuf)> = std::env::args()
         .skip(1)
         .filter_map(|a| {
@@ -63,6 +72,7 @@ fn main() {
     // The F32 model's sentence, and its own teacher-forced picks.
     let reference = Arc::new(TtsModel::load(&f32_tts).unwrap_or_else(|e| panic!("{e}")));
     let mut session = reference.session(threads);
+    session.set_kv_type(qwen3_tts::ggml::GgmlType::F32).unwrap();
     let x_vector = match (&clip, reference.cloning()) {
         (Some(clip), Ok(_)) => Some(session.x_vector(clip).unwrap_or_else(|e| panic!("{e}"))),
         _ => None,
@@ -103,10 +113,14 @@ fn main() {
     let want = forced(&mut session);
     drop(session);
     drop(reference);
-    let want_wav = CodecDecoder::load(&f32_tok)
-        .map(|d| Arc::new(d).session(threads))
-        .and_then(|mut d| d.decode(&frames))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let decode = |tokenizer: &Path, frames: &[Vec<u32>]| {
+        CodecDecoder::load(tokenizer)
+            .map(|d| Arc::new(d).session(threads))
+            .and_then(|mut d| d.decode(frames))
+            .unwrap_or_else(|e| panic!("{e}"))
+    };
+    let want_wav = decode(&f32_tok, &frames);
+    let want_speech = decode(&f32_tok, &want.picks);
     eprintln!(
         "reference: {} frames of {} ({})",
         frames.len(),
@@ -119,13 +133,17 @@ fn main() {
     );
 
     println!(
-        "| type | TTS file MB | talker logits cosine (mean / min) | code 0 top-1 | \
-         code predictor | vocoder SNR dB | x-vector cosine |"
+        "| type | KV cache | TTS file MB | talker logits cosine (mean / min) | code 0 top-1 | \
+         code predictor | speech SNR dB | vocoder SNR dB | x-vector cosine |"
     );
-    println!("|---|---|---|---|---|---|---|");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for (ty, tts, tok) in &candidates {
         let model = Arc::new(TtsModel::load(tts).unwrap_or_else(|e| panic!("{e}")));
         let mut session = model.session(threads);
+        if let Some(ty) = kv_cache {
+            session.set_kv_type(ty).unwrap_or_else(|e| panic!("{e}"));
+        }
+        let kv = session.kv_type().name();
         let got = forced(&mut session);
         let cosines: Vec<f64> = got
             .logits
@@ -143,23 +161,28 @@ fn main() {
         });
         let x_cos = match (&clip, &x_vector) {
             (Some(clip), Some(want)) => {
-                format!("{:.6}", cosine(&session.x_vector(clip).unwrap(), want))
+                format!("{:.7}", cosine(&session.x_vector(clip).unwrap(), want))
             }
             _ => "–".into(),
         };
         drop(session);
         drop(model);
-        let wav = CodecDecoder::load(tok)
-            .map(|d| Arc::new(d).session(threads))
-            .and_then(|mut d| d.decode(&frames))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let speech = snr(&decode(&shipped_tok, &got.picks), &want_speech);
+        let vocoder = snr(&decode(tok, &frames), &want_wav);
         println!(
-            "| {ty} | {:.0} | {mean:.6} / {min:.6} | {:.1} % | {:.1} % | {:.1} | {x_cos} |",
+            "| {ty} | {kv} | {:.0} | {mean:.6} / {min:.6} | {:.1} % | {:.1} % | {speech} | {vocoder} | {x_cos} |",
             megabytes(tts),
             100.0 * code0,
             100.0 * same as f64 / all as f64,
-            snr_db(&wav, &want_wav),
         );
+    }
+}
+
+/// SNR in dB, "exact" for identical waveforms.
+fn snr(got: &[f32], want: &[f32]) -> String {
+    match got == want {
+        true => "exact".into(),
+        false => format!("{:.1}", snr_db(got, want)),
     }
 }
 

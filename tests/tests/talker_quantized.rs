@@ -112,6 +112,81 @@ fn quantized_first_step_logits_cosine() {
     }
 }
 
+/// The F16 KV cache that quantised files get by default (issue #16) costs
+/// less than their weights' quantisation: teacher-forced over the
+/// reference's 100 frames, a Q8_0 file's talker logits move less (cosine
+/// with the F32 cache's) and fewer codes flip when its cache is F16 than
+/// when its weights go from F32 to Q8_0; and every step keeps a cosine
+/// ≥ 0.9999.
+#[test]
+fn f16_kv_cache_costs_less_than_q8_0_weights() {
+    let _serial = serial();
+    // (All five variants pass; two sizes and modes keep CI short.)
+    for variant in ["0.6B-Base", "1.7B-CustomVoice"] {
+        let (dump, req) = first_case(variant);
+        let want: Vec<u32> = dump.i64("codes").iter().map(|&c| c as u32).collect();
+        let reference: Vec<Vec<u32>> = want.chunks(16).map(<[u32]>::to_vec).collect();
+        let tmp = tempfile::tempdir().unwrap();
+        let load = |ty| Arc::new(TtsModel::load(convert_tiny(variant, ty, tmp.path())).unwrap());
+        let (q8, f32) = (load(GgmlType::Q8_0), load(GgmlType::F32));
+        let run = |model: &Arc<TtsModel>, kv: GgmlType| {
+            let mut s = model.session(2);
+            s.set_kv_type(kv).unwrap();
+            let prompt = s.prompt(&req).unwrap();
+            let opts = forced_greedy(&s);
+            let (codes, trace) = s
+                .predict_forced_traced(&prompt, &opts, &reference, 100)
+                .unwrap();
+            (codes.concat(), trace.talker_logits)
+        };
+        assert_eq!(
+            q8.session(1).kv_type(),
+            GgmlType::F16,
+            "the default under Q8_0"
+        );
+        assert_eq!(f32.session(1).kv_type(), GgmlType::F32, "and under F32");
+        let base = run(&q8, GgmlType::F32);
+        let compare = |(codes, logits): &(Vec<u32>, Vec<Vec<f32>>)| {
+            assert_eq!(logits.len(), 100);
+            let min = logits
+                .iter()
+                .zip(&base.1)
+                .map(|(a, b)| cosine(a, b))
+                .fold(f64::INFINITY, f64::min);
+            let same = codes.iter().zip(&base.0).filter(|(x, y)| x == y).count();
+            (min, same as f64 / base.0.len() as f64)
+        };
+        let (kv_cos, kv_same) = compare(&run(&q8, GgmlType::F16));
+        let (w_cos, w_same) = compare(&run(&f32, GgmlType::F32));
+        eprintln!(
+            "{variant}, vs Q8_0 weights + F32 cache: F16 cache min logits cosine {kv_cos:.7}, \
+             codes identical {:.2} %; F32 weights {w_cos:.7}, {:.2} %",
+            100.0 * kv_same,
+            100.0 * w_same
+        );
+        assert!(
+            kv_cos >= 0.9999,
+            "{variant}: F16 cache logits cosine {kv_cos}"
+        );
+        assert!(
+            kv_cos >= w_cos,
+            "{variant}: F16 cache {kv_cos} vs weights {w_cos}"
+        );
+        assert!(
+            kv_same >= w_same,
+            "{variant}: F16 cache {kv_same} vs weights {w_same}"
+        );
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let model = TtsModel::load(convert_tiny("0.6B-Base", GgmlType::F32, tmp.path())).unwrap();
+    let e = Arc::new(model)
+        .session(1)
+        .set_kv_type(GgmlType::Q8_0)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("kv_cache") && e.contains("f16"), "{e}");
+}
+
 #[test]
 fn seeded_sampling_is_reproducible() {
     let _serial = serial();

@@ -187,6 +187,10 @@ struct Args {
     /// CPU threads [physical cores, fewer while other processes keep cores busy]
     #[arg(long)]
     threads: Option<usize>,
+    /// Talker KV cache type: f32 or f16 [f16 for quantised model files,
+    /// f32 for f32/f16 ones]
+    #[arg(long, value_parser = qwen3_tts::talker::parse_kv_type)]
+    kv_cache: Option<qwen3_tts::ggml::GgmlType>,
     /// No progress bar or summary
     #[arg(short, long)]
     quiet: bool,
@@ -616,6 +620,9 @@ fn run(args: &Args, process_start: Instant) -> Result<()> {
     status.stage("loading…");
     let started = Instant::now();
     let mut synth = Synthesizer::load(&args.model, tokenizer, threads)?;
+    if let Some(ty) = args.kv_cache {
+        synth.session().set_kv_type(ty)?;
+    }
     if let Some(n) = args.vocoder_threads {
         synth.set_vocoder_threads(n);
     }

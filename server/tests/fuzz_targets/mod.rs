@@ -63,6 +63,7 @@ fn fixture() -> &'static Fixture {
             max_queue: 4,
             max_batch: 2,
             max_part_chars: 300,
+            kv_cache: None,
         })
         .expect("engine");
         let deadline = Instant::now() + Duration::from_secs(60);
