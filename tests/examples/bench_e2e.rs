@@ -5,7 +5,8 @@
 //! peak RSS of a run (VmHWM, reset before each run).
 //!
 //!     bench_e2e --tts F --tokenizer F --mode xvec|icl|speaker --frames N --threads T --runs R \
-//!         [--ref-audio WAV --ref-text TEXT] [--speaker NAME] [--text TEXT] [--decode-only 1]
+//!         [--ref-audio WAV --ref-text TEXT] [--speaker NAME] [--text TEXT] [--decode-only 1] \
+//!         [--kv-cache f32|f16]
 //!
 //! `--decode-only 1` skips the vocoder (talker and code predictor only).
 
@@ -31,6 +32,7 @@ struct Args {
     speaker: Option<String>,
     text: String,
     decode_only: bool,
+    kv_cache: Option<qwen3_tts::ggml::GgmlType>,
 }
 
 fn parse() -> Args {
@@ -61,6 +63,8 @@ fn parse() -> Args {
         text: get("text")
             .unwrap_or("Hello there, this is a benchmark of the speech engine.".into()),
         decode_only: get("decode-only").is_some_and(|v| v == "1"),
+        kv_cache: get("kv-cache")
+            .map(|t| qwen3_tts::talker::parse_kv_type(&t).unwrap_or_else(|e| panic!("{e}"))),
     }
 }
 
@@ -117,6 +121,9 @@ fn run_once(a: &Args, samples: &[f32]) -> BTreeMap<&'static str, f64> {
     let mut m = BTreeMap::new();
     let t0 = Instant::now();
     let mut synth = Synthesizer::load(&a.tts, &a.tokenizer, a.threads).expect("load");
+    if let Some(ty) = a.kv_cache {
+        synth.session().set_kv_type(ty).expect("--kv-cache");
+    }
     let load = t0.elapsed().as_secs_f64();
     let t1 = Instant::now();
     let voice = match a.mode.as_str() {
