@@ -16,6 +16,7 @@
 # Needs ffmpeg and ffprobe (apt-get install -y ffmpeg), curl and python3.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 FRAMES=${FRAMES:-25}
 SPEED=${SPEED:-1.0}
 VOICE=${VOICE:-ryan}
@@ -48,14 +49,7 @@ TOKENIZER=${TOKENIZER:-$(dirname "$MODEL")/tokenizer-f16.gguf}
 
 "$SERVER_BIN" -m "$MODEL" -t "$TOKENIZER" --port 0 --voices-dir "$tmp/voices" 2>"$tmp/server.log" &
 pid=$!
-base=""
-for _ in $(seq 600); do
-    base=$(sed -n 's/^listening on //p' "$tmp/server.log" | head -1)
-    [ -n "$base" ] && curl -sf "$base/health" >/dev/null && break
-    kill -0 "$pid" 2>/dev/null || { cat "$tmp/server.log" >&2; exit 1; }
-    sleep 0.2
-done
-curl -sf "$base/health" >/dev/null || { echo "error: the server is not ready" >&2; cat "$tmp/server.log" >&2; exit 1; }
+wait_for_server "$tmp/server.log" "$pid"
 if [ -n "$REF" ]; then
     VOICE=check-formats
     curl -sf "$base/v1/audio/voices" -F name=$VOICE -F overwrite=true -F "audio=@$REF" >/dev/null

@@ -21,6 +21,7 @@
 # (default: built here with the release profile).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 TTS=${TTS:-models/convert-0.6B-Base/tts-q8_0.gguf}
 TOKENIZER=${TOKENIZER:-models/convert-0.6B-Base/tokenizer-f16.gguf}
 REF=${REF:-models/bench/ref_4s.wav}
@@ -46,14 +47,7 @@ trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$tmp"' EXIT
 "$SERVER_BIN" -m "$TTS" -t "$TOKENIZER" --host 127.0.0.1 --port 0 --threads "$THREADS" \
     --max-batch "$MAX_BATCH" --max-queue "$MAX_QUEUE" --voices-dir "$tmp/voices" 2>"$tmp/server.log" &
 pid=$!
-base=""
-for _ in $(seq 1200); do
-    base=$(sed -n 's/^listening on //p' "$tmp/server.log" | head -1)
-    [ -n "$base" ] && curl -sf "$base/health" >/dev/null && break
-    kill -0 "$pid" 2>/dev/null || { cat "$tmp/server.log" >&2; exit 1; }
-    sleep 0.1
-done
-curl -sf "$base/health" >/dev/null || { echo "error: the server is not ready" >&2; cat "$tmp/server.log" >&2; exit 1; }
+wait_for_server "$tmp/server.log" "$pid"
 curl -sf "$base/v1/audio/voices" -F name=load -F "audio=@$REF" >/dev/null \
     || { echo "error: the voice upload failed" >&2; tail "$tmp/server.log" >&2; exit 1; }
 

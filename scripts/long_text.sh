@@ -17,6 +17,7 @@
 # guard's bound), THREADS (2).
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/lib.sh
 PAGES=${PAGES:-20}
 CHARS=${CHARS:-10000}
 MAX_FRAMES=${MAX_FRAMES:-25}
@@ -59,13 +60,7 @@ echo "offline and streamed files: $same ($(stat -c %s "$tmp/offline.wav") bytes)
 "$bin/qwen3-tts-server" -m "$TTS" -t "$TOKENIZER" --port 0 --threads "$THREADS" \
     --max-input-chars $((CHARS * 2)) --request-timeout 86400 --voices-dir "$tmp/voices" 2>"$tmp/server.log" &
 pid=$!
-base=""
-for _ in $(seq 600); do
-    base=$(sed -n 's/^listening on //p' "$tmp/server.log" | head -1)
-    [ -n "$base" ] && curl -sf "$base/health" >/dev/null && break
-    kill -0 "$pid" 2>/dev/null || { cat "$tmp/server.log" >&2; exit 1; }
-    sleep 0.1
-done
+wait_for_server "$tmp/server.log" "$pid"
 curl -sf "$base/v1/audio/voices" -F name=long -F "audio=@$REF" >/dev/null \
     || { echo "error: the voice upload failed" >&2; tail "$tmp/server.log" >&2; exit 1; }
 python3 scripts/make_long_text.py --chars "$CHARS" --seed 2 > "$tmp/input.txt"

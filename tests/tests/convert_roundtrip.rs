@@ -29,21 +29,15 @@ fn check_values(name: &str, ty: GgmlType, got: &[f32], src: &[f32]) {
                 "{name}: F16 differs from the f16-rounded source"
             );
         }
-        GgmlType::Q8_0 => {
+        GgmlType::Q8_0 | GgmlType::Q6_K | GgmlType::Q5_K | GgmlType::Q4_K => {
+            let max = match ty {
+                GgmlType::Q8_0 => 0.01,
+                GgmlType::Q6_K => 0.02,
+                GgmlType::Q5_K => 0.04,
+                _ => 0.05,
+            };
             let e = rel_rms(got, src);
-            assert!(e <= 0.01, "{name}: Q8_0 relative RMS {e}");
-        }
-        GgmlType::Q4_K => {
-            let e = rel_rms(got, src);
-            assert!(e <= 0.05, "{name}: Q4_K relative RMS {e}");
-        }
-        GgmlType::Q6_K => {
-            let e = rel_rms(got, src);
-            assert!(e <= 0.02, "{name}: Q6_K relative RMS {e}");
-        }
-        GgmlType::Q5_K => {
-            let e = rel_rms(got, src);
-            assert!(e <= 0.04, "{name}: Q5_K relative RMS {e}");
+            assert!(e <= max, "{name}: {} relative RMS {e}", ty.name());
         }
         other => panic!("{name}: unexpected storage type {other:?}"),
     }
