@@ -345,6 +345,51 @@ pub fn rewrite_gguf(
     .commit()
 }
 
+/// Writes a copy of the GGUF file `src` to `out` with each tensor named in
+/// `retyped` stored in the given type (its values converted): a file another
+/// converter could write.
+pub fn retype_gguf(
+    src: &qwen3_tts::model_file::GgufFile,
+    out: &std::path::Path,
+    retyped: &[(&str, qwen3_tts::ggml::GgmlType)],
+) -> qwen3_tts::Result<()> {
+    use qwen3_tts::ggml::{dequantize, quantize};
+    use qwen3_tts::model_file::{write_gguf_with_base, Overwrite, TensorPlan};
+    let plan = src
+        .tensors()
+        .iter()
+        .map(|t| {
+            let ty = match retyped.iter().find(|(n, _)| *n == t.name) {
+                Some(&(_, ty)) => ty,
+                None => src.tensor_type(&t.name)?,
+            };
+            Ok(TensorPlan {
+                name: t.name.clone(),
+                ty,
+                ne: t.ne.clone(),
+            })
+        })
+        .collect::<qwen3_tts::Result<Vec<_>>>()?;
+    write_gguf_with_base(
+        out,
+        Some(src.header()),
+        &[],
+        &plan,
+        Overwrite::Replace,
+        |_, t, w| {
+            let from = src.tensor_type(&t.name)?;
+            let mut bytes = src.tensor_bytes(&t.name)?.to_vec();
+            if t.ty != from {
+                let values = dequantize(from, &bytes, t.n_elements());
+                bytes = quantize(t.ty, &values, t.ne[0] as usize);
+            }
+            w.write_all(&bytes)
+                .map_err(|e| qwen3_tts::Error::io(out, e))
+        },
+    )?
+    .commit()
+}
+
 /// A copy of the TTS model file `src` at `out` with its text vocabulary cut
 /// to its first 512 tokens (and the merges among them): building the real
 /// one takes about a second per load, which sweeps of thousands of loads

@@ -20,6 +20,9 @@ pub struct Prepared {
 /// instead of the stored one. Tensors used as stored stay in the mapped file
 /// (no copy); those streamed every step are paged in now, so the first frame
 /// does not pay for it, while lookup tables are left to page in by the row.
+/// Vectors (norms, biases, scales) stored in another type than F32 (as
+/// other writers may) are converted to F32: the graphs' elementwise ops take
+/// them in F32 only.
 pub fn load_weights_with(
     file: &GgufFile,
     keep: impl Fn(&str) -> bool,
@@ -30,7 +33,11 @@ pub fn load_weights_with(
     let mut mapped = Vec::new();
     for t in file.tensors().iter().filter(|t| keep(&t.name)) {
         let offset = file.tensor_offset(&t.name)?;
-        match prepare(&t.name, file.tensor_bytes(&t.name)?)? {
+        let prepared = match prepare(&t.name, file.tensor_bytes(&t.name)?)? {
+            None if significant(&t.ne).len() == 1 => upcast_to_f32(file, &t.name)?,
+            p => p,
+        };
+        match prepared {
             Some(p) => {
                 owned.push((t.name.clone(), p.ty, p.ne));
                 uploads.push(p.bytes);

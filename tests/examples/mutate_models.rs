@@ -1,6 +1,7 @@
 //! Mutation test of the model files (issue #15): converts the tiny
 //! CustomVoice model and its speech tokenizer, then writes one mutant per
-//! single-value change (every metadata key, every tensor dim, truncations)
+//! single-value change (every metadata key, every tensor dim, every tensor
+//! in another storage type, truncations)
 //! and runs the released `qwen3-tts-run` on it in a child process with a
 //! timeout. Each run ends in one class: a clean error (non-zero exit with a
 //! message), accepted (exit 0), a panic, an abort (a signal) or a hang. A
@@ -9,7 +10,7 @@
 //!     cargo build --release -p qwen3-tts-cli --bin qwen3-tts-run
 //!     cargo run --release -p qwen3-tts-tests --example mutate_models -- \
 //!         [--bin target/release/qwen3-tts-run] [--timeout 20] [--jobs 2] \
-//!         [--only tts|tokenizer] [--every N] [--keep DIR]
+//!         [--only tts|tokenizer] [--kind meta|dims|retype|truncate] [--every N] [--keep DIR]
 //!
 //! (`scripts/mutate_models.sh` does both steps.) `--every N` runs only every
 //! Nth mutant of each file, for a quick look.
@@ -25,7 +26,9 @@ use qwen3_tts::ggml::gguf::Value;
 use qwen3_tts::ggml::GgmlType;
 use qwen3_tts::gguf_schema::keys;
 use qwen3_tts::model_file::GgufFile;
-use qwen3_tts_tests::{convert_tiny, convert_tiny_tokenizer, rewrite_gguf, ExampleArgs};
+use qwen3_tts_tests::{
+    convert_tiny, convert_tiny_tokenizer, retype_gguf, rewrite_gguf, ExampleArgs,
+};
 
 /// One change to a model file.
 #[derive(Clone, Debug)]
@@ -36,6 +39,9 @@ enum Mutation {
     Dims(String, Vec<i64>),
     /// The file cut to `len` bytes.
     Truncate(usize),
+    /// Tensor `name` stored in another type (its values converted): a file
+    /// another converter could write.
+    Retype(String, GgmlType),
 }
 
 impl std::fmt::Display for Mutation {
@@ -51,6 +57,19 @@ impl std::fmt::Display for Mutation {
             }
             Mutation::Dims(n, ne) => write!(f, "{n} dims {ne:?}"),
             Mutation::Truncate(len) => write!(f, "truncated to {len} bytes"),
+            Mutation::Retype(n, ty) => write!(f, "{n} stored as {}", ty.name()),
+        }
+    }
+}
+
+impl Mutation {
+    /// `--kind`'s name for this mutation.
+    fn kind(&self) -> &'static str {
+        match self {
+            Mutation::Meta(..) => "meta",
+            Mutation::Dims(..) => "dims",
+            Mutation::Truncate(_) => "truncate",
+            Mutation::Retype(..) => "retype",
         }
     }
 }
@@ -199,6 +218,16 @@ fn mutations(file: &GgufFile, len: usize) -> Vec<Mutation> {
                 }
             }
         }
+        // Every other float type whose blocks fit the rows.
+        let ty = file.tensor_type(&t.name).expect("listed tensor");
+        for other in [GgmlType::F32, GgmlType::F16, GgmlType::Q8_0, GgmlType::Q4_K] {
+            if other != ty
+                && ty != GgmlType::I32
+                && (ne[0] as usize).is_multiple_of(other.block_size())
+            {
+                out.push(Mutation::Retype(t.name.clone(), other));
+            }
+        }
         // A vector becomes a [n, 2] matrix; matrices get their dims swapped.
         let mut n = ne.clone();
         if n.len() == 1 {
@@ -240,10 +269,13 @@ fn write_mutant(src: &GgufFile, bytes: &[u8], m: &Mutation, out: &Path) -> bool 
     if let Mutation::Truncate(len) = m {
         return std::fs::write(out, &bytes[..*len]).is_ok();
     }
+    if let Mutation::Retype(name, ty) = m {
+        return retype_gguf(src, out, &[(name.as_str(), *ty)]).is_ok();
+    }
     let (meta, reshape) = match m {
         Mutation::Meta(k, v) => (vec![(k.clone(), v.clone())], None),
         Mutation::Dims(name, ne) => (Vec::new(), Some((name.as_str(), &ne[..]))),
-        Mutation::Truncate(_) => unreachable!("written above"),
+        Mutation::Truncate(_) | Mutation::Retype(..) => unreachable!("written above"),
     };
     rewrite_gguf(src, out, &meta, reshape).is_ok()
 }
@@ -336,6 +368,7 @@ fn main() {
     let jobs = args.num("jobs", 2).max(1);
     let every = args.num("every", 1).max(1);
     let only = args.get("only");
+    let kind = args.get("kind");
     let tmp = tempfile::tempdir().unwrap();
     let dir = args
         .get("keep")
@@ -361,6 +394,7 @@ fn main() {
         let bytes = std::fs::read(path).unwrap();
         let all: Vec<Mutation> = mutations(&src, bytes.len())
             .into_iter()
+            .filter(|m| kind.as_deref().is_none_or(|k| m.kind() == k))
             .step_by(every)
             .collect();
         eprintln!("{name}: {} mutants", all.len());

@@ -16,7 +16,8 @@ use qwen3_tts::gguf_schema::{keys, ARCH_TOKENIZER, ARCH_TTS};
 use qwen3_tts::model_file::{write_gguf, GgufFile, Overwrite, TensorPlan};
 use qwen3_tts::pipeline::TtsModel;
 use qwen3_tts_tests::{
-    convert_tiny, convert_tiny_tokenizer, rewrite_gguf, serial, tiny_checkpoint,
+    convert_tiny, convert_tiny_tokenizer, cosine, retype_gguf, rewrite_gguf, serial, snr_db,
+    tiny_checkpoint,
 };
 
 /// The tiny CustomVoice model and speech tokenizer, converted once per test.
@@ -433,4 +434,75 @@ fn every_metadata_key_mutated_loads_or_fails_cleanly() {
         failures.len(),
         failures.join("\n")
     );
+}
+
+/// Norms, biases and scales stored as F16 or Q8_0 (as other writers may)
+/// aborted inside ggml's elementwise ops (found by `mutate_models --kind
+/// retype`); they are converted to F32 at load, and the outputs stay those
+/// of the F32 file up to that rounding.
+#[test]
+fn vectors_in_other_types_load_as_f32() {
+    use qwen3_tts::pipeline::GenerateOptions;
+    use qwen3_tts::prompt::{Request, Voice};
+    let _serial = serial();
+    let f = files();
+    let vectors = |path: &Path| -> Vec<String> {
+        let file = GgufFile::open(path).unwrap();
+        file.tensors()
+            .iter()
+            .filter(|t| t.ne.iter().filter(|&&d| d != 1).count() <= 1)
+            .map(|t| t.name.clone())
+            .collect()
+    };
+    // The talker's first-step logits, F32 vectors vs F16 ones.
+    let names = vectors(&f.tts);
+    assert!(names.iter().any(|n| n.contains("norm")), "{names:?}");
+    let retyped = f.dir.path().join("tts-f16-vectors.gguf");
+    let list: Vec<(&str, GgmlType)> = names.iter().map(|n| (n.as_str(), GgmlType::F16)).collect();
+    retype_gguf(&GgufFile::open(&f.tts).unwrap(), &retyped, &list).unwrap();
+    let logits = |path: &Path| {
+        let mut s = std::sync::Arc::new(TtsModel::load(path).unwrap()).session(1);
+        let req = Request {
+            text: "Hello.".into(),
+            language: "english".into(),
+            voice: Voice::Speaker(s.model().config.speakers[0].name.clone()),
+            instruct: None,
+            non_streaming: None,
+        };
+        let prompt = s.prompt(&req).unwrap();
+        let mut opts = GenerateOptions::from_config(&s.model().config).greedy();
+        opts.set_max_new_tokens(3);
+        s.generate(&prompt, &opts, 1, |_, _| {})
+            .unwrap()
+            .1
+            .talker_logits[0]
+            .clone()
+    };
+    let c = cosine(&logits(&retyped), &logits(&f.tts));
+    assert!(c >= 0.9999, "first-step logits cosine {c}");
+    // The vocoder: Q8_0 vectors where the rows fit, F16 elsewhere.
+    let names = vectors(&f.tokenizer);
+    let src = GgufFile::open(&f.tokenizer).unwrap();
+    let list: Vec<(&str, GgmlType)> = names
+        .iter()
+        .map(|n| {
+            let fits = src.tensor_info(n).unwrap().ne[0] % 32 == 0;
+            (
+                n.as_str(),
+                if fits { GgmlType::Q8_0 } else { GgmlType::F16 },
+            )
+        })
+        .collect();
+    let retyped = f.dir.path().join("tokenizer-q8-vectors.gguf");
+    retype_gguf(&src, &retyped, &list).unwrap();
+    let frames: Vec<Vec<u32>> = (0..4)
+        .map(|i| (0..16).map(|q| (i * 7 + q) % 20).collect())
+        .collect();
+    let decode = |path: &Path| {
+        let d = std::sync::Arc::new(CodecDecoder::load(path).unwrap());
+        d.session(1).decode(&frames).unwrap()
+    };
+    let snr = snr_db(&decode(&retyped), &decode(&f.tokenizer));
+    assert!(snr >= 30.0, "vocoder SNR {snr} dB");
+    eprintln!("F16 vectors: logits cosine {c:.7}; Q8_0/F16 vocoder vectors: SNR {snr:.1} dB");
 }
