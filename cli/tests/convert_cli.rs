@@ -187,12 +187,12 @@ fn unknown_type() {
         "-o",
         out.path().to_str().unwrap(),
         "--type",
-        "q5_k",
+        "q3_k",
     ]);
     assert_eq!(r.status.code(), Some(2));
     let e = stderr(&r);
     assert!(
-        e.contains("unknown type 'q5_k'") && e.contains("q4_k"),
+        e.contains("unknown type 'q3_k'") && e.contains("q8_0, q6_k, q5_k, q4_k"),
         "{e}"
     );
     assert!(entries(out.path()).is_empty());
