@@ -7,7 +7,7 @@
 #
 #   scripts/quality_report.sh [checkpoint-dir] [types...]
 #       default: models/random-0.6B-Base (scripts/make_real_checkpoints.sh) f16 q8_0 q6_k q5_k q4_k
-#   FRAMES=150 THREADS=2 KV_CACHE=f32|f16 (the quantised files' cache; default f16) KEEP=1 (keep the converted files under models/quality-<name>/)
+#   FRAMES=150 THREADS=2 KV_CACHE=f32|f16 (the non-F32 files' cache; default f32) KEEP=1 (keep the converted files under models/quality-<name>/)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 src=${1:-models/random-0.6B-Base}; shift || true

@@ -163,7 +163,7 @@ impl BatchSynthesizer {
     }
 
     /// The KV cache type of sequences that join from now on (F32 or F16;
-    /// default: the model's, see [`crate::talker::default_kv_type`]).
+    /// default: [`crate::talker::DEFAULT_KV_TYPE`]).
     pub fn set_kv_type(&mut self, ty: GgmlType) -> Result<()> {
         check_kv_type(ty)?;
         self.kv_type = ty;

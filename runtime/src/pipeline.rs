@@ -235,14 +235,7 @@ impl TtsModel {
             |_, _| Ok(None),
         )?;
         let src = WeightSource::new(&store, file.path());
-        // (An absent or unknown file type reads as F32: the cautious default.)
-        let file_type = file
-            .get_int(crate::gguf_schema::keys::FILE_TYPE)
-            .ok()
-            .and_then(|id| u32::try_from(id).ok())
-            .and_then(GgmlType::from_id)
-            .unwrap_or(GgmlType::F32);
-        let talker = TalkerWeights::load(&src, &config, file_type)?;
+        let talker = TalkerWeights::load(&src, &config)?;
         let code_predictor = CodePredictorWeights::load(&src, &config, talker.codec_embd.clone())?;
         Ok(Self {
             talker: Arc::new(talker),

@@ -45,7 +45,7 @@ pub struct Args {
     /// a CJK character counts 3; 0: never cut)
     #[arg(long, default_value_t = qwen3_tts::long_text::DEFAULT_MAX_PART)]
     pub max_part_chars: usize,
-    /// Talker KV cache type: f32 or f16 [f16 for quantised model files, f32 for f32/f16 ones]
+    /// Talker KV cache type: f32 or f16 [f32; f16 halves the cache's memory]
     #[arg(long, value_parser = qwen3_tts::talker::parse_kv_type)]
     pub kv_cache: Option<qwen3_tts::ggml::GgmlType>,
     /// Time limit of one request (queueing and generation), in seconds

@@ -21,8 +21,8 @@
 //!   file of that type against the F32 one,
 //! - the speaker encoder's x-vector of the reference clip, cosine (Base).
 //!
-//! The F32 file runs with an F32 KV cache; the others with their default
-//! (F16 under quantised weights) unless `--kv-cache` says otherwise.
+//! The F32 file runs with an F32 KV cache; the others with the default
+//! (F32) unless `--kv-cache` says otherwise.
 //! Prints a Markdown table, one row per type.
 
 use std::path::{Path, PathBuf};

@@ -187,8 +187,7 @@ struct Args {
     /// CPU threads [physical cores, fewer while other processes keep cores busy]
     #[arg(long)]
     threads: Option<usize>,
-    /// Talker KV cache type: f32 or f16 [f16 for quantised model files,
-    /// f32 for f32/f16 ones]
+    /// Talker KV cache type: f32 or f16 (half the cache's memory) [f32]
     #[arg(long, value_parser = qwen3_tts::talker::parse_kv_type)]
     kv_cache: Option<qwen3_tts::ggml::GgmlType>,
     /// No progress bar or summary
