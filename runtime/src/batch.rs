@@ -28,7 +28,7 @@ use crate::pipeline::{
 };
 use crate::prompt::{self, Embedder, Prompt, Request, Voice};
 use crate::sampler::{Sampler, TalkerProcessors};
-use crate::talker::{check_kv_type, DecodeBatch, StepInput, Talker, TalkerStep};
+use crate::talker::{check_kv_type, DecodeBatch, StepInput, Talker, TalkerStep, DEFAULT_KV_TYPE};
 use crate::threads::ThreadGovernor;
 
 /// The largest batch: the code predictor's first pass takes two vectors per
@@ -145,7 +145,6 @@ impl BatchSynthesizer {
             0 => default_threads(),
             n => n,
         }));
-        let kv_type = model.talker.kv_type;
         Self {
             code_predictor: CodePredictor::new(model.code_predictor.clone(), backend.clone()),
             vocoder_session: DecoderSession::new(vocoder.clone(), backend.clone()),
@@ -158,7 +157,7 @@ impl BatchSynthesizer {
             talker_batch: DecodeBatch::default(),
             next_id: 0,
             governor,
-            kv_type,
+            kv_type: DEFAULT_KV_TYPE,
         }
     }
 

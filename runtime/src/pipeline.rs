@@ -332,8 +332,8 @@ impl Session {
         self.backend.set_threads(threads);
     }
 
-    /// The talker's KV cache type (F32 or F16; default: the model's
-    /// [`TalkerWeights::kv_type`]).
+    /// The talker's KV cache type (F32 or F16; default:
+    /// [`crate::talker::DEFAULT_KV_TYPE`]).
     pub fn set_kv_type(&mut self, ty: GgmlType) -> Result<()> {
         self.talker.set_kv_type(ty)
     }

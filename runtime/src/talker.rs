@@ -48,8 +48,6 @@ pub struct TalkerWeights {
     pub output_norm: StoredTensor,
     /// `[hidden, codec_vocab]`.
     pub codec_head: StoredTensor,
-    /// The KV cache's element type by default ([`DEFAULT_KV_TYPE`]).
-    pub kv_type: GgmlType,
 }
 
 /// Refuses KV cache types other than F32 and F16.
@@ -87,7 +85,6 @@ impl TalkerWeights {
             .collect::<Result<_>>()?;
         Ok(Self {
             cfg: t.clone(),
-            kv_type: DEFAULT_KV_TYPE,
             text_embd,
             codec_embd: src.tensor(names::CODEC_EMBD, &[t.hidden, cfg.codec_vocab])?,
             text_proj_fc1: src.linear(
@@ -380,7 +377,7 @@ impl Talker {
             solo: DecodeBatch::default(),
             cache: None,
             cached_prompt: Vec::new(),
-            kv_type: weights.kv_type,
+            kv_type: DEFAULT_KV_TYPE,
             weights,
             backend,
         }
