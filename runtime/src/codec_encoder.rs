@@ -6,29 +6,29 @@
 //! attention, as the reference runs it) → stride-2 downsample (12.5 Hz) →
 //! split RVQ: the semantic codebook and the first 15 acoustic ones, each
 //! picking the nearest entry by `‖e‖² − 2 e·r`, as torch's `cdist` does.
-//! Convs run with time fastest (`[t, c]`, for im2col), the transformer with
-//! channels fastest.
+//! Everything runs with channels fastest (`[c, t]`): each conv is its
+//! input unfolded into columns times the kernel, as in the vocoder.
 
 use std::path::Path;
 use std::sync::Arc;
 
 use crate::config::CodecEncoderConfig;
 use crate::error::{Error, Result};
-use crate::ggml::{Backend, Context, GgmlType, OwnedGraph, StoredTensor, Tensor};
+use crate::ggml::{Backend, Context, GgmlType, OwnedGraph, StoredTensor, Tensor, Unfold};
 use crate::gguf_schema::tensors::{self, codec_encoder as names};
 use crate::gguf_schema::ARCH_TOKENIZER;
-use crate::layers::{conv1d_time_major, decoder_block, BlockKind, BlockWeights, KvCache};
+use crate::layers::{add_bias, decoder_block, elu, BlockKind, BlockWeights, KvCache};
 use crate::model_file::GgufFile;
-use crate::weights::{load_weights_with, upcast_to_f32, WeightSource};
+use crate::weights::{load_weights_with, permute3, upcast_to_f32, Prepared, WeightSource};
 
 /// SEANet layer indices: the first conv, then per stage a residual block,
 /// ELU and strided conv; then ELU and the last conv.
 const FIRST_CONV: usize = 0;
 const LAST_CONV: usize = 14;
 
-/// Causal conv over `x` `[t, c_in]`: left padding `(k−1)·d + 1 − s`, right
+/// Causal conv over `x` `[c_in, t]`: left padding `(k−1)·d + 1 − s`, right
 /// padding up to a whole number of strides, zeros or (`replicate`) edge
-/// values. Output `[⌈t/s⌉, c_out]`.
+/// columns. Output `[c_out, ⌈t/s⌉]`.
 fn causal_conv<'a>(
     ctx: &'a Context,
     x: Tensor<'a>,
@@ -38,32 +38,46 @@ fn causal_conv<'a>(
 ) -> Tensor<'a> {
     let kernel = ctx.stored(&conv.weight);
     let bias = conv.bias.as_ref().map(|b| ctx.stored(b));
-    let k = kernel.ne()[0] as usize;
-    let [t, c, ..] = x.ne();
-    let t = t as usize;
+    let [c_in, k, c_out, _] = kernel.ne();
+    let [c, t, ..] = x.ne();
+    let (k, t) = (k as usize, t as usize);
     let left = k - stride;
     let right = t.div_ceil(stride) * stride - t;
-    let xp = if replicate {
+    let (xp, zeros) = if replicate {
         let es = x.element_size();
         let edge = |at: usize, n: usize| {
-            let col = ctx.cont(ctx.view(x, &[1, c], &[t * es], at * es));
-            ctx.repeat(col, ctx.new_tensor(GgmlType::F32, &[n as i64, c]))
+            let col = ctx.view(x, &[c, 1], &[c as usize * es], at * c as usize * es);
+            ctx.repeat(col, ctx.new_tensor(GgmlType::F32, &[c, n as i64]))
         };
         let mut xp = x;
         if left > 0 {
-            xp = ctx.concat(edge(0, left), xp, 0);
+            xp = ctx.concat(edge(0, left), xp, 1);
         }
         if right > 0 {
-            xp = ctx.concat(xp, edge(t - 1, right), 0);
+            xp = ctx.concat(xp, edge(t - 1, right), 1);
         }
+        (xp, (0, 0))
+    } else {
+        (x, (left, right))
+    };
+    let cols = if k == 1 && stride == 1 {
         xp
     } else {
-        ctx.pad(x, [left as i32, 0, 0, 0], [right as i32, 0, 0, 0])
+        let geometry = Unfold {
+            stride,
+            left: zeros.0,
+            right: zeros.1,
+            ..Unfold::PLAIN
+        };
+        ctx.unfold_columns(xp, k, geometry, GgmlType::F32)
     };
-    conv1d_time_major(ctx, xp, kernel, bias, stride, 1)
+    let y = ctx.mul_mat(ctx.reshape(kernel, &[c_in * k as i64, c_out]), cols);
+    add_bias(ctx, y, bias.map(|b| ctx.reshape(b, &[c_out, 1])))
 }
 
-/// A conv layer: kernel `[k, c_in, c_out]` (F32) and bias `[c_out]`.
+/// A conv layer: kernel `[c_in, k, c_out]` (F32, rearranged at load so that
+/// a column of the unfolded input lines up with a kernel row) and bias
+/// `[c_out]`.
 #[derive(Clone, Debug)]
 pub struct Conv {
     pub weight: StoredTensor,
@@ -71,14 +85,58 @@ pub struct Conv {
 }
 
 impl Conv {
-    fn load(src: &WeightSource, stem: &str, bias: bool) -> Result<Self> {
-        let weight = src.kernel(&tensors::join(stem, tensors::CONV_WEIGHT))?;
-        let c_out = weight.ne()[2] as usize;
+    /// The conv at `stem`, which must take `c_in` channels; its output
+    /// channels are `Conv::c_out`.
+    fn load(src: &WeightSource, stem: &str, bias: bool, c_in: usize) -> Result<Self> {
+        let name = tensors::join(stem, tensors::CONV_WEIGHT);
+        let weight = src.kernel(&name)?;
+        let [got_in, k, c_out, _] = weight.ne();
+        if got_in as usize != c_in || k < 1 {
+            return Err(src.error(
+                &name,
+                format!(
+                    "kernel {:?} (c_out, c_in, k as stored) does not take the {c_in} channels \
+                     of the layer before",
+                    [c_out, got_in, k]
+                ),
+            ));
+        }
         let bias = bias
-            .then(|| src.tensor(&tensors::join(stem, tensors::CONV_BIAS), &[c_out]))
+            .then(|| src.tensor(&tensors::join(stem, tensors::CONV_BIAS), &[c_out as usize]))
             .transpose()?;
         Ok(Self { weight, bias })
     }
+
+    fn c_out(&self) -> usize {
+        self.weight.ne()[2] as usize
+    }
+}
+
+/// Rearranges a stored conv kernel `[k, c_in, c_out]` to `[c_in, k, c_out]`
+/// (every tensor F32: the encoder runs once per clone, so rounding matters
+/// more than memory).
+fn prepare(file: &GgufFile, name: &str) -> Result<Option<Prepared>> {
+    let is_conv = name.ends_with(tensors::CONV_WEIGHT);
+    if !is_conv {
+        return upcast_to_f32(file, name);
+    }
+    let ne: [usize; 3] = match file.tensor_info(name)?.ne[..] {
+        [a, b] => [a as usize, b as usize, 1],
+        [a, b, c] => [a as usize, b as usize, c as usize],
+        ref other => {
+            return Err(Error::Tensor {
+                path: file.path().to_path_buf(),
+                name: name.to_string(),
+                reason: format!("unexpected kernel shape {other:?}"),
+            })
+        }
+    };
+    let v = file.tensor_f32(name)?;
+    Ok(Some(Prepared {
+        ty: GgmlType::F32,
+        ne: vec![ne[1] as i64, ne[0] as i64, ne[2] as i64],
+        bytes: permute3(crate::ggml::as_bytes(&v), 4, ne, [1, 0, 2]),
+    }))
 }
 
 /// A SEANet stage: residual block (two convs), then a strided conv.
@@ -105,31 +163,51 @@ pub struct CodecEncoderWeights {
 
 impl CodecEncoderWeights {
     fn load(src: &WeightSource, cfg: &CodecEncoderConfig) -> Result<Self> {
-        let stages = cfg
-            .strides
-            .iter()
-            .enumerate()
-            .map(|(i, &stride)| {
-                let res = 1 + 3 * i;
-                Ok(SeanetStage {
-                    residual: [
-                        Conv::load(src, &names::seanet_residual(res, 1), true)?,
-                        Conv::load(src, &names::seanet_residual(res, 3), true)?,
-                    ],
-                    downsample: Conv::load(src, &names::seanet(res + 2), true)?,
-                    stride,
-                })
-            })
-            .collect::<Result<_>>()?;
+        // Each conv must take the channels of the one before (mono audio first).
+        let first_conv = Conv::load(src, &names::seanet(FIRST_CONV), true, 1)?;
+        let mut channels = first_conv.c_out();
+        let mut stages = Vec::new();
+        for (i, &stride) in cfg.strides.iter().enumerate() {
+            let res = 1 + 3 * i;
+            let squeeze = Conv::load(src, &names::seanet_residual(res, 1), true, channels)?;
+            let expand = Conv::load(src, &names::seanet_residual(res, 3), true, squeeze.c_out())?;
+            if expand.c_out() != channels {
+                return Err(src.error(
+                    &tensors::join(&names::seanet_residual(res, 3), tensors::CONV_WEIGHT),
+                    format!(
+                        "{} output channels, the residual needs {channels}",
+                        expand.c_out()
+                    ),
+                ));
+            }
+            let downsample = Conv::load(src, &names::seanet(res + 2), true, channels)?;
+            channels = downsample.c_out();
+            stages.push(SeanetStage {
+                residual: [squeeze, expand],
+                downsample,
+                stride,
+            });
+        }
         let t = &cfg.transformer;
+        let last_conv = Conv::load(src, &names::seanet(LAST_CONV), true, channels)?;
+        if last_conv.c_out() != t.hidden {
+            return Err(src.error(
+                &tensors::join(&names::seanet(LAST_CONV), tensors::CONV_WEIGHT),
+                format!(
+                    "{} output channels, the transformer's width is {}",
+                    last_conv.c_out(),
+                    t.hidden
+                ),
+            ));
+        }
         Ok(Self {
-            first_conv: Conv::load(src, &names::seanet(FIRST_CONV), true)?,
+            first_conv,
             stages,
-            last_conv: Conv::load(src, &names::seanet(LAST_CONV), true)?,
+            last_conv,
             blocks: (0..t.layers)
                 .map(|l| BlockWeights::load(src, &names::block(l), t, BlockKind::CodecEncoder))
                 .collect::<Result<_>>()?,
-            downsample: Conv::load(src, names::DOWNSAMPLE, false)?,
+            downsample: Conv::load(src, names::DOWNSAMPLE, false, t.hidden)?,
             rvq_first_input_proj: src.kernel(names::RVQ_FIRST_INPUT_PROJ)?,
             rvq_rest_input_proj: src.kernel(names::RVQ_REST_INPUT_PROJ)?,
             codebooks: (0..cfg.num_quantizers)
@@ -151,23 +229,23 @@ fn build<'a>(
     samples: usize,
 ) -> [Tensor<'a>; 4] {
     let audio = ctx
-        .new_tensor(GgmlType::F32, &[samples as i64, 1])
+        .new_tensor(GgmlType::F32, &[1, samples as i64])
         .set_input();
 
-    // SEANet, time fastest.
+    // SEANet.
     let mut x = causal_conv(ctx, audio, &w.first_conv, 1, false);
     for stage in &w.stages {
-        let y = causal_conv(ctx, ctx.elu(x), &stage.residual[0], 1, false);
-        let y = causal_conv(ctx, ctx.elu(y), &stage.residual[1], 1, false);
+        let y = causal_conv(ctx, elu(ctx, x), &stage.residual[0], 1, false);
+        let y = causal_conv(ctx, elu(ctx, y), &stage.residual[1], 1, false);
         x = ctx.add(x, y);
-        x = causal_conv(ctx, ctx.elu(x), &stage.downsample, stage.stride, false);
+        x = causal_conv(ctx, elu(ctx, x), &stage.downsample, stage.stride, false);
     }
-    let x = causal_conv(ctx, ctx.elu(x), &w.last_conv, 1, false);
+    let x = causal_conv(ctx, elu(ctx, x), &w.last_conv, 1, false);
 
-    // Causal transformer, channels fastest.
+    // Causal transformer.
     let t = &cfg.transformer;
-    let frames = x.ne()[0];
-    let mut h = ctx.cont(ctx.transpose(x));
+    let frames = x.ne()[1];
+    let mut h = x;
     let pos = ctx.new_tensor(GgmlType::I32, &[frames]).set_input();
     let mask = ctx.new_tensor(GgmlType::F32, &[frames, frames]).set_input();
     for bw in &w.blocks {
@@ -175,10 +253,8 @@ fn build<'a>(
         h = decoder_block(ctx, t, bw, h, pos, kv, Some(mask)).out;
     }
 
-    // Downsample to 12.5 Hz (replicate padding, no bias), time fastest.
-    let x = ctx.cont(ctx.transpose(h));
-    let x = causal_conv(ctx, x, &w.downsample, 2, true);
-    let x = ctx.cont(ctx.transpose(x)); // [c, frames]
+    // Downsample to 12.5 Hz (replicate padding, no bias): [c, frames].
+    let x = causal_conv(ctx, h, &w.downsample, 2, true);
 
     // Split RVQ: semantic from the projection, acoustic residual from its own.
     let project = |k: &StoredTensor| {
@@ -228,7 +304,7 @@ impl CodecEncoder {
         let store = load_weights_with(
             &file,
             |name| name.starts_with(names::PREFIX),
-            |name, _| upcast_to_f32(&file, name),
+            |name, _| prepare(&file, name),
         )?;
         let weights = CodecEncoderWeights::load(&WeightSource::new(&store, file.path()), &config)?;
         Ok(Self {

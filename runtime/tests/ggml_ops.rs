@@ -278,3 +278,71 @@ fn quantize_round_trip_errors_on_gaussian_weights() {
     let q5k = err(GgmlType::Q5_K);
     assert!((0.025..0.05).contains(&q5k), "Q5_K {q5k}");
 }
+
+/// `unfold_columns` against a naive loop over the zero-padded input, for
+/// strides, dilations and padding the convs use, in F32 and F16.
+#[test]
+fn unfold_columns_matches_naive() {
+    use qwen3_tts::ggml::Unfold;
+    let (c, len) = (5usize, 23usize);
+    let x = values(c * len, 17);
+    let cases = [
+        (3, Unfold::PLAIN),
+        (
+            7,
+            Unfold {
+                dilation: 3,
+                ..Unfold::PLAIN
+            },
+        ),
+        (
+            8,
+            Unfold {
+                stride: 4,
+                left: 4,
+                right: 1,
+                ..Unfold::PLAIN
+            },
+        ),
+        (
+            3,
+            Unfold {
+                stride: 2,
+                dilation: 2,
+                left: 5,
+                right: 6,
+            },
+        ),
+        (
+            1,
+            Unfold {
+                stride: 3,
+                ..Unfold::PLAIN
+            },
+        ),
+    ];
+    for (k, g) in cases {
+        let padded = g.left + len + g.right;
+        let n = (padded - (k - 1) * g.dilation - 1) / g.stride + 1;
+        let mut want = vec![0.0; k * c * n];
+        for t in 0..n {
+            for j in 0..k {
+                let col = (t * g.stride + j * g.dilation) as isize - g.left as isize;
+                if (0..len as isize).contains(&col) {
+                    let col = col as usize;
+                    want[(t * k + j) * c..][..c].copy_from_slice(&x[col * c..][..c]);
+                }
+            }
+        }
+        for ty in [GgmlType::F32, GgmlType::F16] {
+            let got = run_graph(|ctx| {
+                let input = ctx.new_tensor(GgmlType::F32, &[c as i64, len as i64]);
+                let cols = ctx.unfold_columns(input, k, g, ty);
+                assert_eq!(cols.ne()[..2], [(k * c) as i64, n as i64], "{k} {g:?}");
+                (vec![(input, x.clone())], ctx.cast(cols, GgmlType::F32))
+            });
+            let tol = if ty == GgmlType::F16 { 1e-3 } else { 0.0 };
+            assert!(max_abs_diff(&got, &want) <= tol, "k {k} {g:?} {ty:?}");
+        }
+    }
+}

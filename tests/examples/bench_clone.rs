@@ -5,6 +5,8 @@
 //!
 //!     cargo run --release -p qwen3-tts-tests --example bench_clone -- TTS.gguf TOKENIZER.gguf \
 //!         models/reference-real/0.6B-Base/xvec.safetensors models/reference-real/encode_ref.safetensors 2 3
+//!
+//! `-` for the x-vector dump times the codec encoder alone.
 
 use std::path::Path;
 use std::time::Instant;
@@ -46,17 +48,20 @@ fn main() {
     let samples = enc_dump.f32("input_samples");
     let seconds = samples.len() as f64 / 24000.0;
 
-    let model = TtsModel::load(&a[1]).unwrap_or_else(|e| panic!("{e}"));
-    let spk = model.speaker_encoder.as_ref().expect("a Base model");
-    let mut xvec = Vec::new();
-    let backend = std::sync::Arc::new(qwen3_tts::ggml::Backend::cpu(threads));
-    let spk_ms = median_ms(runs, || xvec = spk.embed(&backend, &samples).unwrap());
-    let want = Dump::open(Path::new(&a[3])).f32("x_vector");
-    println!(
-        "speaker encoder ({}): {spk_ms:.0} ms for {seconds:.2} s of audio; x-vector cosine {:.6}",
-        name(&a[1]),
-        cosine(&xvec, &want)
-    );
+    // XVEC_DUMP "-": the codec encoder only.
+    if a[3] != "-" {
+        let model = TtsModel::load(&a[1]).unwrap_or_else(|e| panic!("{e}"));
+        let spk = model.speaker_encoder.as_ref().expect("a Base model");
+        let mut xvec = Vec::new();
+        let backend = std::sync::Arc::new(qwen3_tts::ggml::Backend::cpu(threads));
+        let spk_ms = median_ms(runs, || xvec = spk.embed(&backend, &samples).unwrap());
+        let want = Dump::open(Path::new(&a[3])).f32("x_vector");
+        println!(
+            "speaker encoder ({}): {spk_ms:.0} ms for {seconds:.2} s of audio; x-vector cosine {:.6}",
+            name(&a[1]),
+            cosine(&xvec, &want)
+        );
+    }
 
     let enc = CodecEncoder::load(&a[2], threads).unwrap_or_else(|e| panic!("{e}"));
     let mut codes = Vec::new();

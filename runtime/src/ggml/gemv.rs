@@ -354,7 +354,6 @@ mod q4_k {
     /// f32 d, 256 i8, 16 i16 sums of 16.
     const VECTOR_BLOCK_BYTES: usize = 4 + QK_K + 2 * QK_K / 16;
 
-
     /// [`dots`] as a [`super::RowDots`] kernel.
     pub struct Kernel;
 
@@ -383,7 +382,10 @@ mod q4_k {
                 let x = row.add(i * BLOCK_BYTES);
                 // d and dmin in one 32-bit load (movd: no merge into another register)
                 let d_dmin = _mm_cvtph_ps(_mm_cvtsi32_si128((x as *const i32).read_unaligned()));
-                let (x_d, x_dmin) = (_mm_cvtss_f32(d_dmin), _mm_cvtss_f32(_mm_movehdup_ps(d_dmin)));
+                let (x_d, x_dmin) = (
+                    _mm_cvtss_f32(d_dmin),
+                    _mm_cvtss_f32(_mm_movehdup_ps(d_dmin)),
+                );
                 let mut utmp = [0u32; 4];
                 std::ptr::copy_nonoverlapping(x.add(4), utmp.as_mut_ptr() as *mut u8, 12);
                 utmp[3] = ((utmp[2] >> 4) & KMASK2) | (((utmp[1] >> 6) & KMASK3) << 4);

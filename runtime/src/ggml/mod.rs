@@ -31,7 +31,7 @@ use ggml_sys as sys;
 pub use backend::{Backend, BackendBuffer, Scheduler};
 pub use gemv::MAX_ROW_DOT_VECTORS;
 pub use graph::{Graph, OwnedGraph};
-pub use ops::RowKernel;
+pub use ops::{RowKernel, Unfold};
 pub use quant::{dequantize, quantize, GgmlType};
 pub use store::{StoredTensor, TensorSpec, TensorStore, TENSOR_ALIGNMENT};
 pub use tensor::{as_bytes, Context, Slot, Tensor};

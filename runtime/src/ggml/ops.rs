@@ -399,25 +399,40 @@ impl Context {
 }
 
 impl Context {
-    /// The input of a dilated conv as one matrix: `x` `[c, n + (k − 1)·d]`
-    /// (contiguous F32, channels fastest) → `[k·c, n]` of type `ty` (F32 or
-    /// F16) whose column `t` stacks columns `t, t + d, …, t + (k − 1)·d` of
-    /// `x`. Multiplied by a kernel laid out `[c, k, c_out]` it gives the
-    /// conv; unlike ggml's im2col (time fastest) it is whole-column copies,
-    /// no transposes, and written in the kernel's type the product needs no
-    /// conversion pass of its own.
+    /// The input of a conv as one matrix: `x` `[c, len]` (contiguous F32,
+    /// channels fastest), seen with `l` zero columns before it and `r`
+    /// after (`x'`), → `[k·c, n]` of type `ty` (F32 or F16), with
+    /// `n = (l + len + r − (k − 1)·d − 1) / s + 1`, whose column `t` stacks
+    /// columns `t·s, t·s + d, …, t·s + (k − 1)·d` of `x'`. Multiplied by a
+    /// kernel laid out `[c, k, c_out]` it gives the conv with stride `s` and
+    /// dilation `d`. Unlike ggml's im2col (time fastest) it is whole-column
+    /// copies, no transposes, no padded copy of `x` (ggml's pad is an
+    /// element-by-element loop), and written in the kernel's type the
+    /// product needs no conversion pass of its own.
     pub fn unfold_columns<'a>(
         &'a self,
         x: Tensor<'a>,
         k: usize,
-        dilation: usize,
+        geometry: Unfold,
         ty: GgmlType,
     ) -> Tensor<'a> {
         let [c, len, ..] = x.ne();
-        let pad = ((k - 1) * dilation) as i64;
+        let Unfold {
+            stride,
+            dilation,
+            left,
+            right,
+        } = geometry;
+        let span = ((k - 1) * dilation) as i64;
+        let padded = len + (left + right) as i64;
         assert!(
-            k >= 2 && dilation >= 1 && len > pad && x.ty() == GgmlType::F32 && x.ne()[2] == 1,
-            "unfold_columns: bad input {:?} for k {k}, dilation {dilation}",
+            k >= 1
+                && stride >= 1
+                && dilation >= 1
+                && padded > span
+                && x.ty() == GgmlType::F32
+                && x.ne()[2] == 1,
+            "unfold_columns: bad input {:?} for k {k}, {geometry:?}",
             x.ne()
         );
         assert!(
@@ -428,66 +443,131 @@ impl Context {
             unsafe { sys::ggml_is_contiguous(x.raw()) },
             "unfold_columns wants a contiguous input"
         );
+        let n = (padded - span - 1) / stride as i64 + 1;
         let mut args = [x.raw()];
         self.wrap(unsafe {
             sys::ggml_custom_4d(
                 self.raw(),
                 ty.raw(),
                 k as i64 * c,
-                len - pad,
+                n,
                 1,
                 1,
                 args.as_mut_ptr(),
                 1,
                 Some(unfold_columns_thunk),
                 sys::GGML_N_TASKS_MAX,
-                std::ptr::null_mut(),
+                geometry.pack(),
             )
         })
     }
 }
 
+/// Stride, dilation and zero padding of [`Context::unfold_columns`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Unfold {
+    pub stride: usize,
+    pub dilation: usize,
+    /// Zero columns before the input.
+    pub left: usize,
+    /// Zero columns after it.
+    pub right: usize,
+}
+
+impl Unfold {
+    /// Stride and dilation 1, no padding.
+    pub const PLAIN: Unfold = Unfold {
+        stride: 1,
+        dilation: 1,
+        left: 0,
+        right: 0,
+    };
+
+    /// Packed into the op's `userdata` word (a value, not a pointer): 16
+    /// bits each.
+    fn pack(self) -> *mut std::os::raw::c_void {
+        let fields = [self.stride, self.dilation, self.left, self.right];
+        assert!(
+            fields.iter().all(|&f| f < 1 << 16),
+            "unfold geometry out of range: {self:?}"
+        );
+        fields.iter().fold(0u64, |word, &f| word << 16 | f as u64) as usize
+            as *mut std::os::raw::c_void
+    }
+
+    fn unpack(word: *mut std::os::raw::c_void) -> Self {
+        let word = word as usize as u64;
+        let field = |i: u32| ((word >> (48 - 16 * i)) & 0xffff) as usize;
+        Self {
+            stride: field(0),
+            dilation: field(1),
+            left: field(2),
+            right: field(3),
+        }
+    }
+}
+
 /// Thread `ith`'s share of the output columns of [`Context::unfold_columns`]
-/// (k and the dilation follow from the shapes).
+/// (k follows from the shapes, the geometry from `userdata`).
 unsafe extern "C" fn unfold_columns_thunk(
     dst: *mut sys::ggml_tensor,
     ith: std::os::raw::c_int,
     nth: std::os::raw::c_int,
-    _userdata: *mut std::os::raw::c_void,
+    userdata: *mut std::os::raw::c_void,
 ) {
     use half::slice::HalfFloatSliceExt;
     // SAFETY: `unfold_columns` checked that the input is contiguous F32
-    // `[c, n + (k − 1)·d]` and created the output contiguous `[k·c, n]` of
-    // F32 or F16; every slice below lies inside those.
+    // `[c, len]` and created the output contiguous `[k·c, n]` of F32 or F16
+    // with `(n − 1)·s + (k − 1)·d < l + len + r`; source columns are read
+    // only where they lie in `0..len`, and every output slice lies in the
+    // output.
     unsafe {
         let dst = &*dst;
         let x = &*dst.src[0];
-        let c = x.ne[0] as usize;
+        let (c, len) = (x.ne[0] as usize, x.ne[1] as usize);
         let (kc, n) = (dst.ne[0] as usize, dst.ne[1] as usize);
         let k = kc / c;
-        let d = (x.ne[1] as usize - n) / (k - 1);
-        let src = std::slice::from_raw_parts(x.data as *const f32, c * x.ne[1] as usize);
+        let Unfold {
+            stride,
+            dilation,
+            left,
+            ..
+        } = Unfold::unpack(userdata);
+        let src = std::slice::from_raw_parts(x.data as *const f32, c * len);
         let f16_out = dst.type_ == GgmlType::F16.raw();
         let (ith, nth) = (ith as usize, nth as usize);
         let (first, end) = (n * ith / nth, n * (ith + 1) / nth);
-        let put = |t: usize, j: usize, len: usize| {
-            let from = &src[(t + j * d) * c..][..len];
-            let at = t * kc + j * c;
+        // Output values `at..at + count` from source columns `col..` (all in
+        // range), or zeros where `col` is `None`.
+        let put = |at: usize, col: Option<usize>, count: usize| {
             if f16_out {
-                let out = (dst.data as *mut half::f16).add(at);
-                std::slice::from_raw_parts_mut(out, len).convert_from_f32_slice(from);
+                let out =
+                    std::slice::from_raw_parts_mut((dst.data as *mut half::f16).add(at), count);
+                match col {
+                    Some(col) => out.convert_from_f32_slice(&src[col * c..][..count]),
+                    None => out.fill(half::f16::ZERO),
+                }
             } else {
-                let out = (dst.data as *mut f32).add(at);
-                std::slice::from_raw_parts_mut(out, len).copy_from_slice(from);
+                let out = std::slice::from_raw_parts_mut((dst.data as *mut f32).add(at), count);
+                match col {
+                    Some(col) => out.copy_from_slice(&src[col * c..][..count]),
+                    None => out.fill(0.0),
+                }
             }
         };
         for t in first..end {
-            if d == 1 {
-                put(t, 0, kc); // the k columns are adjacent
-            } else {
-                for j in 0..k {
-                    put(t, j, c);
-                }
+            // Column t·s + j·d of the padded input is column t·s + j·d − l of x.
+            let start = t * stride;
+            let inside = start >= left && start + (k - 1) * dilation < left + len;
+            if dilation == 1 && inside {
+                put(t * kc, Some(start - left), kc); // the k columns are adjacent
+                continue;
+            }
+            for j in 0..k {
+                let col = (start + j * dilation)
+                    .checked_sub(left)
+                    .filter(|&col| col < len);
+                put(t * kc + j * c, col, c);
             }
         }
     }
