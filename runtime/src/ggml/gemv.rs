@@ -6,10 +6,12 @@
 //! `vec_dot` kernels take one weight row at a time; for Q8_0 on x86 a copy of
 //! ggml's AVX2 dot loop runs inline (same operations in the same order, so
 //! the same sums, without a call and a table lookup per block). What differs
-//! is the walk over the rows: each thread takes one contiguous range and
-//! prefetches [`PREFETCH_AHEAD`] bytes ahead. ggml's own matrix × vector path
-//! reached ~55 % of this machine's read bandwidth on two threads (Q8_0
-//! 0.6B: 116 ms per frame), this one ~80 % (Q8_0 ~80 ms, Q4_K 83 → 60 ms).
+//! is the walk over the rows: each thread takes one contiguous range, and
+//! the inline loops prefetch [`PREFETCH_AHEAD`] bytes ahead as they go.
+//! ggml's own matrix × vector path reached ~55 % of this machine's read
+//! bandwidth on two threads (Q8_0 0.6B: 116 ms per frame), this one ~85 %
+//! at Q8_0 (~65 ms) and ~65 % at Q4_K (~45 ms; its loop is compute-bound
+//! on two cores).
 //! Several vectors (the code predictor's two-token first pass) are dotted
 //! with each row while it is in cache, where ggml would switch to its tiled
 //! GEMM (slower here). F16 and F32 weights stay on ggml's path (no gain),
@@ -131,7 +133,6 @@ pub unsafe extern "C" fn compute(
                     data: rows,
                     row_bytes,
                     k: k as usize,
-                    prefetch: false,
                 };
                 rows.dot_all::<q8_0::Kernel>(first..end, m, y, out, n);
                 SCALES.set(scales);
@@ -144,7 +145,6 @@ pub unsafe extern "C" fn compute(
                     data: rows,
                     row_bytes,
                     k: k as usize,
-                    prefetch: true,
                 };
                 rows.dot_all::<q4_k::Kernel>(first..end, m, y, out, n);
                 return;
@@ -186,8 +186,6 @@ struct Rows {
     data: *const u8,
     row_bytes: usize,
     k: usize,
-    /// Prefetch each row ahead (kernels that do not prefetch per block).
-    prefetch: bool,
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -209,9 +207,6 @@ impl Rows {
         unsafe {
             for r in range {
                 let row = self.data.add(r * self.row_bytes);
-                if self.prefetch {
-                    prefetch(row.wrapping_add(PREFETCH_AHEAD), self.row_bytes);
-                }
                 let mut c = 0;
                 while c < m {
                     let sums: &[f32] = match m - c {
@@ -380,6 +375,13 @@ mod q4_k {
             let mut acc_m = [_mm_setzero_ps(); N];
             for i in 0..k / QK_K {
                 let x = row.add(i * BLOCK_BYTES);
+                // The super-block's (up to) three lines ahead, spread over the
+                // loop: a row's worth of prefetches at its start stalled the
+                // walk (0.6B T+CP 56 → 44 ms per frame).
+                for line in [0, 64, 128] {
+                    let ahead = x.wrapping_add(super::PREFETCH_AHEAD + line);
+                    _mm_prefetch::<_MM_HINT_T0>(ahead as *const i8);
+                }
                 // d and dmin in one 32-bit load (movd: no merge into another register)
                 let d_dmin = _mm_cvtph_ps(_mm_cvtsi32_si128((x as *const i32).read_unaligned()));
                 let (x_d, x_dmin) = (
