@@ -4,11 +4,21 @@
 //! one frame streams from each model file (talker once, code predictor once
 //! per pass). Prints one JSON object. Used by `scripts/bench.sh`.
 //!
-//!     bench_bandwidth --threads 1,2 [--mib 1024] [--reps 7] [--tts F ...]
+//! `--gemv q8_0,q4_k,…` also times our matrix × vector product alone over
+//! 512 MiB of weights of each type (the talker's and code predictor's hot
+//! path, without the rest of a decode step), in GB/s of weights, to compare
+//! with the read bandwidth of the same run.
+//!
+//! ```text
+//! bench_bandwidth --threads 1,2 [--mib 1024] [--reps 7] [--tts F ...] [--gemv q8_0,q4_k]
+//! ```
 
 use std::time::Instant;
 
+use std::sync::Arc;
+
 use qwen3_tts::config::TtsConfig;
+use qwen3_tts::ggml::{quantize, Backend, GgmlType, OwnedGraph, TensorStore};
 use qwen3_tts::model_file::GgufFile;
 
 /// Sums `data` with 8 independent lanes so the loop is load-bound, not
@@ -43,6 +53,55 @@ fn read_bandwidth(data: &[u64], threads: usize, reps: usize) -> f64 {
         best = best.min(start.elapsed().as_secs_f64());
     }
     std::mem::size_of_val(data) as f64 / best / 1e9
+}
+
+/// Weights per matrix of the `--gemv` test: the 0.6B code predictor's MLP
+/// shape (`[1024, 3072]`).
+const GEMV_K: usize = 1024;
+const GEMV_N: usize = 3072;
+
+/// Best GB/s of weights over `reps` passes of one vector through 512 MiB of
+/// `[GEMV_K, GEMV_N]` matrices of type `ty` (each its own memory, one
+/// product node each) with `threads` threads.
+fn gemv_rate(ty: GgmlType, threads: usize, reps: usize) -> f64 {
+    let w: Vec<f32> = (0..GEMV_K * GEMV_N)
+        .map(|i| ((i * 7919 % 1013) as f32 / 1013.0 - 0.5) * 0.2)
+        .collect();
+    let bytes = quantize(ty, &w, GEMV_K);
+    let count = (512usize << 20).div_ceil(bytes.len());
+    let specs: Vec<_> = (0..count)
+        .map(|i| (format!("w{i}"), ty, vec![GEMV_K as i64, GEMV_N as i64]))
+        .collect();
+    let store = TensorStore::new(&specs);
+    let weights: Vec<_> = (0..count)
+        .map(|i| {
+            let t = store.get(&format!("w{i}")).expect("stored");
+            t.set_bytes_at(0, &bytes);
+            t
+        })
+        .collect();
+    let backend = Arc::new(Backend::cpu(threads));
+    let mut graph = OwnedGraph::build(&backend, count + 16, |ctx| {
+        let x = ctx
+            .new_tensor(GgmlType::F32, &[GEMV_K as i64, 1])
+            .set_input();
+        let outs: Vec<_> = weights
+            .iter()
+            .map(|w| ctx.mul_mat(ctx.stored(w), x))
+            .collect();
+        (ctx.slot(x), outs)
+    });
+    let x_in = *graph.io();
+    let x: Vec<f32> = (0..GEMV_K).map(|i| (i % 17) as f32 / 17.0 - 0.5).collect();
+    let mut best = f64::MAX;
+    for _ in 0..reps + 1 {
+        let start = Instant::now();
+        graph
+            .compute(|g| g.tensor(x_in).set_f32(&x))
+            .expect("gemv graph");
+        best = best.min(start.elapsed().as_secs_f64());
+    }
+    (bytes.len() * count) as f64 / best / 1e9
 }
 
 /// Bytes of weights one generated frame reads from a TTS file: the talker's
@@ -114,6 +173,18 @@ fn main() {
         .filter(|(i, _)| *i > 0 && args[i - 1] == "--tts")
         .map(|(_, f)| bytes_per_frame(f))
         .collect();
-    let out = serde_json::json!({"read_gb_per_s": bandwidth, "buffer_mib": mib, "reps": reps, "files": files});
+    let mut out = serde_json::json!({"read_gb_per_s": bandwidth, "buffer_mib": mib, "reps": reps, "files": files});
+    if let Some(types) = value("--gemv") {
+        let mut rates = serde_json::Map::new();
+        for name in types.split(',') {
+            let ty = GgmlType::parse(name).unwrap_or_else(|| panic!("--gemv: unknown type {name}"));
+            let per_thread: serde_json::Map<_, _> = threads
+                .iter()
+                .map(|&t| (t.to_string(), gemv_rate(ty, t, reps).into()))
+                .collect();
+            rates.insert(name.to_string(), per_thread.into());
+        }
+        out["gemv_gb_per_s"] = rates.into();
+    }
     println!("{out}");
 }

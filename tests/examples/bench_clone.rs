@@ -6,7 +6,7 @@
 //!     cargo run --release -p qwen3-tts-tests --example bench_clone -- TTS.gguf TOKENIZER.gguf \
 //!         models/reference-real/0.6B-Base/xvec.safetensors models/reference-real/encode_ref.safetensors 2 3
 //!
-//! `-` for the x-vector dump times the codec encoder alone.
+//! `-` for TTS times the codec encoder alone; `-` for the x-vector dump skips the cosine.
 
 use std::path::Path;
 use std::time::Instant;
@@ -48,18 +48,24 @@ fn main() {
     let samples = enc_dump.f32("input_samples");
     let seconds = samples.len() as f64 / 24000.0;
 
-    // XVEC_DUMP "-": the codec encoder only.
-    if a[3] != "-" {
+    // TTS "-": the codec encoder only; XVEC_DUMP "-": no x-vector comparison.
+    if a[1] != "-" {
         let model = TtsModel::load(&a[1]).unwrap_or_else(|e| panic!("{e}"));
         let spk = model.speaker_encoder.as_ref().expect("a Base model");
         let mut xvec = Vec::new();
         let backend = std::sync::Arc::new(qwen3_tts::ggml::Backend::cpu(threads));
+        let mel_ms = median_ms(runs, || drop(spk.mel(&samples).unwrap()));
         let spk_ms = median_ms(runs, || xvec = spk.embed(&backend, &samples).unwrap());
-        let want = Dump::open(Path::new(&a[3])).f32("x_vector");
+        let cosine = match a[3].as_str() {
+            "-" => String::new(),
+            dump => {
+                let want = Dump::open(Path::new(dump)).f32("x_vector");
+                format!("; x-vector cosine {:.6}", cosine(&xvec, &want))
+            }
+        };
         println!(
-            "speaker encoder ({}): {spk_ms:.0} ms for {seconds:.2} s of audio; x-vector cosine {:.6}",
+            "speaker encoder ({}): {spk_ms:.0} ms for {seconds:.2} s of audio (log-mel {mel_ms:.0} ms){cosine}",
             name(&a[1]),
-            cosine(&xvec, &want)
         );
     }
 

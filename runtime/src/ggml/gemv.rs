@@ -368,7 +368,8 @@ mod q4_k {
     pub unsafe fn dots<const N: usize>(k: usize, row: *const u8, ys: [*const u8; N]) -> [f32; N] {
         const KMASK1: u32 = 0x3f3f3f3f;
         const KMASK2: u32 = 0x0f0f0f0f;
-        const KMASK3: u32 = 0x03030303;
+        /// ggml's `(w >> 6 & 0x03…) << 4`, as `w >> 2 & 0x30…`.
+        const KMASK4: u32 = 0x30303030;
         unsafe {
             let m4 = _mm256_set1_epi8(0xF);
             let mut acc = [_mm256_setzero_ps(); N];
@@ -388,19 +389,23 @@ mod q4_k {
                     _mm_cvtss_f32(d_dmin),
                     _mm_cvtss_f32(_mm_movehdup_ps(d_dmin)),
                 );
-                let mut utmp = [0u32; 4];
-                std::ptr::copy_nonoverlapping(x.add(4), utmp.as_mut_ptr() as *mut u8, 12);
-                utmp[3] = ((utmp[2] >> 4) & KMASK2) | (((utmp[1] >> 6) & KMASK3) << 4);
-                let uaux = utmp[1] & KMASK1;
-                utmp[1] = (utmp[2] & KMASK2) | (((utmp[0] >> 6) & KMASK3) << 4);
-                utmp[2] = uaux;
-                utmp[0] &= KMASK1;
-                let mins_and_scales = _mm256_cvtepu8_epi16(_mm_set_epi32(
-                    utmp[3] as i32,
-                    utmp[2] as i32,
-                    utmp[1] as i32,
-                    utmp[0] as i32,
-                ));
+                // The 6-bit scales and mins, unpacked as ggml's utmp words in
+                // SIMD registers (its scalar shuffle and four inserts were a
+                // long chain at the head of every super-block):
+                // [u0 & m1, (u2 & m2) | (u0 >> 2 & 0x30…), u1 & m1, (u2 >> 4 & m2) | (u1 >> 2 & 0x30…)].
+                // The 16-byte load reads 4 bytes of nibbles past the 12 (unused).
+                let u = _mm_loadu_si128(x.add(4) as *const __m128i);
+                let a = _mm_shuffle_epi32::<0b10_01_10_00>(u); // u0 u2 u1 u2
+                let b = _mm_shuffle_epi32::<0b01_01_00_00>(u); // u0 u0 u1 u1
+                let low = _mm_and_si128(
+                    _mm_srlv_epi32(a, _mm_setr_epi32(0, 0, 0, 4)),
+                    _mm_setr_epi32(KMASK1 as i32, KMASK2 as i32, KMASK1 as i32, KMASK2 as i32),
+                );
+                let high = _mm_and_si128(
+                    _mm_srli_epi32::<2>(b),
+                    _mm_setr_epi32(0, KMASK4 as i32, 0, KMASK4 as i32),
+                );
+                let mins_and_scales = _mm256_cvtepu8_epi16(_mm_or_si128(low, high));
                 let mins = _mm256_extracti128_si256(mins_and_scales, 1);
                 let sc128 = _mm256_extracti128_si256(mins_and_scales, 0);
                 let scales = _mm256_set_m128i(sc128, sc128);
