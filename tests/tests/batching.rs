@@ -14,6 +14,7 @@ use qwen3_tts::codec_decoder::CodecDecoder;
 use qwen3_tts::ggml::GgmlType;
 use qwen3_tts::pipeline::{CancelFlag, GenerateOptions, StreamOptions, Synthesizer, TtsModel};
 use qwen3_tts::prompt::{Request, Voice};
+use qwen3_tts::talker;
 use qwen3_tts::Error;
 use qwen3_tts_tests::{convert_tiny, convert_tiny_tokenizer, fixtures, serial, Dump};
 
@@ -88,7 +89,13 @@ fn same_bits(what: &str, got: &[f32], want: &[f32]) {
 }
 
 fn alone(m: &Models, job: &Job) -> Output {
+    alone_with_kv(m, job, talker::DEFAULT_KV_TYPE)
+}
+
+/// [`alone`] with the talker's KV cache in `kv`.
+fn alone_with_kv(m: &Models, job: &Job, kv: GgmlType) -> Output {
     let mut synth = Synthesizer::with_models(m.model.clone(), m.vocoder.clone(), &m.tokenizer, 2);
+    synth.session().set_kv_type(kv).unwrap();
     let mut out = Output::default();
     let summary = synth
         .synthesize_stream(&job.req, &job.opts, &job.stream, |c| {
@@ -110,7 +117,19 @@ fn batched(
     joins: &[usize],
     max_batch: usize,
 ) -> (Vec<Output>, Vec<usize>) {
+    batched_with_kv(m, jobs, joins, max_batch, talker::DEFAULT_KV_TYPE)
+}
+
+/// [`batched`] with the talker's KV caches in `kv`.
+fn batched_with_kv(
+    m: &Models,
+    jobs: &[Job],
+    joins: &[usize],
+    max_batch: usize,
+    kv: GgmlType,
+) -> (Vec<Output>, Vec<usize>) {
     let mut batch = BatchSynthesizer::new(m.model.clone(), m.vocoder.clone(), 2, max_batch);
+    batch.set_kv_type(kv).unwrap();
     let mut ids: HashMap<SequenceId, usize> = HashMap::new();
     let mut outputs: Vec<Output> = jobs.iter().map(|_| Output::default()).collect();
     let mut done = vec![false; jobs.len()];
@@ -202,6 +221,51 @@ impl VoiceKind for Request {
             Voice::Icl { .. } => "icl",
         }
     }
+}
+
+/// With the opt-in F16 KV cache (`--kv-cache f16`) a batch still gives
+/// each sequence exactly what it gives alone with that cache.
+#[test]
+fn f16_kv_cache_batch_equals_each_alone() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let m = models("0.6B-CustomVoice", GgmlType::Q8_0, tmp.path());
+    let jobs = vec![
+        job(
+            &m,
+            speaker("Half-precision keys.", "ryan", "english"),
+            12,
+            true,
+            1,
+        ),
+        job(
+            &m,
+            speaker("And values, sampled.", "vivian", "english"),
+            17,
+            false,
+            2,
+        ),
+        job(
+            &m,
+            speaker("Joins at step three.", "serena", "auto"),
+            8,
+            false,
+            3,
+        ),
+    ];
+    let want: Vec<Output> = jobs
+        .iter()
+        .map(|j| alone_with_kv(&m, j, GgmlType::F16))
+        .collect();
+    let (got, sizes) = batched_with_kv(&m, &jobs, &[0, 0, 3], 3, GgmlType::F16);
+    check("CustomVoice q8_0, F16 KV cache", &jobs, &got, &want);
+    assert_eq!(sizes.iter().max(), Some(&3), "three at once: {sizes:?}");
+    // And the cache type matters: F32-cache runs differ somewhere.
+    let f32_alone: Vec<Output> = jobs.iter().map(|j| alone(&m, j)).collect();
+    assert!(
+        f32_alone.iter().zip(&want).any(|(a, b)| a != b),
+        "an F16 cache changed nothing: was it used?"
+    );
 }
 
 #[test]
