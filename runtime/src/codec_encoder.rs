@@ -25,6 +25,8 @@ use crate::weights::{load_weights_with, permute3, upcast_to_f32, Prepared, Weigh
 /// ELU and strided conv; then ELU and the last conv.
 const FIRST_CONV: usize = 0;
 const LAST_CONV: usize = 14;
+/// 25 Hz → 12.5 Hz after the transformer.
+const DOWNSAMPLE_STRIDE: usize = 2;
 
 /// Causal conv over `x` `[c_in, t]`: left padding `(k−1)·d + 1 − s`, right
 /// padding up to a whole number of strides, zeros or (`replicate`) edge
@@ -85,20 +87,32 @@ pub struct Conv {
 }
 
 impl Conv {
-    /// The conv at `stem`, which must take `c_in` channels; its output
-    /// channels are `Conv::c_out`.
-    fn load(src: &WeightSource, stem: &str, bias: bool, c_in: usize) -> Result<Self> {
+    /// The conv at `stem`, run with `stride`, which must take `c_in`
+    /// channels; its output channels are `Conv::c_out`.
+    fn load(
+        src: &WeightSource,
+        stem: &str,
+        bias: bool,
+        c_in: usize,
+        stride: usize,
+    ) -> Result<Self> {
         let name = tensors::join(stem, tensors::CONV_WEIGHT);
         let weight = src.kernel(&name)?;
         let [got_in, k, c_out, _] = weight.ne();
-        if got_in as usize != c_in || k < 1 {
+        let stored = [c_out, got_in, k]; // PyTorch's order
+        if got_in as usize != c_in {
             return Err(src.error(
                 &name,
                 format!(
-                    "kernel {:?} (c_out, c_in, k as stored) does not take the {c_in} channels \
-                     of the layer before",
-                    [c_out, got_in, k]
+                    "kernel {stored:?} (c_out, c_in, k) does not take the {c_in} channels of \
+                     the layer before"
                 ),
+            ));
+        }
+        if (k as usize) < stride {
+            return Err(src.error(
+                &name,
+                format!("kernel {stored:?} (c_out, c_in, k) is narrower than its stride {stride}"),
             ));
         }
         let bias = bias
@@ -164,13 +178,19 @@ pub struct CodecEncoderWeights {
 impl CodecEncoderWeights {
     fn load(src: &WeightSource, cfg: &CodecEncoderConfig) -> Result<Self> {
         // Each conv must take the channels of the one before (mono audio first).
-        let first_conv = Conv::load(src, &names::seanet(FIRST_CONV), true, 1)?;
+        let first_conv = Conv::load(src, &names::seanet(FIRST_CONV), true, 1, 1)?;
         let mut channels = first_conv.c_out();
         let mut stages = Vec::new();
         for (i, &stride) in cfg.strides.iter().enumerate() {
             let res = 1 + 3 * i;
-            let squeeze = Conv::load(src, &names::seanet_residual(res, 1), true, channels)?;
-            let expand = Conv::load(src, &names::seanet_residual(res, 3), true, squeeze.c_out())?;
+            let squeeze = Conv::load(src, &names::seanet_residual(res, 1), true, channels, 1)?;
+            let expand = Conv::load(
+                src,
+                &names::seanet_residual(res, 3),
+                true,
+                squeeze.c_out(),
+                1,
+            )?;
             if expand.c_out() != channels {
                 return Err(src.error(
                     &tensors::join(&names::seanet_residual(res, 3), tensors::CONV_WEIGHT),
@@ -180,7 +200,7 @@ impl CodecEncoderWeights {
                     ),
                 ));
             }
-            let downsample = Conv::load(src, &names::seanet(res + 2), true, channels)?;
+            let downsample = Conv::load(src, &names::seanet(res + 2), true, channels, stride)?;
             channels = downsample.c_out();
             stages.push(SeanetStage {
                 residual: [squeeze, expand],
@@ -189,7 +209,7 @@ impl CodecEncoderWeights {
             });
         }
         let t = &cfg.transformer;
-        let last_conv = Conv::load(src, &names::seanet(LAST_CONV), true, channels)?;
+        let last_conv = Conv::load(src, &names::seanet(LAST_CONV), true, channels, 1)?;
         if last_conv.c_out() != t.hidden {
             return Err(src.error(
                 &tensors::join(&names::seanet(LAST_CONV), tensors::CONV_WEIGHT),
@@ -200,6 +220,36 @@ impl CodecEncoderWeights {
                 ),
             ));
         }
+        let downsample = Conv::load(src, names::DOWNSAMPLE, false, t.hidden, DOWNSAMPLE_STRIDE)?;
+        if downsample.c_out() != t.hidden {
+            return Err(src.error(
+                &tensors::join(names::DOWNSAMPLE, tensors::CONV_WEIGHT),
+                format!(
+                    "{} output channels, the quantizer takes {}",
+                    downsample.c_out(),
+                    t.hidden
+                ),
+            ));
+        }
+        // The RVQ input projections (1×1) take the downsampled channels; each
+        // codebook's entries have its branch's projected width.
+        let projection = |name: &str| {
+            let proj = src.kernel(name)?;
+            let [k, c_in, c_out, _] = proj.ne();
+            if k != 1 || c_in as usize != t.hidden {
+                return Err(src.error(
+                    name,
+                    format!(
+                        "projection {:?} (c_out, c_in, k) is not 1×1 over {} channels",
+                        [c_out, c_in, k],
+                        t.hidden
+                    ),
+                ));
+            }
+            Ok((proj, c_out as usize))
+        };
+        let (rvq_first_input_proj, semantic_dim) = projection(names::RVQ_FIRST_INPUT_PROJ)?;
+        let (rvq_rest_input_proj, acoustic_dim) = projection(names::RVQ_REST_INPUT_PROJ)?;
         Ok(Self {
             first_conv,
             stages,
@@ -207,13 +257,16 @@ impl CodecEncoderWeights {
             blocks: (0..t.layers)
                 .map(|l| BlockWeights::load(src, &names::block(l), t, BlockKind::CodecEncoder))
                 .collect::<Result<_>>()?,
-            downsample: Conv::load(src, names::DOWNSAMPLE, false, t.hidden)?,
-            rvq_first_input_proj: src.kernel(names::RVQ_FIRST_INPUT_PROJ)?,
-            rvq_rest_input_proj: src.kernel(names::RVQ_REST_INPUT_PROJ)?,
+            downsample,
+            rvq_first_input_proj,
+            rvq_rest_input_proj,
             codebooks: (0..cfg.num_quantizers)
                 .map(|q| {
                     let name = names::codebook(cfg.num_semantic_quantizers, q);
-                    let dim = src.any(&name)?.ne()[0] as usize;
+                    let dim = match q < cfg.num_semantic_quantizers {
+                        true => semantic_dim,
+                        false => acoustic_dim,
+                    };
                     src.tensor(&name, &[dim, cfg.codebook_size])
                 })
                 .collect::<Result<_>>()?,
@@ -254,7 +307,7 @@ fn build<'a>(
     }
 
     // Downsample to 12.5 Hz (replicate padding, no bias): [c, frames].
-    let x = causal_conv(ctx, h, &w.downsample, 2, true);
+    let x = causal_conv(ctx, h, &w.downsample, DOWNSAMPLE_STRIDE, true);
 
     // Split RVQ: semantic from the projection, acoustic residual from its own.
     let project = |k: &StoredTensor| {

@@ -10,6 +10,7 @@ use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::{Path, PathBuf};
 
 use qwen3_tts::codec_decoder::CodecDecoder;
+use qwen3_tts::codec_encoder::CodecEncoder;
 use qwen3_tts::ggml::gguf::Value;
 use qwen3_tts::ggml::GgmlType;
 use qwen3_tts::gguf_schema::{keys, ARCH_TOKENIZER, ARCH_TTS};
@@ -224,6 +225,55 @@ fn mis_sized_vocoder_tensors_name_the_tensor() {
             assert!(e.contains("tensor 'dec."), "{name} {changed:?}: {e}");
         }
     }
+}
+
+/// The codec encoder's convs, projections and codebooks with a wrong
+/// channel count fail to load naming a tensor (ggml would abort on the
+/// mismatched product otherwise), and a strided conv's kernel may not be
+/// narrower than its stride.
+#[test]
+fn mis_sized_encoder_tensors_name_the_tensor() {
+    let _g = serial();
+    let f = files();
+    let file = GgufFile::open(&f.tokenizer).unwrap();
+    let out = f.dir.path().join("mutant.gguf");
+    let encoder_error = |name: &str, ne: &[i64]| {
+        rewrite_gguf(&file, &out, &[], Some((name, ne))).unwrap();
+        match CodecEncoder::load(&out, 1) {
+            Ok(_) => panic!("{name} {ne:?} loaded"),
+            Err(e) => e.to_string(),
+        }
+    };
+    for name in [
+        "enc.conv.0.conv.weight",
+        "enc.conv.1.block.1.conv.weight",
+        "enc.conv.1.block.3.conv.weight",
+        "enc.conv.3.conv.weight",
+        "enc.conv.14.conv.weight",
+        "enc.downsample.conv.weight",
+        "enc.rvq_first.input_proj.weight",
+        "enc.rvq_rest.input_proj.weight",
+        "enc.rvq_rest.blk.3.codebook.embed",
+    ] {
+        let ne = file.tensor_info(name).unwrap().ne.clone();
+        // A conv kernel's first dim is its size, which the file may choose.
+        let first = usize::from(name.ends_with("conv.weight"));
+        for d in first..ne.len() {
+            let mut changed = ne.clone();
+            changed[d] += 1;
+            let e = encoder_error(name, &changed);
+            assert!(e.contains("tensor 'enc."), "{name} {changed:?}: {e}");
+        }
+    }
+    // enc.conv.3 downsamples by 4 (kernel 8): a kernel of 3 is refused.
+    let mut narrow = file
+        .tensor_info("enc.conv.3.conv.weight")
+        .unwrap()
+        .ne
+        .clone();
+    narrow[0] = 3;
+    let e = encoder_error("enc.conv.3.conv.weight", &narrow);
+    assert!(e.contains("narrower than its stride 4"), "{e}");
 }
 
 #[test]
