@@ -30,7 +30,7 @@ use crate::layers::{
     CausalTransposedConv, ConvNext, DepthwiseConv, KvCache, Snake, StreamStateLayout,
 };
 use crate::model_file::GgufFile;
-use crate::weights::{load_weights_with, permute3, Linear, Prepared, WeightSource};
+use crate::weights::{kernel_dims, load_weights_with, permute3, Linear, Prepared, WeightSource};
 
 /// Frames per stateless chunk of the reference's decode.
 pub const CHUNK_FRAMES: usize = 300;
@@ -81,12 +81,7 @@ fn prepare(file: &GgufFile, name: &str, bytes: &[u8]) -> Result<Option<Prepared>
             )))
         }
     };
-    // A conv with one output channel is stored 2-D.
-    let ne: [usize; 3] = match info.ne[..] {
-        [a, b] => [a as usize, b as usize, 1],
-        [a, b, c] => [a as usize, b as usize, c as usize],
-        _ => return Err(bad(format!("unexpected kernel shape {:?}", info.ne))),
-    };
+    let ne = kernel_dims(file, name)?;
     if name.contains(".dwconv.") {
         if ne[1] != 1 {
             return Err(bad(format!("depthwise kernel with shape {:?}", info.ne)));

@@ -19,7 +19,9 @@ use crate::gguf_schema::tensors::{self, codec_encoder as names};
 use crate::gguf_schema::ARCH_TOKENIZER;
 use crate::layers::{add_bias, decoder_block, elu, BlockKind, BlockWeights, KvCache};
 use crate::model_file::GgufFile;
-use crate::weights::{load_weights_with, permute3, upcast_to_f32, Prepared, WeightSource};
+use crate::weights::{
+    kernel_dims, load_weights_with, permute3, upcast_to_f32, Prepared, WeightSource,
+};
 
 /// SEANet layer indices: the first conv, then per stage a residual block,
 /// ELU and strided conv; then ELU and the last conv.
@@ -134,17 +136,7 @@ fn prepare(file: &GgufFile, name: &str) -> Result<Option<Prepared>> {
     if !is_conv {
         return upcast_to_f32(file, name);
     }
-    let ne: [usize; 3] = match file.tensor_info(name)?.ne[..] {
-        [a, b] => [a as usize, b as usize, 1],
-        [a, b, c] => [a as usize, b as usize, c as usize],
-        ref other => {
-            return Err(Error::Tensor {
-                path: file.path().to_path_buf(),
-                name: name.to_string(),
-                reason: format!("unexpected kernel shape {other:?}"),
-            })
-        }
-    };
+    let ne = kernel_dims(file, name)?;
     let v = file.tensor_f32(name)?;
     Ok(Some(Prepared {
         ty: GgmlType::F32,

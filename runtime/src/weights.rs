@@ -190,6 +190,20 @@ pub fn upcast_to_f32(file: &GgufFile, name: &str) -> Result<Option<Prepared>> {
     }))
 }
 
+/// The dims of the conv kernel `name` as `[k, c_in, c_out]` (ggml order):
+/// a conv with one output channel is stored 2-D.
+pub fn kernel_dims(file: &GgufFile, name: &str) -> Result<[usize; 3]> {
+    match file.tensor_info(name)?.ne[..] {
+        [a, b] => Ok([a as usize, b as usize, 1]),
+        [a, b, c] => Ok([a as usize, b as usize, c as usize]),
+        ref other => Err(Error::Tensor {
+            path: file.path().to_path_buf(),
+            name: name.to_string(),
+            reason: format!("unexpected kernel shape {other:?}"),
+        }),
+    }
+}
+
 /// Reorders a 3-D array of `elem`-byte elements with dims `ne` (ggml order,
 /// `ne[0]` fastest): output dim `i` is input dim `order[i]`.
 pub fn permute3(bytes: &[u8], elem: usize, ne: [usize; 3], order: [usize; 3]) -> Vec<u8> {

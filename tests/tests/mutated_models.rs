@@ -195,6 +195,20 @@ fn out_of_range_config_values_name_their_key() {
 /// One tensor of each kind the vocoder chains channels through, one dim
 /// changed: the channel walk at load names it (these aborted inside ggml or
 /// panicked on a stream-state shape when the graph was built).
+/// The dims of tensor `name` with one of them grown by one, for each dim
+/// but a conv kernel's first (its size, which the file may choose).
+fn channel_dims_off_by_one(file: &GgufFile, name: &str) -> Vec<Vec<i64>> {
+    let ne = &file.tensor_info(name).unwrap().ne;
+    let first = usize::from(name.ends_with("conv.weight"));
+    (first..ne.len())
+        .map(|d| {
+            let mut changed = ne.clone();
+            changed[d] += 1;
+            changed
+        })
+        .collect()
+}
+
 #[test]
 fn mis_sized_vocoder_tensors_name_the_tensor() {
     let _g = serial();
@@ -214,12 +228,7 @@ fn mis_sized_vocoder_tensors_name_the_tensor() {
         "dec.rvq_rest.blk.0.codebook.embed",
         "dec.pre_transformer.output_proj.weight",
     ] {
-        let ne = file.tensor_info(name).unwrap().ne.clone();
-        // A conv kernel's first dim is its size, which the file may choose.
-        let first = usize::from(name.ends_with("conv.weight"));
-        for d in first..ne.len() {
-            let mut changed = ne.clone();
-            changed[d] += 1;
+        for changed in channel_dims_off_by_one(&file, name) {
             // The error names this tensor or the one it disagrees with.
             let e = error_of(&f, true, &[], Some((name, &changed)));
             assert!(e.contains("tensor 'dec."), "{name} {changed:?}: {e}");
@@ -255,12 +264,7 @@ fn mis_sized_encoder_tensors_name_the_tensor() {
         "enc.rvq_rest.input_proj.weight",
         "enc.rvq_rest.blk.3.codebook.embed",
     ] {
-        let ne = file.tensor_info(name).unwrap().ne.clone();
-        // A conv kernel's first dim is its size, which the file may choose.
-        let first = usize::from(name.ends_with("conv.weight"));
-        for d in first..ne.len() {
-            let mut changed = ne.clone();
-            changed[d] += 1;
+        for changed in channel_dims_off_by_one(&file, name) {
             let e = encoder_error(name, &changed);
             assert!(e.contains("tensor 'enc."), "{name} {changed:?}: {e}");
         }
