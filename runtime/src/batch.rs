@@ -19,17 +19,18 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::code_predictor::{CodePredictor, FrameInput};
-use crate::codec_decoder::{CodecDecoder, DecoderSession, SavedState};
+use crate::codec_decoder::{CodecDecoder, DecoderSession, SavedState, StreamCursor};
 use crate::error::{Error, Result};
 use crate::ggml::{Backend, GgmlType};
 use crate::pipeline::{
-    default_threads, talker_processors, AudioChunk, CancelFlag, Chunker, DecodeTimes,
+    build_prompt, default_threads, talker_processors, AudioChunk, CancelFlag, Chunker, DecodeTimes,
     GenerateOptions, Stop, StreamOptions, StreamSummary, Timings, TtsModel,
 };
-use crate::prompt::{self, Embedder, Prompt, Request, Voice};
+use crate::prompt::{Prompt, Request, Voice};
 use crate::sampler::{Sampler, TalkerProcessors};
 use crate::talker::{check_kv_type, DecodeBatch, StepInput, Talker, TalkerStep, DEFAULT_KV_TYPE};
 use crate::threads::ThreadGovernor;
+use crate::warm::{WarmCache, WarmUp, DEFAULT_BUDGET_BYTES};
 
 /// The largest batch: the code predictor's first pass takes two vectors per
 /// sequence, and products of more than `MAX_ROW_DOT_VECTORS` vectors
@@ -128,6 +129,10 @@ pub struct BatchSynthesizer {
     governor: Option<ThreadGovernor>,
     /// The KV cache type of the sequences that join.
     kv_type: GgmlType,
+    /// Voices' warm state (talker prefixes, ICL vocoder contexts).
+    warm: Arc<WarmCache>,
+    /// The talker a [`WarmUp`] in progress computes its prefix with.
+    warm_talker: Option<Talker>,
 }
 
 impl BatchSynthesizer {
@@ -158,7 +163,48 @@ impl BatchSynthesizer {
             next_id: 0,
             governor,
             kv_type: DEFAULT_KV_TYPE,
+            warm: Arc::new(WarmCache::new(DEFAULT_BUDGET_BYTES)),
+            warm_talker: None,
         }
+    }
+
+    /// Keeps voices' warm state in `cache` (by default a cache of its own
+    /// of [`DEFAULT_BUDGET_BYTES`]; one of budget 0 keeps none).
+    pub fn set_warm_cache(&mut self, cache: Arc<WarmCache>) {
+        self.warm = cache;
+    }
+
+    pub fn warm_cache(&self) -> &Arc<WarmCache> {
+        &self.warm
+    }
+
+    /// Advances `w` by one step (a few prompt rows or reference frames; with
+    /// `all`, to the end), on this batch's backend between its steps: the
+    /// running streams wait for no more than that. Returns whether the voice
+    /// is warm; an error leaves the batch as it was.
+    pub fn warm_up(&mut self, w: &mut WarmUp, all: bool) -> Result<bool> {
+        let mut talker = match self.warm_talker.take() {
+            Some(t) => t,
+            None => {
+                let mut t = Talker::new(self.model.talker.clone(), self.backend.clone());
+                t.set_kv_type(self.kv_type)?;
+                t
+            }
+        };
+        // The vocoder session's state is the live stream's, saved after its
+        // chunks: a warm-up may use the session.
+        self.live = None;
+        let done = w.step(
+            &self.warm,
+            &self.model,
+            &mut talker,
+            &mut self.vocoder_session,
+            all,
+        );
+        if matches!(done, Ok(false)) {
+            self.warm_talker = Some(talker);
+        }
+        done
     }
 
     /// The KV cache type of sequences that join from now on (F32 or F16;
@@ -232,30 +278,30 @@ impl BatchSynthesizer {
         let model = self.model.clone();
         let mut talker = Talker::new(model.talker.clone(), self.backend.clone());
         talker.set_kv_type(self.kv_type)?;
-        let embedder = Embedder {
-            talker: &talker,
-            group_tables: &model.code_predictor.codec_embd,
-        };
-        let prompt = prompt::build(&model.config, &model.tokenizer, &embedder, req)?;
+        let prompt = build_prompt(&model, &talker, req)?;
         let prompt_time = joined.elapsed().as_secs_f64();
         if opts.cancel.as_ref().is_some_and(CancelFlag::is_cancelled) {
             return Err(Error::Cancelled);
         }
-        // The live stream's state was saved after its last chunk: the
-        // session may start this one.
-        let vocoder = &mut self.vocoder_session;
-        self.live = None;
-        let mut audio = Chunker::start(vocoder, *stream, joined);
-        if let Voice::Icl { ref_codes, .. } = &req.voice {
-            vocoder.push_stream(&mut audio.cursor, ref_codes)?; // context only
-        }
-        let mut audio_state = SavedState::default();
-        vocoder.save_state(&mut audio_state);
+        // A fresh stream, or for ICL the state after the reference frames
+        // (the voice's, from the warm cache or decoded now on the session:
+        // the live stream's state was saved after its last chunk).
+        let (audio_state, cursor) = match &req.voice {
+            Voice::Icl { ref_codes, .. } => {
+                self.live = None;
+                let c =
+                    self.warm
+                        .decoder_context(&mut self.vocoder_session, &req.voice, ref_codes)?;
+                (c.state().clone(), c.cursor().clone())
+            }
+            _ => (SavedState::default(), StreamCursor::default()),
+        };
+        let audio = Chunker::with_cursor(cursor, *stream, joined);
         let prefilling = Instant::now();
         let limit = opts.token_limit(&prompt);
         // Reserve for a first stretch of audio; the cache grows if needed.
         let reserve = prompt.len() + limit.0.min(opts.reserve_frames);
-        let (step, reused) = talker.prefill(&prompt.prefill, reserve)?;
+        let (step, reused) = self.warm.prefill(&model, &mut talker, &prompt, reserve)?;
         let times = DecodeTimes {
             prefill: prefilling.elapsed().as_secs_f64(),
             prefill_reused: reused,
@@ -263,7 +309,6 @@ impl BatchSynthesizer {
         };
         let id = self.next_id;
         self.next_id += 1;
-        self.live = Some(id);
         self.active.push(Sequence {
             id,
             talker,

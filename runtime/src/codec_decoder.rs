@@ -347,6 +347,8 @@ pub struct CodecDecoder {
     pub config: CodecDecoderConfig,
     pub weights: CodecDecoderWeights,
     store: TensorStore,
+    /// Tells loaded decoders apart (warm state is per decoder).
+    id: u64,
 }
 
 impl CodecDecoder {
@@ -365,7 +367,13 @@ impl CodecDecoder {
             config,
             weights,
             store,
+            id: crate::warm::next_model_id(),
         })
+    }
+
+    /// Unique among the decoders this process loaded.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Bytes of weights held in memory.
@@ -730,12 +738,23 @@ impl DecoderSession {
 
 /// A stream's decoder state kept outside the session, so that several
 /// streams can share one session's graphs (and their compute buffers):
-/// saved after a stream's push, restored before its next one.
+/// saved after a stream's push, restored before its next one. Only what the
+/// stream has written is kept: the conv contexts, and the transformer's keys
+/// and values of the positions decoded since the last chunk start (the rest
+/// of its cache is zero, as after a reset).
 #[derive(Clone, Debug, Default)]
 pub struct SavedState {
-    /// Every state tensor's bytes, in the session's order.
+    /// Every conv context's bytes, then each layer's keys and values of
+    /// `position` frames, in the session's order.
     tensors: Vec<Vec<u8>>,
     position: usize,
+}
+
+impl SavedState {
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.tensors.iter().map(Vec::len).sum()
+    }
 }
 
 impl DecoderSession {
@@ -743,20 +762,22 @@ impl DecoderSession {
     pub fn save_state(&self, into: &mut SavedState) {
         let st = &self.state;
         into.tensors.clear();
-        into.tensors.extend(
-            st.context
-                .iter()
-                .chain(&st.k)
-                .chain(&st.v)
-                .map(|t| t.get_bytes()),
-        );
+        into.tensors
+            .extend(st.context.iter().map(|t| t.get_bytes()));
+        let written = |t: &StoredTensor| {
+            let per_frame = t.n_bytes() / t.ne()[1] as usize;
+            t.get_bytes_at(0, self.position * per_frame)
+        };
+        into.tensors.extend(st.k.iter().chain(&st.v).map(written));
         into.position = self.position;
     }
 
-    /// Makes `from` (saved by [`DecoderSession::save_state`] of this
-    /// session) the current stream's state.
+    /// Makes `from` (saved by [`DecoderSession::save_state`] of a session of
+    /// the same decoder; the default: a fresh stream) the current stream's
+    /// state.
     pub fn restore_state(&mut self, from: &SavedState) {
         let st = &self.state;
+        st.store.clear(0);
         for (t, bytes) in st
             .context
             .iter()
@@ -767,6 +788,98 @@ impl DecoderSession {
             t.set_bytes_at(0, bytes);
         }
         self.position = from.position;
+    }
+
+    /// Decodes `frames` from silence as the start of a stream and keeps the
+    /// state after them: a voice's reference frames, which an ICL request
+    /// decodes before its own (see [`DecoderContext`]).
+    pub fn context(&mut self, frames: &[Vec<u32>]) -> Result<DecoderContext> {
+        let mut cursor = self.start_stream();
+        let mut tail = Vec::new();
+        for piece in frames.chunks(self.tile_frames) {
+            let samples = self.push_stream(&mut cursor, piece)?;
+            keep_tail(&mut tail, &samples, self.samples_per_frame());
+        }
+        let mut state = SavedState::default();
+        self.save_state(&mut state);
+        Ok(DecoderContext {
+            frames: frames.to_vec(),
+            state,
+            cursor,
+            tail,
+        })
+    }
+
+    /// Continues the stream `context` ends: its state becomes the session's;
+    /// returns the stream's cursor (push the next frames with it).
+    pub fn resume(&mut self, context: &DecoderContext) -> StreamCursor {
+        self.restore_state(&context.state);
+        context.cursor.clone()
+    }
+}
+
+/// Keeps the last `n` samples of `tail` followed by `samples`.
+fn keep_tail(tail: &mut Vec<f32>, samples: &[f32], n: usize) {
+    tail.extend_from_slice(samples);
+    let excess = tail.len().saturating_sub(n);
+    tail.drain(..excess);
+}
+
+/// A stream's state after given leading frames (an ICL voice's reference
+/// frames): the decoder is causal, so what comes after them depends on them
+/// only through this state. [`DecoderSession::resume`] continues from it,
+/// and the samples are bit for bit those of decoding all frames at once.
+/// It also keeps the leading frames' last [`DecoderContext::tail`] samples:
+/// the reference's ICL cut sometimes keeps the last one.
+#[derive(Clone, Debug)]
+pub struct DecoderContext {
+    frames: Vec<Vec<u32>>,
+    state: SavedState,
+    cursor: StreamCursor,
+    tail: Vec<f32>,
+}
+
+impl DecoderContext {
+    pub(crate) fn from_parts(
+        frames: Vec<Vec<u32>>,
+        state: SavedState,
+        cursor: StreamCursor,
+        tail: Vec<f32>,
+    ) -> Self {
+        Self {
+            frames,
+            state,
+            cursor,
+            tail,
+        }
+    }
+
+    /// The leading frames.
+    pub fn frames(&self) -> &[Vec<u32>] {
+        &self.frames
+    }
+
+    /// The decoder state after the leading frames.
+    pub fn state(&self) -> &SavedState {
+        &self.state
+    }
+
+    /// The stream's cursor after the leading frames.
+    pub fn cursor(&self) -> &StreamCursor {
+        &self.cursor
+    }
+
+    /// The leading frames' last samples (one frame's worth).
+    pub fn tail(&self) -> &[f32] {
+        &self.tail
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.state.bytes()
+            + self.tail.len() * 4
+            + (self.frames.len() + self.cursor.recent.len())
+                * self.frames.first().map_or(0, |f| f.len() * 4)
     }
 }
 

@@ -31,6 +31,7 @@ pub mod talker;
 pub mod text_tokenizer;
 pub mod threads;
 pub mod voice;
+pub mod warm;
 pub mod weights;
 
 pub use error::{Error, Result};

@@ -8,20 +8,21 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::code_predictor::{CodePredictor, CodePredictorWeights};
-use crate::codec_decoder::{CodecDecoder, DecoderSession, StreamCursor};
+use crate::codec_decoder::{CodecDecoder, DecoderContext, DecoderSession, StreamCursor};
 use crate::codec_encoder::CodecEncoder;
 use crate::config::TtsConfig;
 use crate::error::{Error, Result};
 use crate::ggml::{Backend, GgmlType, TensorStore};
 use crate::gguf_schema::{tensors, ARCH_TTS};
 use crate::model_file::GgufFile;
-use crate::prompt::{self, Embedder, Prompt, Request, Voice};
+use crate::prompt::{self, Embedder, Prompt, Request};
 use crate::sampler::{Sampler, SamplingParams, TalkerProcessors};
 use crate::speaker_encoder::SpeakerEncoder;
 use crate::talker::{Talker, TalkerWeights};
 use crate::text_tokenizer::TextTokenizer;
 use crate::threads::ThreadGovernor;
 use crate::voice::VoicePrompt;
+use crate::warm::{WarmCache, WarmUp, DEFAULT_BUDGET_BYTES};
 use crate::weights::{load_weights_with, WeightSource};
 
 pub use crate::threads::default_threads;
@@ -220,6 +221,8 @@ pub struct TtsModel {
     /// `general.name` of the model file.
     pub name: String,
     store: TensorStore,
+    /// Tells loaded models apart (warm state is per model).
+    id: u64,
 }
 
 impl TtsModel {
@@ -247,7 +250,13 @@ impl TtsModel {
                 .get_str(crate::gguf_schema::keys::NAME)
                 .unwrap_or_default(),
             store,
+            id: crate::warm::next_model_id(),
         })
+    }
+
+    /// Unique among the models this process loaded.
+    pub fn id(&self) -> u64 {
+        self.id
     }
 
     /// Bytes of model weights held in memory (the speaker encoder's aside).
@@ -285,6 +294,18 @@ pub struct Session {
     backend: Arc<Backend>,
     /// Adapts the backend's thread count to the machine's load (if set).
     governor: Option<ThreadGovernor>,
+    /// Voices' saved prompt prefixes (none: every prefill from scratch but
+    /// for what the previous prompt shares).
+    warm: Option<Arc<WarmCache>>,
+}
+
+/// The prompt for `req`, with the model's embeddings run on `talker`'s backend.
+pub(crate) fn build_prompt(model: &TtsModel, talker: &Talker, req: &Request) -> Result<Prompt> {
+    let emb = Embedder {
+        talker,
+        group_tables: &model.code_predictor.codec_embd,
+    };
+    prompt::build(&model.config, &model.tokenizer, &emb, req)
 }
 
 impl Session {
@@ -295,7 +316,13 @@ impl Session {
             model,
             backend,
             governor: None,
+            warm: None,
         }
+    }
+
+    /// Where prefills find and keep voices' prompt prefixes (`None`: nowhere).
+    pub fn set_warm_cache(&mut self, cache: Option<Arc<WarmCache>>) {
+        self.warm = cache;
     }
 
     /// Computes with up to `max` threads, fewer while other processes keep
@@ -344,12 +371,7 @@ impl Session {
 
     /// Builds the prompt for a request.
     pub fn prompt(&self, req: &Request) -> Result<Prompt> {
-        let m = &*self.model;
-        let emb = Embedder {
-            talker: &self.talker,
-            group_tables: &m.code_predictor.codec_embd,
-        };
-        prompt::build(&m.config, &m.tokenizer, &emb, req)
+        build_prompt(&self.model, &self.talker, req)
     }
 
     /// The x-vector of mono reference audio at the speaker encoder's rate.
@@ -432,7 +454,10 @@ impl Session {
         let (limit, at_limit) = opts.token_limit(prompt);
         // Reserve for a first stretch of audio; the cache grows if needed.
         let reserve = len + limit.min(opts.reserve_frames);
-        let (mut step, reused) = self.talker.prefill(&prompt.prefill, reserve)?;
+        let (mut step, reused) = match &self.warm {
+            Some(cache) => cache.prefill(&model, &mut self.talker, prompt, reserve)?,
+            None => self.talker.prefill(&prompt.prefill, reserve)?,
+        };
         let mut trace = Trace::default();
         trace.times.prefill = started.elapsed().as_secs_f64();
         trace.times.prefill_reused = reused;
@@ -515,6 +540,32 @@ pub(crate) fn talker_processors(cfg: &TtsConfig, opts: &GenerateOptions) -> Talk
 pub fn icl_cut(ref_frames: usize, frames: usize, n_samples: usize) -> usize {
     let ratio = ref_frames as f64 / (ref_frames + frames).max(1) as f64;
     (ratio * n_samples as f64) as usize
+}
+
+/// An ICL utterance's samples from those of its own `frames` (`wav`,
+/// decoded after the reference frames of `context`): the reference's cut
+/// ([`icl_cut`]) of the reference's audio followed by them, which keeps the
+/// reference's last sample for a few lengths.
+fn icl_output(
+    context: &DecoderContext,
+    samples_per_frame: usize,
+    frames: usize,
+    wav: Vec<f32>,
+) -> Result<Vec<f32>> {
+    let ref_frames = context.frames().len();
+    let ref_samples = ref_frames * samples_per_frame;
+    let cut = icl_cut(ref_frames, frames, ref_samples + wav.len());
+    let kept = ref_samples.saturating_sub(cut);
+    let tail = context.tail();
+    if kept > tail.len() {
+        return Err(Error::Internal(format!(
+            "the ICL cut keeps {kept} reference samples, the voice's context has {}",
+            tail.len()
+        )));
+    }
+    let mut out = tail[tail.len() - kept..].to_vec();
+    out.extend_from_slice(&wav[cut.saturating_sub(ref_samples).min(wav.len())..]);
+    Ok(out)
 }
 
 /// Wall time of each stage of a synthesis, in seconds.
@@ -618,6 +669,8 @@ pub struct Synthesizer {
     /// threads; n: concurrently, on its own n threads (streaming).
     vocoder_threads: usize,
     tokenizer_path: PathBuf,
+    /// Voices' warm state (talker prefixes, ICL vocoder contexts).
+    warm: Arc<WarmCache>,
 }
 
 /// Checks that a speech tokenizer belongs to a TTS model.
@@ -665,6 +718,8 @@ impl Synthesizer {
         if threads == 0 {
             session.set_adaptive_threads(Some(default_threads()));
         }
+        let warm = Arc::new(WarmCache::new(DEFAULT_BUDGET_BYTES));
+        session.set_warm_cache(Some(warm.clone()));
         Self {
             session,
             decoder: DecoderSession::new(vocoder.clone(), backend),
@@ -672,7 +727,36 @@ impl Synthesizer {
             model,
             vocoder,
             tokenizer_path: tokenizer_path.as_ref().to_path_buf(),
+            warm,
         }
+    }
+
+    /// Keeps voices' warm state in `cache` (e.g. one shared with other
+    /// synthesizers of the same models) instead of this synthesizer's own
+    /// (by default [`DEFAULT_BUDGET_BYTES`]; a cache of budget 0 keeps none).
+    pub fn set_warm_cache(&mut self, cache: Arc<WarmCache>) {
+        self.session.set_warm_cache(Some(cache.clone()));
+        self.warm = cache;
+    }
+
+    pub fn warm_cache(&self) -> &Arc<WarmCache> {
+        &self.warm
+    }
+
+    /// Computes the warm state of `req`'s voice (for its language,
+    /// instruction and layout; its text does not matter) now rather than at
+    /// its first request: the talker's prompt prefix and, for ICL, the
+    /// vocoder's state after the reference frames.
+    pub fn warm_voice(&mut self, req: &Request) -> Result<()> {
+        let mut w = WarmUp::new(req);
+        w.step(
+            &self.warm,
+            &self.model,
+            &mut self.session.talker,
+            &mut self.decoder,
+            true,
+        )?;
+        Ok(())
     }
 
     /// The TTS session (prompts, generation).
@@ -772,15 +856,19 @@ impl Synthesizer {
         let t2 = Instant::now();
         on_progress(Progress::Vocoding);
         self.session.adapt_threads();
-        let samples = match &req.voice {
-            // ICL: vocode with the reference as left context, then cut it off.
-            Voice::Icl { ref_codes, .. } => {
-                let all: Vec<Vec<u32>> = ref_codes.iter().chain(&frames).cloned().collect();
-                let wav = self.decoder.decode(&all)?;
-                let cut = icl_cut(ref_codes.len(), frames.len(), wav.len());
-                wav[cut..].to_vec()
+        let samples = match self.warm.resume_icl(&mut self.decoder, &req.voice)? {
+            // ICL: vocoded after the reference frames (the state after them
+            // is the voice's), then the reference's cut.
+            Some((mut cursor, context)) => {
+                let wav = self.decoder.push_stream(&mut cursor, &frames)?;
+                icl_output(
+                    &context,
+                    self.vocoder.samples_per_frame(),
+                    frames.len(),
+                    wav,
+                )?
             }
-            _ => self.decoder.decode(&frames)?,
+            None => self.decoder.decode(&frames)?,
         };
         let t3 = Instant::now();
         Ok(Synthesis {
@@ -830,8 +918,8 @@ impl Synthesizer {
         let t1 = Instant::now();
         let decoder = &mut self.decoder;
         let mut audio = Chunker::start(decoder, *stream, t0);
-        if let Voice::Icl { ref_codes, .. } = &req.voice {
-            decoder.push_stream(&mut audio.cursor, ref_codes)?; // context only
+        if let Some((cursor, _)) = self.warm.resume_icl(decoder, &req.voice)? {
+            audio.cursor = cursor; // after the reference frames
         }
         let (frames, trace) = if self.vocoder_threads > 0 {
             // The vocoder on its own threads, concurrently with generation;
@@ -912,8 +1000,13 @@ pub(crate) struct Chunker {
 impl Chunker {
     /// Starts a stream on `decoder`; `t0`: when the request came.
     pub(crate) fn start(decoder: &mut DecoderSession, stream: StreamOptions, t0: Instant) -> Self {
+        Self::with_cursor(decoder.start_stream(), stream, t0)
+    }
+
+    /// A stream continuing at `cursor` (whose state the caller keeps).
+    pub(crate) fn with_cursor(cursor: StreamCursor, stream: StreamOptions, t0: Instant) -> Self {
         Self {
-            cursor: decoder.start_stream(),
+            cursor,
             stream,
             due: stream.first_chunk_frames,
             pending: Vec::new(),

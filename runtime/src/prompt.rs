@@ -61,6 +61,13 @@ pub struct Prompt {
     pub input_ids: Vec<u32>,
     pub ref_ids: Vec<u32>,
     pub instruct_ids: Vec<u32>,
+    /// Leading prefill rows that depend only on the voice, its language and
+    /// instruction, not on the text (the head; for ICL also the rows that
+    /// pair the transcript with reference frames): what a voice's warm state
+    /// keeps (see [`crate::warm`]).
+    pub voice_prefix: usize,
+    /// Names the voice's content ([`crate::warm::voice_tag`]).
+    pub voice_tag: u64,
 }
 
 impl Prompt {
@@ -73,6 +80,10 @@ impl Prompt {
     /// Tokens of the target text (the template around it aside).
     pub fn text_tokens(&self) -> usize {
         self.input_ids.len().saturating_sub(TEMPLATE_TOKENS)
+    }
+    /// The rows of [`Prompt::voice_prefix`].
+    pub fn voice_rows(&self) -> &[f32] {
+        &self.prefill[..self.voice_prefix * self.hidden]
     }
     /// The text vector for generated frame `g`.
     pub fn trailing_vector(&self, g: usize) -> &[f32] {
@@ -311,6 +322,8 @@ pub fn build(
         prefill.extend(Pieces::sum(text, row(&k_col, h, j)));
     }
 
+    let head = prefill.len() / h;
+    let mut voice_prefix = head;
     let mut ref_ids = Vec::new();
     let trailing = match &req.voice {
         Voice::Icl {
@@ -325,6 +338,12 @@ pub fn build(
             text.extend(&p.tts_eos);
             let mut codec = p.codec_bos.clone();
             codec.extend(emb.frames(ref_codes)?);
+            // Rows of transcript (and reference frames) before the text's.
+            let ref_rows = all_text.len() - p.text_ids.len();
+            voice_prefix += match cond.non_streaming {
+                true => ref_rows,
+                false => ref_rows.min(codec.len() / h),
+            };
             match cond.non_streaming {
                 true => icl_non_streaming(&p, &text, &codec, &mut prefill),
                 false => icl_streaming(&p, &text, &codec, &mut prefill),
@@ -341,6 +360,8 @@ pub fn build(
         input_ids,
         ref_ids,
         instruct_ids,
+        voice_prefix,
+        voice_tag: crate::warm::voice_tag(&req.voice),
     })
 }
 

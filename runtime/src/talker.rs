@@ -356,6 +356,51 @@ pub struct Talker {
     backend: Arc<Backend>,
 }
 
+/// A voice's prompt prefix as the talker computed it: the prompt rows that
+/// depend only on the voice (with its language and instruction), and their
+/// keys and values in every layer. A prefill of a prompt that begins with
+/// these rows starts from them ([`Talker::prefill_warm`]): the keys and
+/// values of a row depend only on the rows up to it, and the prefill graph
+/// computes each row's alike whatever the rows after it, so what follows is
+/// bit for bit what a prefill of the whole prompt gives.
+#[derive(Clone, Debug)]
+pub struct TalkerPrefix {
+    /// `len × hidden` prompt rows.
+    rows: Vec<f32>,
+    len: usize,
+    ty: GgmlType,
+    /// Per layer: keys `[width, len]`; values `[len]` per value row (the
+    /// cache's transposed layout).
+    k: Vec<Vec<u8>>,
+    v: Vec<Vec<u8>>,
+}
+
+impl TalkerPrefix {
+    /// Prompt rows covered.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// The prompt rows (`len × hidden`).
+    pub fn rows(&self) -> &[f32] {
+        &self.rows
+    }
+
+    /// The KV cache type the keys and values are in.
+    pub fn ty(&self) -> GgmlType {
+        self.ty
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.rows.len() * 4 + self.k.iter().chain(&self.v).map(Vec::len).sum::<usize>()
+    }
+}
+
 /// Fewer shared rows than this are recomputed: not worth a special case.
 const MIN_REUSED_ROWS: usize = 2;
 
@@ -419,24 +464,115 @@ impl Talker {
     /// are what recomputing them would give: only the rest is computed.
     /// Also returns how many rows were reused.
     pub fn prefill(&mut self, prompt: &[f32], positions: usize) -> Result<(TalkerStep, usize)> {
+        self.prefill_warm(prompt, positions, None)
+    }
+
+    /// [`Talker::prefill`] that may also start from `warm`, a voice's saved
+    /// prompt prefix (see [`TalkerPrefix`]), when `prompt` begins with its
+    /// rows bit for bit and it covers more rows than the session's previous
+    /// prompt shares.
+    pub fn prefill_warm(
+        &mut self,
+        prompt: &[f32],
+        positions: usize,
+        warm: Option<&TalkerPrefix>,
+    ) -> Result<(TalkerStep, usize)> {
         let h = self.weights.cfg.hidden;
         let n = prompt.len() / h;
         // The last two rows are always computed: the last one's logits start
         // the generation, and a one-row pass (other kernels) can differ from
         // a batched one in the last bit at F32.
-        let shared = shared_rows(&self.cached_prompt, prompt, h).min(n.saturating_sub(2));
+        let most = n.saturating_sub(2);
+        let own = shared_rows(&self.cached_prompt, prompt, h).min(most);
+        // The prefix's rows the prompt begins with (all of them but where
+        // the prompt ends within two rows of the prefix's end).
+        let warm = warm
+            .filter(|w| w.ty == self.kv_type)
+            .map(|w| (w, shared_rows(&w.rows, prompt, h).min(most)))
+            .filter(|&(_, n)| n > own);
+        let shared = warm.map_or(own, |(_, n)| n);
         let reused = if shared >= MIN_REUSED_ROWS { shared } else { 0 };
         let capacity = positions.max(n).div_ceil(KV_BUCKET) * KV_BUCKET;
         match &self.cache {
             // Rows past the reused ones are stale but masked until rewritten.
             Some(c) if c.capacity >= capacity && reused > 0 => {}
             Some(c) if c.capacity >= capacity => c.store.clear(0),
-            _ => self.replace_cache(capacity, reused),
+            // (the reused rows are copied over, or written from `warm` below)
+            _ => self.replace_cache(capacity, if warm.is_some() { 0 } else { reused }),
+        }
+        if let Some((w, n)) = warm.filter(|_| reused > 0) {
+            self.write_prefix(w, n);
         }
         self.cached_prompt.clear();
         let step = self.forward(&prompt[reused * h..], reused)?;
         self.cached_prompt = prompt.to_vec();
         Ok((step, reused))
+    }
+
+    /// The keys and values of the first `rows` rows of the current prompt
+    /// (`None` when the session's last prefill did not cover them).
+    pub fn save_prefix(&self, rows: usize) -> Option<TalkerPrefix> {
+        let h = self.weights.cfg.hidden;
+        let cache = self.cache.as_ref()?;
+        if rows == 0 || self.cached_prompt.len() < rows * h || rows > cache.capacity {
+            return None;
+        }
+        let t = &self.weights.cfg;
+        let es = cache.ty.type_size();
+        let width = t.head_dim * t.kv_heads;
+        let k = cache
+            .k
+            .iter()
+            .map(|k| k.get_bytes_at(0, rows * width * es))
+            .collect();
+        // Values are transposed: the first `rows` of each row of positions.
+        let v = cache
+            .v
+            .iter()
+            .map(|v| {
+                let all = v.get_bytes();
+                all.chunks_exact(cache.capacity * es)
+                    .flat_map(|r| &r[..rows * es])
+                    .copied()
+                    .collect()
+            })
+            .collect();
+        Some(TalkerPrefix {
+            rows: self.cached_prompt[..rows * h].to_vec(),
+            len: rows,
+            ty: cache.ty,
+            k,
+            v,
+        })
+    }
+
+    /// Writes the keys and values of a saved prefix's first `n` rows at the
+    /// cache's start.
+    fn write_prefix(&mut self, w: &TalkerPrefix, n: usize) {
+        let cache = self.cache.as_ref().expect("allocated by prefill");
+        let es = cache.ty.type_size();
+        let width = self.weights.cfg.head_dim * self.weights.cfg.kv_heads;
+        for (to, from) in cache.k.iter().zip(&w.k) {
+            to.set_bytes_at(0, &from[..n * width * es]);
+        }
+        for (to, from) in cache.v.iter().zip(&w.v) {
+            for (j, row) in from.chunks_exact(w.len * es).enumerate() {
+                to.set_bytes_at(j * cache.capacity * es, &row[..n * es]);
+            }
+        }
+    }
+
+    /// Runs prompt rows `rows` (at least two) at positions from `start` on,
+    /// as a piece of a prefill: the prompt the cache holds is then its rows
+    /// before `start` and these (see [`Talker::save_prefix`]).
+    pub(crate) fn prefill_piece(&mut self, rows: &[f32], start: usize) -> Result<TalkerStep> {
+        let h = self.weights.cfg.hidden;
+        if rows.len() < 2 * h {
+            return Err(Error::Internal("a prefill piece of one row".into()));
+        }
+        let step = self.forward(rows, start)?;
+        self.cached_prompt.extend_from_slice(rows);
+        Ok(step)
     }
 
     /// Allocates a cache of `capacity` positions, keeping the first `keep`

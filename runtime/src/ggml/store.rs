@@ -215,6 +215,10 @@ impl StoredTensor {
     pub fn get_bytes(&self) -> Vec<u8> {
         self.tensor().get_bytes()
     }
+    /// Reads `len` raw bytes from byte `offset` on.
+    pub fn get_bytes_at(&self, offset: usize, len: usize) -> Vec<u8> {
+        self.tensor().get_bytes_at(offset, len)
+    }
 }
 
 impl Context {

@@ -279,6 +279,18 @@ impl<'ctx> Tensor<'ctx> {
         unsafe { sys::ggml_backend_tensor_get(self.raw(), out.as_mut_ptr().cast(), 0, out.len()) };
         out
     }
+    /// Reads `len` raw bytes from byte `offset` on.
+    pub fn get_bytes_at(&self, offset: usize, len: usize) -> Vec<u8> {
+        self.check_allocated();
+        assert!(
+            offset + len <= self.n_bytes(),
+            "get_bytes_at out of range for '{}'",
+            self.name()
+        );
+        let mut out = vec![0u8; len];
+        unsafe { sys::ggml_backend_tensor_get(self.raw(), out.as_mut_ptr().cast(), offset, len) };
+        out
+    }
     /// Reads an I32 tensor back.
     pub fn get_i32(&self) -> Vec<i32> {
         assert_eq!(
