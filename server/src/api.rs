@@ -368,6 +368,9 @@ async fn health(State(state): State<Arc<AppState>>) -> Response {
 
 async fn metrics_text(State(state): State<Arc<AppState>>) -> Response {
     metrics::set_load(state.engine.queue_depth(), state.engine.active());
+    if let Some(stats) = state.engine.warm_stats() {
+        metrics::set_voice_cache(&stats);
+    }
     let text = state
         .prometheus
         .as_ref()
@@ -1255,7 +1258,8 @@ async fn upload_voice(
         .map_err(job_error)?;
     drop(audio); // removes the temporary file
     let obj = voice_object(&name, &voice, cfg);
-    state
+    let warm = voices::warm_request(&voice);
+    let replaced = state
         .voices
         .save(&name, voice, overwrite)
         .map_err(|e| match e {
@@ -1263,6 +1267,10 @@ async fn upload_voice(
             VoiceError::NotFound => ApiError::internal("voice vanished"),
             VoiceError::Io(e) => ApiError::internal(format!("cannot store the voice: {e}")),
         })?;
+    if let Some(old) = replaced {
+        state.engine.forget(&old);
+    }
+    state.engine.warm(warm);
     tracing::info!(
         "voice {name} stored (icl={}) in {:.2} s",
         obj["icl"],
@@ -1291,7 +1299,10 @@ async fn delete_voice(
         ));
     }
     match state.voices.delete(&id) {
-        Ok(()) => Ok(Json(json!({"id": id, "object": "voice", "deleted": true}))),
+        Ok(voice) => {
+            state.engine.forget(&voice);
+            Ok(Json(json!({"id": id, "object": "voice", "deleted": true})))
+        }
         Err(VoiceError::NotFound) => Err(ApiError::new(
             StatusCode::NOT_FOUND,
             format!("no stored voice '{id}'"),

@@ -6,6 +6,8 @@ use clap::Parser;
 
 /// Longest `--request-timeout` (a week).
 pub const MAX_REQUEST_TIMEOUT: u64 = 7 * 24 * 3600;
+/// Largest `--voice-cache-mb` (1 TiB: keeps the byte count in range).
+pub const MAX_VOICE_CACHE_MB: usize = 1 << 20;
 
 /// OpenAI-compatible speech server for Qwen3-TTS models converted by qwen3-tts-convert.
 #[derive(Parser, Debug, Clone)]
@@ -51,6 +53,11 @@ pub struct Args {
     /// Time limit of one request (queueing and generation), in seconds
     #[arg(long, default_value_t = 300)]
     pub request_timeout: u64,
+    /// Memory for voices' warm state, in MiB (the talker's prompt prefix per
+    /// voice and language; for ICL voices the vocoder's state after the
+    /// reference, ~10 MiB a voice); least recently used out; 0: none kept
+    #[arg(long, default_value_t = 256)]
+    pub voice_cache_mb: usize,
     /// Also serve the Wyoming protocol (Home Assistant) on this TCP port, on --host (0: any free port; no API key)
     #[arg(long)]
     pub wyoming_port: Option<u16>,
@@ -69,6 +76,11 @@ impl Args {
             return Err(format!(
                 "--max-batch must be 1 to {}",
                 qwen3_tts::batch::MAX_BATCH
+            ));
+        }
+        if self.voice_cache_mb > MAX_VOICE_CACHE_MB {
+            return Err(format!(
+                "--voice-cache-mb must be at most {MAX_VOICE_CACHE_MB} (1 TiB)"
             ));
         }
         if self.max_input_chars == 0 {

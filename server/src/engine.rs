@@ -10,20 +10,24 @@
 //! the front end raises when its client goes away.
 
 use std::collections::HashMap;
+use std::collections::VecDeque;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::mpsc::{self, Receiver, SyncSender, TryRecvError, TrySendError};
+use std::sync::mpsc::{
+    self, Receiver, RecvTimeoutError, Sender, SyncSender, TryRecvError, TrySendError,
+};
 use std::sync::{Arc, OnceLock};
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use qwen3_tts::batch::{BatchEvent, BatchSynthesizer, SequenceId};
 use qwen3_tts::long_text::{part_request, pause_samples, split_text, TextPart};
 use qwen3_tts::pipeline::{
     CancelFlag, GenerateOptions, Stop, StreamOptions, Synthesizer, TtsModel, MAX_REFERENCE_SECONDS,
 };
-use qwen3_tts::prompt::{self, Request};
+use qwen3_tts::prompt::{self, Request, Voice};
 use qwen3_tts::voice::VoicePrompt;
+use qwen3_tts::warm::{WarmCache, WarmPiece, WarmStats, WarmUp};
 use tokio::sync::{mpsc as tmpsc, oneshot};
 
 use crate::metrics;
@@ -135,12 +139,24 @@ struct Shared {
     model: OnceLock<Arc<TtsModel>>,
     sample_rate: OnceLock<u32>,
     load_error: OnceLock<String>,
+    /// Voices' warm state (once the model is loaded).
+    warm: OnceLock<Arc<WarmCache>>,
+}
+
+/// Work on voices' warm state, outside the speech queue (it never makes a
+/// request wait in line or get 429).
+enum WarmMsg {
+    /// Build the warm state of a request's voice (in the background).
+    Warm(Box<Request>),
+    /// A voice went away: drop its pending warm-ups.
+    Forget(Voice),
 }
 
 /// A handle on the engine; clones share it.
 #[derive(Clone)]
 pub struct Engine {
     tx: SyncSender<Job>,
+    warm_tx: Sender<WarmMsg>,
     shared: Arc<Shared>,
 }
 
@@ -159,6 +175,8 @@ pub struct EngineConfig {
     pub max_part_chars: usize,
     /// The talker's KV cache type (`None`: the model's default).
     pub kv_cache: Option<qwen3_tts::ggml::GgmlType>,
+    /// Memory for voices' warm state, in bytes (0: none kept).
+    pub voice_cache_bytes: usize,
 }
 
 impl Engine {
@@ -167,18 +185,50 @@ impl Engine {
     /// the queue is drained.
     pub fn start(cfg: EngineConfig) -> std::io::Result<(Engine, JoinHandle<()>)> {
         let (tx, rx) = mpsc::sync_channel(cfg.max_queue);
+        let (warm_tx, warm_rx) = mpsc::channel();
         let shared = Arc::new(Shared {
             queued: AtomicUsize::new(0),
             active: AtomicUsize::new(0),
             model: OnceLock::new(),
             sample_rate: OnceLock::new(),
             load_error: OnceLock::new(),
+            warm: OnceLock::new(),
         });
         let s = shared.clone();
         let handle = std::thread::Builder::new()
             .name("qwen3-tts-engine".into())
-            .spawn(move || run(cfg, rx, s))?;
-        Ok((Engine { tx, shared }, handle))
+            .spawn(move || run(cfg, rx, warm_rx, s))?;
+        Ok((
+            Engine {
+                tx,
+                warm_tx,
+                shared,
+            },
+            handle,
+        ))
+    }
+
+    /// Builds the warm state of `req`'s voice (for its language, instruction
+    /// and layout) in the background: between the frames of running
+    /// requests, a piece at a time, after the model has loaded.
+    pub fn warm(&self, req: Request) {
+        let _ = self.warm_tx.send(WarmMsg::Warm(Box::new(req)));
+    }
+
+    /// Drops a stored voice's warm state now (deleted or replaced), in both
+    /// its forms (ICL and x-vector only), and its pending warm-ups.
+    pub fn forget(&self, voice: &VoicePrompt) {
+        for form in [voice.voice(false), voice.voice(true)] {
+            if let Some(cache) = self.shared.warm.get() {
+                cache.forget(&form);
+            }
+            let _ = self.warm_tx.send(WarmMsg::Forget(form));
+        }
+    }
+
+    /// What the warm-state cache holds and has done (once loaded).
+    pub fn warm_stats(&self) -> Option<WarmStats> {
+        self.shared.warm.get().map(|c| c.stats())
     }
 
     /// Queues a job, or says why not (the job is dropped then).
@@ -228,7 +278,58 @@ impl Engine {
     }
 }
 
-fn run(cfg: EngineConfig, rx: Receiver<Job>, shared: Arc<Shared>) {
+/// The engine's warm-ups: voices to warm, the first one in progress.
+#[derive(Default)]
+struct WarmQueue {
+    pending: VecDeque<WarmUp>,
+}
+
+impl WarmQueue {
+    /// Takes the messages that came.
+    fn receive(&mut self, rx: &Receiver<WarmMsg>, cache: &WarmCache) {
+        while let Ok(msg) = rx.try_recv() {
+            match msg {
+                WarmMsg::Warm(req) => self.pending.push_back(WarmUp::new(&req)),
+                WarmMsg::Forget(voice) => {
+                    self.pending.retain(|w| w.request().voice != voice);
+                    // (a warm-up that finished meanwhile)
+                    cache.forget(&voice);
+                }
+            }
+        }
+    }
+
+    /// One piece of the first warm-up.
+    fn step(&mut self, batch: &mut BatchSynthesizer) {
+        let Some(w) = self.pending.front_mut() else {
+            return;
+        };
+        let piece = match batch.is_empty() {
+            true => WarmPiece::IDLE,
+            false => WarmPiece::BETWEEN_FRAMES,
+        };
+        let started = Instant::now();
+        let done = batch.warm_up(w, piece);
+        let elapsed = started.elapsed().as_secs_f64();
+        match done {
+            Ok(false) => {}
+            Ok(true) => {
+                self.pending.pop_front();
+                tracing::debug!("voice warm (last piece {elapsed:.3} s)");
+            }
+            Err(e) => {
+                tracing::warn!("warming a voice failed: {e}");
+                self.pending.pop_front();
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.pending.is_empty()
+    }
+}
+
+fn run(cfg: EngineConfig, rx: Receiver<Job>, warm_rx: Receiver<WarmMsg>, shared: Arc<Shared>) {
     let started = Instant::now();
     let mut synth = match Synthesizer::load(&cfg.model, &cfg.tokenizer, cfg.threads) {
         Ok(s) => s,
@@ -252,16 +353,22 @@ fn run(cfg: EngineConfig, rx: Receiver<Job>, shared: Arc<Shared>) {
     if let Err(e) = cfg.kv_cache.map_or(Ok(()), |ty| batch.set_kv_type(ty)) {
         tracing::error!("{e}; keeping the model's default KV cache type");
     }
+    let cache = Arc::new(WarmCache::new(cfg.voice_cache_bytes));
+    synth.set_warm_cache(cache.clone());
+    batch.set_warm_cache(cache.clone());
+    let _ = shared.warm.set(cache.clone());
     let _ = shared.sample_rate.set(synth.vocoder.sample_rate());
     let _ = shared.model.set(synth.model.clone());
     tracing::info!(
-        "model ready: {} {:?} {} in {:.2} s, up to {} requests at once, {} KV cache",
+        "model ready: {} {:?} {} in {:.2} s, up to {} requests at once, {} KV cache, \
+         voice cache {} MiB",
         synth.model.name,
         synth.model.config.model_type,
         synth.model.config.model_size,
         started.elapsed().as_secs_f64(),
         batch.max_batch(),
-        batch.kv_type().name()
+        batch.kv_type().name(),
+        cfg.voice_cache_bytes >> 20
     );
     let mut engine = Running {
         batch,
@@ -269,13 +376,23 @@ fn run(cfg: EngineConfig, rx: Receiver<Job>, shared: Arc<Shared>) {
         shared: shared.clone(),
         max_part_chars: cfg.max_part_chars,
     };
+    let mut warming = WarmQueue::default();
     loop {
-        // Wait for work when idle; between frames take at most one job (a
-        // prefill makes the running streams wait), while there is room.
-        let job = if engine.batch.is_empty() {
-            match rx.recv() {
+        warming.receive(&warm_rx, &cache);
+        // Wait for work when idle (looking at the warm-ups now and then);
+        // between frames take at most one job (a prefill makes the running
+        // streams wait), while there is room.
+        let job = if engine.batch.is_empty() && warming.is_empty() {
+            match rx.recv_timeout(Duration::from_millis(50)) {
                 Ok(job) => Some(job),
-                Err(_) => return,
+                Err(RecvTimeoutError::Timeout) => None,
+                Err(RecvTimeoutError::Disconnected) => return,
+            }
+        } else if engine.batch.is_empty() {
+            match rx.try_recv() {
+                Ok(job) => Some(job),
+                Err(TryRecvError::Empty) => None,
+                Err(TryRecvError::Disconnected) => return,
             }
         } else if engine.batch.has_room() {
             match rx.try_recv() {
@@ -310,6 +427,8 @@ fn run(cfg: EngineConfig, rx: Receiver<Job>, shared: Arc<Shared>) {
             }
         }
         engine.step();
+        // Warm-ups: a piece per frame of the running requests, or while idle.
+        warming.step(&mut engine.batch);
     }
 }
 

@@ -49,8 +49,13 @@ pub async fn serve(args: Args) -> Result<(), String> {
         max_batch: args.max_batch,
         max_part_chars: args.max_part_chars,
         kv_cache: args.kv_cache,
+        voice_cache_bytes: args.voice_cache_mb << 20,
     })
     .map_err(|e| format!("cannot start the engine thread: {e}"))?;
+    // Stored voices are warmed in the background once the model is loaded.
+    for (_, v) in voices.list() {
+        engine.warm(voices::warm_request(&v));
+    }
     let state = Arc::new(api::AppState::new(
         engine,
         voices,

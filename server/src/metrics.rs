@@ -14,6 +14,12 @@ pub const DURATION: &str = "qwen3_tts_request_duration_seconds";
 pub const FRAMES: &str = "qwen3_tts_frames_total";
 pub const FRAMES_PER_SECOND: &str = "qwen3_tts_frames_per_second";
 pub const RUNAWAY_STOPS: &str = "qwen3_tts_runaway_stops_total";
+pub const VOICE_CACHE_ENTRIES: &str = "qwen3_tts_voice_cache_entries";
+pub const VOICE_CACHE_BYTES: &str = "qwen3_tts_voice_cache_bytes";
+pub const VOICE_CACHE_BUDGET: &str = "qwen3_tts_voice_cache_budget_bytes";
+pub const VOICE_CACHE_HITS: &str = "qwen3_tts_voice_cache_hits_total";
+pub const VOICE_CACHE_MISSES: &str = "qwen3_tts_voice_cache_misses_total";
+pub const VOICE_CACHE_EVICTIONS: &str = "qwen3_tts_voice_cache_evictions_total";
 
 /// Outcomes of speech requests (`outcome` label of [`REQUESTS`]): `ok`,
 /// `cancelled` (the client went away), `timeout`, `invalid` (4xx), `busy`
@@ -57,6 +63,32 @@ pub fn install() -> Option<PrometheusHandle> {
         FRAMES_PER_SECOND,
         "Frames per second of the last finished request (queueing included)"
     );
+    describe_gauge!(
+        VOICE_CACHE_ENTRIES,
+        "Warm voice state held: talker prompt prefixes (kind=prefix) and ICL vocoder contexts (kind=vocoder)"
+    );
+    describe_gauge!(
+        VOICE_CACHE_BYTES,
+        Unit::Bytes,
+        "Bytes of warm voice state held"
+    );
+    describe_gauge!(
+        VOICE_CACHE_BUDGET,
+        Unit::Bytes,
+        "The warm voice state's memory budget (--voice-cache-mb)"
+    );
+    describe_counter!(
+        VOICE_CACHE_HITS,
+        "Requests' lookups of warm voice state that found it"
+    );
+    describe_counter!(
+        VOICE_CACHE_MISSES,
+        "Requests' lookups of warm voice state that had to compute it"
+    );
+    describe_counter!(
+        VOICE_CACHE_EVICTIONS,
+        "Warm voice state dropped to stay within the budget"
+    );
     for outcome in OUTCOMES {
         counter!(REQUESTS, "outcome" => outcome).increment(0);
     }
@@ -96,6 +128,17 @@ pub fn runaway_stop() {
 pub fn set_load(queue_depth: usize, active: usize) {
     gauge!(QUEUE_DEPTH).set(queue_depth as f64);
     gauge!(ACTIVE).set(active as f64);
+}
+
+/// The warm voice cache's figures, set before each scrape.
+pub fn set_voice_cache(s: &qwen3_tts::warm::WarmStats) {
+    gauge!(VOICE_CACHE_ENTRIES, "kind" => "prefix").set(s.prefixes as f64);
+    gauge!(VOICE_CACHE_ENTRIES, "kind" => "vocoder").set(s.contexts as f64);
+    gauge!(VOICE_CACHE_BYTES).set(s.bytes as f64);
+    gauge!(VOICE_CACHE_BUDGET).set(s.budget as f64);
+    counter!(VOICE_CACHE_HITS).absolute(s.hits);
+    counter!(VOICE_CACHE_MISSES).absolute(s.misses);
+    counter!(VOICE_CACHE_EVICTIONS).absolute(s.evictions);
 }
 
 /// The engine decoded `size` requests together; keeps the peak.

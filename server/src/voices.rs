@@ -9,6 +9,19 @@ use std::sync::{Arc, Mutex};
 use qwen3_tts::model_file::Overwrite;
 use qwen3_tts::voice::VoicePrompt;
 
+/// The request a stored voice is warmed for: what a request naming it
+/// gets by default (ICL when it has a transcript, language `auto`, the
+/// model's default layout).
+pub fn warm_request(v: &VoicePrompt) -> qwen3_tts::prompt::Request {
+    qwen3_tts::prompt::Request {
+        text: String::new(),
+        language: "auto".into(),
+        voice: v.voice(false),
+        instruct: None,
+        non_streaming: None,
+    }
+}
+
 /// A valid voice id: `[A-Za-z0-9_-]{1,64}` (so it is a safe file name).
 pub fn valid_id(id: &str) -> bool {
     (1..=64).contains(&id.len())
@@ -89,7 +102,13 @@ impl Voices {
 
     /// Stores a voice (`id` must be valid), replacing one of the same id
     /// only if `overwrite`.
-    pub fn save(&self, id: &str, voice: VoicePrompt, overwrite: bool) -> Result<(), VoiceError> {
+    /// Returns the voice it replaced.
+    pub fn save(
+        &self,
+        id: &str,
+        voice: VoicePrompt,
+        overwrite: bool,
+    ) -> Result<Option<Arc<VoicePrompt>>, VoiceError> {
         debug_assert!(valid_id(id));
         let mut map = self.lock();
         let path = self.path(id);
@@ -106,11 +125,11 @@ impl Voices {
             qwen3_tts::Error::OutputExists { .. } => VoiceError::Exists,
             e => VoiceError::Io(e.to_string()),
         })?;
-        map.insert(id.to_string(), Arc::new(voice));
-        Ok(())
+        Ok(map.insert(id.to_string(), Arc::new(voice)))
     }
 
-    pub fn delete(&self, id: &str) -> Result<(), VoiceError> {
+    /// Removes a stored voice; returns it.
+    pub fn delete(&self, id: &str) -> Result<Arc<VoicePrompt>, VoiceError> {
         let mut map = self.lock();
         if !map.contains_key(id) {
             return Err(VoiceError::NotFound);
@@ -120,8 +139,7 @@ impl Voices {
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
             Err(e) => return Err(VoiceError::Io(e.to_string())),
         }
-        map.remove(id);
-        Ok(())
+        map.remove(id).ok_or(VoiceError::NotFound)
     }
 }
 

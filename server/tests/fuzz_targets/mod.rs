@@ -64,6 +64,7 @@ fn fixture() -> &'static Fixture {
             max_batch: 2,
             max_part_chars: 300,
             kv_cache: None,
+            voice_cache_bytes: 16 << 20,
         })
         .expect("engine");
         let deadline = Instant::now() + Duration::from_secs(60);
