@@ -1270,7 +1270,7 @@ async fn upload_voice(
     if let Some(old) = replaced {
         state.engine.forget(&old);
     }
-    state.engine.warm(warm);
+    state.engine.warm(warm, &name);
     tracing::info!(
         "voice {name} stored (icl={}) in {:.2} s",
         obj["icl"],

@@ -146,8 +146,9 @@ struct Shared {
 /// Work on voices' warm state, outside the speech queue (it never makes a
 /// request wait in line or get 429).
 enum WarmMsg {
-    /// Build the warm state of a request's voice (in the background).
-    Warm(Box<Request>),
+    /// Build the warm state of a request's voice (in the background); the
+    /// voice's name for the log.
+    Warm(Box<Request>, String),
     /// A voice went away: drop its pending warm-ups.
     Forget(Voice),
 }
@@ -211,8 +212,10 @@ impl Engine {
     /// Builds the warm state of `req`'s voice (for its language, instruction
     /// and layout) in the background: between the frames of running
     /// requests, a piece at a time, after the model has loaded.
-    pub fn warm(&self, req: Request) {
-        let _ = self.warm_tx.send(WarmMsg::Warm(Box::new(req)));
+    pub fn warm(&self, req: Request, name: &str) {
+        let _ = self
+            .warm_tx
+            .send(WarmMsg::Warm(Box::new(req), name.to_string()));
     }
 
     /// Drops a stored voice's warm state now (deleted or replaced), in both
@@ -278,10 +281,21 @@ impl Engine {
     }
 }
 
+/// A voice being warmed, with what the log says of it.
+struct Warming {
+    w: WarmUp,
+    name: String,
+    queued: Instant,
+    pieces: usize,
+    /// Seconds of the longest piece (what a running request waited at most).
+    longest: f64,
+    busy: f64,
+}
+
 /// The engine's warm-ups: voices to warm, the first one in progress.
 #[derive(Default)]
 struct WarmQueue {
-    pending: VecDeque<WarmUp>,
+    pending: VecDeque<Warming>,
 }
 
 impl WarmQueue {
@@ -289,9 +303,16 @@ impl WarmQueue {
     fn receive(&mut self, rx: &Receiver<WarmMsg>, cache: &WarmCache) {
         while let Ok(msg) = rx.try_recv() {
             match msg {
-                WarmMsg::Warm(req) => self.pending.push_back(WarmUp::new(&req)),
+                WarmMsg::Warm(req, name) => self.pending.push_back(Warming {
+                    w: WarmUp::new(&req),
+                    name,
+                    queued: Instant::now(),
+                    pieces: 0,
+                    longest: 0.0,
+                    busy: 0.0,
+                }),
                 WarmMsg::Forget(voice) => {
-                    self.pending.retain(|w| w.request().voice != voice);
+                    self.pending.retain(|w| w.w.request().voice != voice);
                     // (a warm-up that finished meanwhile)
                     cache.forget(&voice);
                 }
@@ -304,21 +325,35 @@ impl WarmQueue {
         let Some(w) = self.pending.front_mut() else {
             return;
         };
-        let piece = match batch.is_empty() {
-            true => WarmPiece::IDLE,
-            false => WarmPiece::BETWEEN_FRAMES,
+        let busy = !batch.is_empty();
+        let piece = match busy {
+            false => WarmPiece::IDLE,
+            true => WarmPiece::BETWEEN_FRAMES,
         };
         let started = Instant::now();
-        let done = batch.warm_up(w, piece);
+        let done = batch.warm_up(&mut w.w, piece);
         let elapsed = started.elapsed().as_secs_f64();
+        w.pieces += 1;
+        w.busy += elapsed;
+        if busy {
+            w.longest = w.longest.max(elapsed);
+        }
         match done {
             Ok(false) => {}
             Ok(true) => {
+                tracing::info!(
+                    "voice {} warm in {:.2} s ({:.2} s of compute in {} pieces; longest while \
+                     requests ran: {:.0} ms)",
+                    w.name,
+                    w.queued.elapsed().as_secs_f64(),
+                    w.busy,
+                    w.pieces,
+                    w.longest * 1e3
+                );
                 self.pending.pop_front();
-                tracing::debug!("voice warm (last piece {elapsed:.3} s)");
             }
             Err(e) => {
-                tracing::warn!("warming a voice failed: {e}");
+                tracing::warn!("warming voice {} failed: {e}", w.name);
                 self.pending.pop_front();
             }
         }

@@ -53,8 +53,8 @@ pub async fn serve(args: Args) -> Result<(), String> {
     })
     .map_err(|e| format!("cannot start the engine thread: {e}"))?;
     // Stored voices are warmed in the background once the model is loaded.
-    for (_, v) in voices.list() {
-        engine.warm(voices::warm_request(&v));
+    for (id, v) in voices.list() {
+        engine.warm(voices::warm_request(&v), &id);
     }
     let state = Arc::new(api::AppState::new(
         engine,

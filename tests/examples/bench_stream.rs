@@ -3,15 +3,20 @@
 //! the per-frame production time, and for a player that starts playing at
 //! the first chunk the number of underruns and the smallest real-time margin.
 //!
-//!     bench_stream --tts F --tokenizer F --ref-audio WAV [--frames 50] [--threads 2] [--runs 3]
-//!         [--first-chunk-frames 1] [--chunk-frames 12] [--vocoder-threads 0] [--text TEXT]
+//!     bench_stream --tts F --tokenizer F --ref-audio WAV [--ref-text TEXT] [--frames 50]
+//!         [--threads 2] [--runs 3] [--first-chunk-frames 1] [--chunk-frames 12]
+//!         [--vocoder-threads 0] [--text TEXT]
+//!
+//! With `--ref-text` the voice is cloned in context (ICL), else x-vector only.
 //!
 //! `--vocoder-threads` 0 keeps the vocoder interleaved with generation on
 //! the same threads; n > 0 runs it concurrently on its own n threads.
 //!
 //! Prints one JSON object: medians over the runs, after a first request
 //! whose time to first audio is reported as `first_audio_cold_ms` (the
-//! later ones reuse the prompt head of the same voice).
+//! later ones start from the voice's warm state: its prompt prefix and, for
+//! ICL, the vocoder's state after the reference), and the prefill's own
+//! rows and milliseconds per row.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -19,6 +24,9 @@ use std::time::Instant;
 use qwen3_tts::audio;
 use qwen3_tts::pipeline::{GenerateOptions, StreamOptions, Synthesizer};
 use qwen3_tts::prompt::Request;
+
+/// Said before the text, one per run, so that no two runs share their text's start.
+const OPENINGS: [&str; 4] = ["Good morning.", "Listen.", "Right, so:", "One more time:"];
 
 fn median(mut v: Vec<f64>) -> f64 {
     v.sort_by(f64::total_cmp);
@@ -44,10 +52,11 @@ fn main() {
     let vocoder_threads = num("vocoder-threads", 0);
     synth.set_vocoder_threads(vocoder_threads);
     let clip = audio::load_resampled(&ref_audio, 24_000).expect("reference audio");
+    let ref_text = get("ref-text");
     let voice = synth
-        .clone_voice(&clip.samples, None)
+        .clone_voice(&clip.samples, ref_text.as_deref())
         .expect("clone")
-        .voice(true);
+        .voice(ref_text.is_none());
     let req = Request {
         text,
         language: "English".into(),
@@ -63,11 +72,20 @@ fn main() {
     let (mut first, mut per_frame, mut underruns, mut margin, mut rtf) =
         (vec![], vec![], vec![], vec![], vec![]);
     let (mut prompt_ms, mut prefill_ms, mut first_frame_ms) = (vec![], vec![], vec![]);
+    let (mut prefill_rows, mut all_rows) = (vec![], vec![]);
     let mut cold_first_audio = 0.0;
     for run in 0..=runs {
         let start = Instant::now();
         // (arrival s after the request, seconds of audio in the chunk)
         let mut chunks: Vec<(f64, f64)> = Vec::new();
+        // Each run says something else (a request of its own, not a repeat
+        // whose whole prompt the session still holds): the voice's part is
+        // reused, the text's computed.
+        let req = Request {
+            text: format!("{} {}", OPENINGS[run % OPENINGS.len()], req.text),
+            ..req.clone()
+        };
+        let prompt_rows = synth.session().prompt(&req).expect("prompt").len();
         let summary = synth
             .synthesize_stream(&req, &opts, &stream, |c| {
                 chunks.push((start.elapsed().as_secs_f64(), c.samples.len() as f64 / rate));
@@ -97,6 +115,8 @@ fn main() {
         first.push(summary.first_audio * 1000.0);
         prompt_ms.push(summary.timings.prompt * 1000.0);
         prefill_ms.push(summary.timings.decode.prefill * 1000.0);
+        prefill_rows.push((prompt_rows - summary.timings.decode.prefill_reused) as f64);
+        all_rows.push(prompt_rows as f64);
         first_frame_ms.push(summary.timings.decode.first_frame * 1000.0);
         per_frame.push(summary.timings.generate / frames as f64 * 1000.0);
         underruns.push(under as f64);
@@ -111,7 +131,10 @@ fn main() {
             "first_audio_cold_ms": cold_first_audio,
             "first_audio_ms": median(first),
             "prompt_ms": median(prompt_ms),
-            "prefill_ms": median(prefill_ms),
+            "prefill_ms": median(prefill_ms.clone()),
+            "prompt_rows": median(all_rows),
+            "prefill_rows": median(prefill_rows.clone()),
+            "prefill_ms_per_row": median(prefill_ms) / median(prefill_rows),
             "first_frame_ms": median(first_frame_ms),
             "generate_ms_per_frame": median(per_frame),
             "underruns": median(underruns),

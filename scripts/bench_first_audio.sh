@@ -1,0 +1,155 @@
+#!/usr/bin/env bash
+# Time to the first audio byte through qwen3-tts-server, per stored voice kind, on the real-size random
+# models: a streamed `pcm` request (greedy, FRAMES frames) is sent to a freshly started server (the first
+# request after a restart; the server has had time to warm its stored voices: we wait for /metrics to
+# show them warm, or WAIT seconds for a server without a voice cache), then RUNS more. With BASE=REV a
+# build of that commit runs the same requests in the same run (interleaved by model), for a before/after
+# (BASE_BIN=path: that commit's server binary, built already).
+#
+#   scripts/bench_first_audio.sh                      # MODELS="0.6B-Base" VOICES="icl xvec"
+#   BASE=a35a2c9 MODELS="0.6B-Base 1.7B-Base" scripts/bench_first_audio.sh
+#   MODELS=0.6B-CustomVoice VOICES=speaker scripts/bench_first_audio.sh
+#
+# Voices: icl (a 4.0 s clip with its transcript), xvec (the same clip, x-vector only), speaker (a
+# CustomVoice preset, SPEAKER: ryan). Knobs: TYPE (q8_0), THREADS (2), FRAMES (40), RUNS (5), WAIT (5: seconds to
+# let a server without voice-cache metrics settle), EXTRA (more server flags). Needs
+# models/convert-<MODEL>/tts-<TYPE>.gguf and tokenizer-f16.gguf (scripts/bench.sh makes them from
+# scripts/make_real_checkpoints.sh's checkpoints). Prints one table; peak RSS of each server too.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+MODELS=${MODELS:-0.6B-Base}
+VOICES=${VOICES:-"icl xvec"}
+TYPE=${TYPE:-q8_0}
+THREADS=${THREADS:-2}
+FRAMES=${FRAMES:-40}
+RUNS=${RUNS:-5}
+WAIT=${WAIT:-5}
+EXTRA=${EXTRA:-}
+REF_TEXT="Okay. Yeah. I resent you. I love you."
+TEXT="Hello there, this is a benchmark of the speech engine, reading a fixed sentence."
+
+cargo build --release --locked -q -p qwen3-tts-server -p qwen3-tts-cli --bin qwen3-tts-server --bin qwen3-tts-run
+NEW=target/release/qwen3-tts-server
+OLD=${BASE_BIN:-}   # a server binary built already (BASE names its commit in the table)
+sha=${BASE:-before}
+if [ -n "${BASE:-}" ] && [ -z "$OLD" ]; then
+    sha=$(git rev-parse --short "$BASE")
+    old_target=$PWD/target/bench-ab
+    tree=$(mktemp -d)
+    git worktree add --detach "$tree" "$sha" >/dev/null
+    (cd "$tree" && CARGO_TARGET_DIR=$old_target cargo build --release --locked -q -p qwen3-tts-server \
+        --bin qwen3-tts-server)
+    git worktree remove --force "$tree" >/dev/null
+    OLD=$old_target/release/qwen3-tts-server
+fi
+
+clip=models/bench/ref_4s.wav
+mkdir -p models/bench
+[ -f "$clip" ] || python3 - "$clip" <<'EOF'
+import sys, wave
+with wave.open("tests/fixtures/audio/ref_24k.wav") as w:
+    params, frames = w.getparams(), w.readframes(w.getnframes())
+need = 4 * params.framerate * params.sampwidth * params.nchannels
+with wave.open(sys.argv[1], "wb") as o:
+    o.setparams(params)
+    o.writeframes((frames * (need // len(frames) + 1))[:need])
+EOF
+
+tmp=$(mktemp -d)
+pid=""
+trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$tmp"' EXIT
+
+# Starts SERVER on MODEL with the voices in $tmp/voices-MODEL; sets pid and url.
+start() {  # SERVER MODEL
+    local dir=models/convert-$2
+    "$1" -m "$dir/tts-$TYPE.gguf" -t "$dir/tokenizer-f16.gguf" --threads "$THREADS" --port 0 \
+        --voices-dir "$tmp/voices-$2" $EXTRA 2> "$tmp/server.log" &
+    pid=$!
+    for _ in $(seq 600); do
+        url=$(sed -n 's/^listening on //p' "$tmp/server.log" | head -1)
+        [ -n "$url" ] && curl -sf "$url/health" >/dev/null 2>&1 && return
+        sleep 0.1
+    done
+    echo "error: the server did not start:" >&2; cat "$tmp/server.log" >&2; exit 1
+}
+
+# Stops the server; sets rss (its peak RSS in MB).
+stop() {
+    rss=$(awk '/VmHWM/ {printf "%.0f", $2 / 1024}' "/proc/$pid/status" 2>/dev/null || echo "?")
+    kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
+}
+
+# Waits until the server's stored voices are warm (a server with a voice cache), or WAIT seconds.
+settle() {  # MODEL
+    local want_prefix want_vocoder t0=$SECONDS
+    want_prefix=$(ls "$tmp/voices-$1" | grep -c qvoice || true)
+    want_vocoder=$(ls "$tmp/voices-$1" | grep -c '^icl' || true)
+    if curl -s "$url/metrics" | grep -q qwen3_tts_voice_cache_entries; then
+        while :; do
+            m=$(curl -s "$url/metrics")
+            p=$(echo "$m" | sed -n 's/^qwen3_tts_voice_cache_entries{kind="prefix"} //p')
+            v=$(echo "$m" | sed -n 's/^qwen3_tts_voice_cache_entries{kind="vocoder"} //p')
+            [ "${p:-0}" -ge "$want_prefix" ] && [ "${v:-0}" -ge "$want_vocoder" ] && break
+            [ $((SECONDS - t0)) -gt 300 ] && { echo "warning: voices not warm after 300 s" >&2; break; }
+            sleep 0.05
+        done
+        echo "$((SECONDS - t0))"
+    else
+        sleep "$WAIT"
+        echo "-"
+    fi
+}
+
+# Milliseconds to the first audio byte of RUNS+1 requests: the first, then the median of the rest.
+ttfa() {  # VOICE MODEL
+    python3 - "$url" "$1" "$2" "$FRAMES" "$RUNS" "$TEXT" <<'EOF'
+import http.client, json, statistics, sys, time, urllib.parse
+url, voice, model, frames, runs, text = sys.argv[1:]
+u = urllib.parse.urlparse(url)
+body = {"model": "tts-1", "input": text, "voice": voice, "response_format": "pcm",
+        "stream_format": "audio", "greedy": True, "max_frames": int(frames), "min_frames": int(frames)}
+times = []
+for _ in range(int(runs) + 1):
+    c = http.client.HTTPConnection(u.hostname, u.port)
+    t0 = time.monotonic()
+    c.request("POST", "/v1/audio/speech", json.dumps(body), {"Content-Type": "application/json"})
+    r = c.getresponse()
+    assert r.status == 200, r.read()
+    r.read(1)
+    times.append((time.monotonic() - t0) * 1000)
+    rest = len(r.read()) + 1
+    assert rest == int(frames) * 1920 * 2, rest
+    c.close()
+print(f"{times[0]:.0f} | {statistics.median(times[1:]):.0f} | {min(times[1:]):.0f}–{max(times[1:]):.0f}")
+EOF
+}
+
+echo "Load: $(uptime | sed 's/.*load average: //'); $TYPE, $THREADS threads, $FRAMES frames, greedy, streamed pcm"
+echo
+echo "| model | voice | server | warm-up at start s | 1st request ms | median of $RUNS ms | range ms | peak RSS MB |"
+echo "|---|---|---|---:|---:|---:|---:|---:|"
+for m in $MODELS; do
+    dir=models/convert-$m
+    mkdir -p "$tmp/voices-$m"
+    run=(target/release/qwen3-tts-run -m "$dir/tts-$TYPE.gguf" -t "$dir/tokenizer-f16.gguf" -q --force)
+    for v in $VOICES; do
+        case $v in
+            icl) "${run[@]}" --ref-audio "$clip" --ref-text "$REF_TEXT" --save-voice "$tmp/voices-$m/icl.qvoice" ;;
+            xvec) "${run[@]}" --ref-audio "$clip" --x-vector-only --save-voice "$tmp/voices-$m/xvec.qvoice" ;;
+        esac
+    done
+    for v in $VOICES; do
+        name=$v
+        [ "$v" = speaker ] && name=${SPEAKER:-ryan}
+        for which in old new; do
+            bin=$NEW; [ "$which" = old ] && bin=$OLD
+            [ -n "$bin" ] || continue
+            start "$bin" "$m"
+            warm=$(settle "$m")
+            times=$(ttfa "$name" "$m")
+            stop
+            label=$which; [ "$which" = old ] && label="before ($sha)"
+            echo "| $m | $v | $label | $warm | $times | $rss |"
+        done
+    done
+done
