@@ -18,7 +18,7 @@ use qwen3_tts::long_text::{part_request, split_text};
 use qwen3_tts::pipeline::{icl_cut, GenerateOptions, StreamOptions, Synthesizer, TtsModel};
 use qwen3_tts::prompt::{Request, Voice};
 use qwen3_tts::voice::VoicePrompt;
-use qwen3_tts::warm::{WarmCache, WarmStats, WarmUp};
+use qwen3_tts::warm::{WarmCache, WarmPiece, WarmStats, WarmUp};
 use qwen3_tts_tests::{convert_tiny, convert_tiny_tokenizer, fixtures, serial, Dump};
 
 const BUDGET: usize = 64 << 20;
@@ -379,7 +379,7 @@ fn warm_batches_equal_cold_solo_streams() {
     // The first voice warmed ahead in steps, as a server does between frames.
     let mut w = WarmUp::voice(voice.voice(false), "english");
     let mut steps = 0;
-    while !batch.warm_up(&mut w, false).unwrap() {
+    while !batch.warm_up(&mut w, WarmPiece::BETWEEN_FRAMES).unwrap() {
         steps += 1;
     }
     assert!(steps > 3, "warmed in several steps ({steps})");
@@ -402,7 +402,9 @@ fn warm_batches_equal_cold_solo_streams() {
             );
             joined += 1;
         } else if !other_warm.is_done() {
-            batch.warm_up(&mut other_warm, false).unwrap();
+            batch
+                .warm_up(&mut other_warm, WarmPiece::BETWEEN_FRAMES)
+                .unwrap();
         }
         step += 1;
         batch.step(|id, event| {
@@ -451,6 +453,19 @@ fn every_part_of_a_long_text_equals_cold_and_the_voice_is_computed_once() {
         "the voice is computed for the first part only: {s:?}"
     );
     assert_eq!(s.hits, 2 * (parts.len() as u64 - 1), "{s:?}");
+
+    // `synthesize_long` (what qwen3-tts-run does), offline and streamed.
+    let stream = StreamOptions::default();
+    for stream in [None, Some(&stream)] {
+        let cache = Arc::new(WarmCache::new(BUDGET));
+        let opts = options(&base, 6, false);
+        synth(&base, &cache)
+            .synthesize_long(&req, &opts, &parts, stream, |_| Ok(()))
+            .unwrap();
+        let s = cache.stats();
+        assert_eq!(s.misses, 2, "stream={}: once: {s:?}", stream.is_some());
+        assert_eq!(s.hits, 2 * (parts.len() as u64 - 1), "{s:?}");
+    }
 }
 
 /// A cache that holds one ICL voice evicts the least recently used one for
