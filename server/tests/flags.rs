@@ -48,6 +48,15 @@ fn refused_flags() {
         assert!(!ok);
         assert!(err.contains("--max-batch must be 1 to 32"), "{err}");
     }
+    for n in ["=-1", "=lots"] {
+        let flag = format!("--voice-cache-mb{n}");
+        let (ok, err) = with(&[&flag]);
+        assert!(!ok);
+        assert!(err.contains("--voice-cache-mb"), "{err}");
+    }
+    let (ok, err) = with(&["--voice-cache-mb", "2000000"]);
+    assert!(!ok);
+    assert!(err.contains("--voice-cache-mb must be at most"), "{err}");
     let (ok, err) = with(&["--request-timeout", "0"]);
     assert!(!ok);
     assert!(err.contains("--request-timeout"), "{err}");
