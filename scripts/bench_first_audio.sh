@@ -2,7 +2,7 @@
 # Time to the first audio byte through qwen3-tts-server, per stored voice kind, on the real-size random
 # models: a streamed `pcm` request (greedy, FRAMES frames) is sent to a freshly started server (the first
 # request after a restart; the server has had time to warm its stored voices: we wait for /metrics to
-# show them warm, or WAIT seconds for a server without a voice cache), then RUNS more. With BASE=REV a
+# show the voice warm, or WAIT seconds for a server without a voice cache), then RUNS more. With BASE=REV a
 # build of that commit runs the same requests in the same run (interleaved by model), for a before/after
 # (BASE_BIN=path: that commit's server binary, built already).
 #
@@ -79,18 +79,12 @@ stop() {
     kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
 }
 
-# Waits until the server's stored voices are warm (a server with a voice cache), or WAIT seconds.
-settle() {  # MODEL
-    local want_prefix want_vocoder t0=$SECONDS
-    want_prefix=$(ls "$tmp/voices-$1" | grep -c qvoice || true)
-    want_vocoder=$(ls "$tmp/voices-$1" | grep -c '^icl' || true)
+# Waits until the server has warmed NAME (its log says so; a server with a voice cache), or WAIT seconds.
+settle() {  # NAME
+    local t0=$SECONDS
     if curl -s "$url/metrics" | grep -q qwen3_tts_voice_cache_entries; then
-        while :; do
-            m=$(curl -s "$url/metrics")
-            p=$(echo "$m" | sed -n 's/^qwen3_tts_voice_cache_entries{kind="prefix"} //p')
-            v=$(echo "$m" | sed -n 's/^qwen3_tts_voice_cache_entries{kind="vocoder"} //p')
-            [ "${p:-0}" -ge "$want_prefix" ] && [ "${v:-0}" -ge "$want_vocoder" ] && break
-            [ $((SECONDS - t0)) -gt 300 ] && { echo "warning: voices not warm after 300 s" >&2; break; }
+        until grep -q "voice $1 warm in" "$tmp/server.log"; do
+            [ $((SECONDS - t0)) -gt 300 ] && { echo "warning: $1 not warm after 300 s" >&2; break; }
             sleep 0.05
         done
         echo "$((SECONDS - t0))"
@@ -145,7 +139,7 @@ for m in $MODELS; do
             bin=$NEW; [ "$which" = old ] && bin=$OLD
             [ -n "$bin" ] || continue
             start "$bin" "$m"
-            warm=$(settle "$m")
+            warm=$(settle "$name")
             times=$(ttfa "$name" "$m")
             stop
             label=$which; [ "$which" = old ] && label="before ($sha)"

@@ -30,7 +30,7 @@ use crate::prompt::{Prompt, Request, Voice};
 use crate::sampler::{Sampler, TalkerProcessors};
 use crate::talker::{check_kv_type, DecodeBatch, StepInput, Talker, TalkerStep, DEFAULT_KV_TYPE};
 use crate::threads::ThreadGovernor;
-use crate::warm::{WarmCache, WarmUp, DEFAULT_BUDGET_BYTES};
+use crate::warm::{WarmCache, WarmPiece, WarmUp, DEFAULT_BUDGET_BYTES};
 
 /// The largest batch: the code predictor's first pass takes two vectors per
 /// sequence, and products of more than `MAX_ROW_DOT_VECTORS` vectors
@@ -178,11 +178,10 @@ impl BatchSynthesizer {
         &self.warm
     }
 
-    /// Advances `w` by one step (a few prompt rows or reference frames; with
-    /// `all`, to the end), on this batch's backend between its steps: the
-    /// running streams wait for no more than that. Returns whether the voice
-    /// is warm; an error leaves the batch as it was.
-    pub fn warm_up(&mut self, w: &mut WarmUp, all: bool) -> Result<bool> {
+    /// Advances `w` by one step of at most `piece`, on this batch's backend
+    /// between its steps: the running streams wait for no more than that.
+    /// Returns whether the voice is warm; an error leaves the batch as it was.
+    pub fn warm_up(&mut self, w: &mut WarmUp, piece: WarmPiece) -> Result<bool> {
         let mut talker = match self.warm_talker.take() {
             Some(t) => t,
             None => {
@@ -199,7 +198,7 @@ impl BatchSynthesizer {
             &self.model,
             &mut talker,
             &mut self.vocoder_session,
-            all,
+            piece,
         );
         if matches!(done, Ok(false)) {
             self.warm_talker = Some(talker);

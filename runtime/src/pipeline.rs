@@ -22,7 +22,7 @@ use crate::talker::{Talker, TalkerWeights};
 use crate::text_tokenizer::TextTokenizer;
 use crate::threads::ThreadGovernor;
 use crate::voice::VoicePrompt;
-use crate::warm::{WarmCache, WarmUp, DEFAULT_BUDGET_BYTES};
+use crate::warm::{WarmCache, WarmPiece, WarmUp, DEFAULT_BUDGET_BYTES};
 use crate::weights::{load_weights_with, WeightSource};
 
 pub use crate::threads::default_threads;
@@ -754,7 +754,7 @@ impl Synthesizer {
             &self.model,
             &mut self.session.talker,
             &mut self.decoder,
-            true,
+            WarmPiece::ALL,
         )?;
         Ok(())
     }

@@ -386,10 +386,27 @@ fn bits_equal(a: &[f32], b: &[f32]) -> bool {
     a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.to_bits() == y.to_bits())
 }
 
-/// Prompt rows a [`WarmUp`] step runs at most (one prefill piece).
-pub const WARM_UP_ROWS: usize = 8;
-/// Reference frames a [`WarmUp`] step decodes at most.
-pub const WARM_UP_FRAMES: usize = 2;
+/// How much a [`WarmUp`] step computes at most: prompt rows (a prefill
+/// piece; never one row alone) or reference frames of the vocoder.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WarmPiece {
+    pub rows: usize,
+    pub frames: usize,
+}
+
+impl WarmPiece {
+    /// Between the frames of running requests: about a frame's time each
+    /// (a vocoder frame; four prompt rows of the 0.6B talker).
+    pub const BETWEEN_FRAMES: Self = Self { rows: 4, frames: 1 };
+    /// When nothing else runs: a request that comes waits for at most
+    /// one (~0.1 s at 0.6B, ~0.2 s at 1.7B on two cores).
+    pub const IDLE: Self = Self { rows: 8, frames: 3 };
+    /// Everything at once.
+    pub const ALL: Self = Self {
+        rows: usize::MAX,
+        frames: usize::MAX,
+    };
+}
 
 /// Building one voice's warm state ahead of its first request, a step at a
 /// time (see [`WarmUp::step`]).
@@ -450,40 +467,47 @@ impl WarmUp {
         matches!(self.stage, Stage::Done)
     }
 
-    /// One step: at most [`WARM_UP_ROWS`] prompt rows or [`WARM_UP_FRAMES`]
-    /// reference frames (`all`: everything left at once). `talker` is a
-    /// scratch talker on the model; `decoder` may hold another stream's state
-    /// (it is overwritten: save it first). Returns whether the voice is warm.
+    /// One step of at most `piece` (prompt building and lookups aside).
+    /// `talker` is a scratch talker on the model; `decoder` may hold another
+    /// stream's state (it is overwritten: save it first). Returns whether the
+    /// voice is warm.
     pub fn step(
         &mut self,
         cache: &WarmCache,
         model: &TtsModel,
         talker: &mut Talker,
         decoder: &mut DecoderSession,
-        all: bool,
+        piece: WarmPiece,
     ) -> Result<bool> {
-        loop {
-            let piece = self.advance(cache, model, talker, decoder)?;
-            if !all || piece {
-                return Ok(self.is_done());
+        let started = matches!(self.stage, Stage::Start);
+        self.advance(cache, model, talker, decoder, piece)?;
+        if started && !self.is_done() {
+            // (the start only builds the prompt)
+            self.advance(cache, model, talker, decoder, piece)?;
+        }
+        if piece == WarmPiece::ALL {
+            while !self.is_done() {
+                self.advance(cache, model, talker, decoder, piece)?;
             }
         }
+        Ok(self.is_done())
     }
 
-    /// Runs the next piece; true when there is nothing left.
+    /// Runs the next piece.
     fn advance(
         &mut self,
         cache: &WarmCache,
         model: &TtsModel,
         talker: &mut Talker,
         decoder: &mut DecoderSession,
-    ) -> Result<bool> {
+        piece: WarmPiece,
+    ) -> Result<()> {
         let ty = talker.kv_type();
         match &mut self.stage {
             Stage::Start => {
                 if !cache.enabled() {
                     self.stage = Stage::Done;
-                    return Ok(true);
+                    return Ok(());
                 }
                 let prompt = Box::new(crate::pipeline::build_prompt(model, talker, &self.request)?);
                 let rows = prompt.voice_rows();
@@ -501,7 +525,7 @@ impl WarmUp {
                 let h = prompt.hidden;
                 let n = prompt.voice_prefix;
                 // Never a one-row piece (another kernel than a prefill's).
-                let mut end = (*done + WARM_UP_ROWS).min(n);
+                let mut end = done.saturating_add(piece.rows.max(2)).min(n);
                 if n - end == 1 {
                     end = n;
                 }
@@ -524,7 +548,9 @@ impl WarmUp {
                 let Voice::Icl { ref_codes, .. } = &self.request.voice else {
                     unreachable!("a context stage is only entered for ICL voices")
                 };
-                let end = (*done + WARM_UP_FRAMES).min(ref_codes.len());
+                let end = done
+                    .saturating_add(piece.frames.max(1))
+                    .min(ref_codes.len());
                 decoder.restore_state(state);
                 let samples = decoder.push_stream(cursor, &ref_codes[*done..end])?;
                 decoder.save_state(state);
@@ -544,9 +570,9 @@ impl WarmUp {
                     self.stage = Stage::Done;
                 }
             }
-            Stage::Done => return Ok(true),
+            Stage::Done => {}
         }
-        Ok(self.is_done())
+        Ok(())
     }
 
     /// After the prefix: the vocoder context for an ICL voice not yet warm.

@@ -52,8 +52,11 @@ pub async fn serve(args: Args) -> Result<(), String> {
         voice_cache_bytes: args.voice_cache_mb << 20,
     })
     .map_err(|e| format!("cannot start the engine thread: {e}"))?;
-    // Stored voices are warmed in the background once the model is loaded.
-    for (id, v) in voices.list() {
+    // Stored voices are warmed in the background once the model is loaded,
+    // the quick ones (x-vector only: a prompt prefix) first.
+    let mut stored = voices.list();
+    stored.sort_by_key(|(_, v)| v.icl.is_some());
+    for (id, v) in stored {
         engine.warm(voices::warm_request(&v), &id);
     }
     let state = Arc::new(api::AppState::new(
