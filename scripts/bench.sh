@@ -49,18 +49,10 @@ fi
 cargo build --release --locked -q -p qwen3-tts-cli --bin qwen3-tts-convert -p qwen3-tts-tests --example bench_e2e \
     --example bench_bandwidth
 
-# The ~4 s reference clip: ref_24k.wav (3.2 s) continued from its start.
-clip=models/bench/ref_4s.wav
-mkdir -p models/bench
-[ -f "$clip" ] || python3 - "$clip" <<'EOF'
-import sys, wave
-with wave.open("tests/fixtures/audio/ref_24k.wav") as w:
-    params, frames = w.getparams(), w.readframes(w.getnframes())
-need = 4 * params.framerate * params.sampwidth * params.nchannels
-with wave.open(sys.argv[1], "wb") as o:
-    o.setparams(params)
-    o.writeframes((frames * (need // len(frames) + 1))[:need])
-EOF
+# The ~4 s reference clip (scripts/lib.sh).
+# shellcheck source=lib.sh
+. scripts/lib.sh
+clip=$(ref_4s_clip)
 
 files=()
 for m in $MODELS; do

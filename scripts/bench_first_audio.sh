@@ -43,17 +43,9 @@ if [ -n "${BASE:-}" ] && [ -z "$OLD" ]; then
     OLD=$old_target/release/qwen3-tts-server
 fi
 
-clip=models/bench/ref_4s.wav
-mkdir -p models/bench
-[ -f "$clip" ] || python3 - "$clip" <<'EOF'
-import sys, wave
-with wave.open("tests/fixtures/audio/ref_24k.wav") as w:
-    params, frames = w.getparams(), w.readframes(w.getnframes())
-need = 4 * params.framerate * params.sampwidth * params.nchannels
-with wave.open(sys.argv[1], "wb") as o:
-    o.setparams(params)
-    o.writeframes((frames * (need // len(frames) + 1))[:need])
-EOF
+# shellcheck source=lib.sh
+. scripts/lib.sh
+clip=$(ref_4s_clip)
 
 tmp=$(mktemp -d)
 pid=""
@@ -65,12 +57,8 @@ start() {  # SERVER MODEL
     "$1" -m "$dir/tts-$TYPE.gguf" -t "$dir/tokenizer-f16.gguf" --threads "$THREADS" --port 0 \
         --voices-dir "$tmp/voices-$2" $EXTRA 2> "$tmp/server.log" &
     pid=$!
-    for _ in $(seq 600); do
-        url=$(sed -n 's/^listening on //p' "$tmp/server.log" | head -1)
-        [ -n "$url" ] && curl -sf "$url/health" >/dev/null 2>&1 && return
-        sleep 0.1
-    done
-    echo "error: the server did not start:" >&2; cat "$tmp/server.log" >&2; exit 1
+    wait_for_server "$tmp/server.log" "$pid"
+    url=$base
 }
 
 # Stops the server; sets rss (its peak RSS in MB).

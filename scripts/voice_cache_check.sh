@@ -6,8 +6,8 @@
 #   scripts/voice_cache_check.sh                  # MODELS="0.6B-Base 1.7B-Base" TYPE=q8_0 THREADS=2
 #
 # Voices: icl4 (models/bench/ref_4s.wav, 4.0 s, with its transcript), icl3 (tests/fixtures/audio/
-# ref_24k.wav, 3.2 s, with its transcript), xvec (the 4 s clip, x-vector only). Needs what
-# scripts/bench_first_audio.sh needs (it makes the 4 s clip).
+# ref_24k.wav, 3.2 s, with its transcript), xvec (the 4 s clip, x-vector only). Needs
+# models/convert-<MODEL>/tts-<TYPE>.gguf and tokenizer-f16.gguf.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 MODELS=${MODELS:-"0.6B-Base 1.7B-Base"}
@@ -15,6 +15,9 @@ TYPE=${TYPE:-q8_0}
 THREADS=${THREADS:-2}
 REF_TEXT="Okay. Yeah. I resent you. I love you."
 cargo build --release --locked -q -p qwen3-tts-server -p qwen3-tts-cli --bin qwen3-tts-server --bin qwen3-tts-run
+# shellcheck source=lib.sh
+. scripts/lib.sh
+ref_4s_clip > /dev/null
 tmp=$(mktemp -d)
 pid=""
 trap '[ -n "$pid" ] && kill "$pid" 2>/dev/null; rm -rf "$tmp"' EXIT
@@ -24,12 +27,8 @@ start() {  # MODEL FLAGS...
     target/release/qwen3-tts-server -m "$dir/tts-$TYPE.gguf" -t "$dir/tokenizer-f16.gguf" --threads "$THREADS" \
         --port 0 --voices-dir "$tmp/voices" "$@" 2> "$tmp/server.log" &
     pid=$!
-    for _ in $(seq 600); do
-        url=$(sed -n 's/^listening on //p' "$tmp/server.log" | head -1)
-        [ -n "$url" ] && curl -sf "$url/health" >/dev/null 2>&1 && return
-        sleep 0.1
-    done
-    cat "$tmp/server.log" >&2; exit 1
+    wait_for_server "$tmp/server.log" "$pid"
+    url=$base
 }
 stop() { kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""; }
 metric() { curl -s "$url/metrics" | sed -n "s/^$1 //p"; }
