@@ -819,7 +819,7 @@ impl DecoderSession {
 }
 
 /// Keeps the last `n` samples of `tail` followed by `samples`.
-fn keep_tail(tail: &mut Vec<f32>, samples: &[f32], n: usize) {
+pub(crate) fn keep_tail(tail: &mut Vec<f32>, samples: &[f32], n: usize) {
     tail.extend_from_slice(samples);
     let excess = tail.len().saturating_sub(n);
     tail.drain(..excess);

@@ -27,7 +27,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::codec_decoder::{DecoderContext, DecoderSession, StreamCursor};
+use crate::codec_decoder::{keep_tail, DecoderContext, DecoderSession, SavedState, StreamCursor};
 use crate::error::{Error, Result};
 use crate::ggml::GgmlType;
 use crate::pipeline::TtsModel;
@@ -424,7 +424,7 @@ enum Stage {
     },
     /// The vocoder context, `done` reference frames so far.
     Context {
-        state: crate::codec_decoder::SavedState,
+        state: SavedState,
         cursor: StreamCursor,
         tail: Vec<f32>,
         done: usize,
@@ -554,10 +554,7 @@ impl WarmUp {
                 decoder.restore_state(state);
                 let samples = decoder.push_stream(cursor, &ref_codes[*done..end])?;
                 decoder.save_state(state);
-                let keep = decoder.samples_per_frame();
-                tail.extend_from_slice(&samples);
-                let excess = tail.len().saturating_sub(keep);
-                tail.drain(..excess);
+                keep_tail(tail, &samples, decoder.samples_per_frame());
                 *done = end;
                 if end == ref_codes.len() {
                     let c = DecoderContext::from_parts(
