@@ -2,7 +2,7 @@
 # Time to the first audio byte through qwen3-tts-server, per stored voice kind, on the real-size random
 # models: a streamed `pcm` request (greedy, FRAMES frames) is sent to a freshly started server (the first
 # request after a restart; the server has had time to warm its stored voices: we wait for /metrics to
-# show the voice warm, or WAIT seconds for a server without a voice cache), then RUNS more. With BASE=REV a
+# show its stored voices warm, or WAIT seconds for a server without a voice cache), then RUNS more. With BASE=REV a
 # build of that commit runs the same requests in the same run (interleaved by model), for a before/after
 # (BASE_BIN=path: that commit's server binary, built already).
 #
@@ -67,13 +67,17 @@ stop() {
     kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
 }
 
-# Waits until the server has warmed NAME (its log says so; a server with a voice cache), or WAIT seconds.
-settle() {  # NAME
-    local t0=$SECONDS
+# Waits until the server has warmed NAME and every stored voice (its log says so; a server with a
+# voice cache), or WAIT seconds.
+settle() {  # MODEL NAME
+    local t0=$SECONDS names
+    names=$(ls "$tmp/voices-$1" | sed -n 's/\.qvoice$//p')
     if curl -s "$url/metrics" | grep -q qwen3_tts_voice_cache_entries; then
-        until grep -q "voice $1 warm in" "$tmp/server.log"; do
-            [ $((SECONDS - t0)) -gt 300 ] && { echo "warning: $1 not warm after 300 s" >&2; break; }
-            sleep 0.05
+        for n in $2 $names; do
+            until grep -q "voice $n warm in" "$tmp/server.log"; do
+                [ $((SECONDS - t0)) -gt 300 ] && { echo "warning: $n not warm after 300 s" >&2; break; }
+                sleep 0.05
+            done
         done
         echo "$((SECONDS - t0))"
     else
@@ -127,7 +131,7 @@ for m in $MODELS; do
             bin=$NEW; [ "$which" = old ] && bin=$OLD
             [ -n "$bin" ] || continue
             start "$bin" "$m"
-            warm=$(settle "$name")
+            warm=$(settle "$m" "$name")
             times=$(ttfa "$name" "$m")
             stop
             label=$which; [ "$which" = old ] && label="before ($sha)"

@@ -87,3 +87,38 @@ for m in $MODELS; do
     fi
     stop
 done
+
+# A request that comes while an ICL voice is still being warmed (the moment /health says ready), and
+# the same request with nothing to warm: first audio and total (the warm-up slows it by its pieces).
+during() {
+    python3 - "$url" <<'PY'
+import http.client, json, sys, time, urllib.parse
+u = urllib.parse.urlparse(sys.argv[1])
+body = {"model": "tts-1", "input": "Hello there, this is a benchmark of the speech engine, reading a fixed sentence.",
+        "voice": "xvec", "response_format": "pcm", "stream_format": "audio", "greedy": True,
+        "max_frames": 40, "min_frames": 40}
+c = http.client.HTTPConnection(u.hostname, u.port)
+t0 = time.monotonic()
+c.request("POST", "/v1/audio/speech", json.dumps(body), {"Content-Type": "application/json"})
+r = c.getresponse()
+r.read(1)
+first = time.monotonic() - t0
+n = 1 + len(r.read())
+print(f"first audio {first * 1000:.0f} ms, {time.monotonic() - t0:.2f} s in all for {n / 48000:.2f} s of audio")
+PY
+}
+for m in $MODELS; do
+    dir=models/convert-$m
+    rm -rf "$tmp/voices"; mkdir -p "$tmp/voices"
+    run=(target/release/qwen3-tts-run -m "$dir/tts-$TYPE.gguf" -t "$dir/tokenizer-f16.gguf" -q --force)
+    "${run[@]}" --ref-audio models/bench/ref_4s.wav --x-vector-only --save-voice "$tmp/voices/xvec.qvoice"
+    start "$m"; settled
+    echo "## $m: an x-vector request, nothing to warm: $(during)"
+    stop
+    "${run[@]}" --ref-audio models/bench/ref_4s.wav --ref-text "$REF_TEXT" --save-voice "$tmp/voices/icl4.qvoice"
+    start "$m"
+    echo "## $m: the same while icl4 warms: $(during)"
+    settled
+    grep "warm in" "$tmp/server.log" | sed 's/.*INFO[^ ]* //; s/^[^ ]*: //'
+    stop
+done

@@ -399,8 +399,8 @@ impl WarmPiece {
     /// (a vocoder frame; four prompt rows of the 0.6B talker).
     pub const BETWEEN_FRAMES: Self = Self { rows: 4, frames: 1 };
     /// When nothing else runs: a request that comes waits for at most
-    /// one (~0.1 s at 0.6B, ~0.2 s at 1.7B on two cores).
-    pub const IDLE: Self = Self { rows: 8, frames: 3 };
+    /// one (~80 ms at 0.6B, ~120 ms at 1.7B on two cores).
+    pub const IDLE: Self = Self { rows: 4, frames: 2 };
     /// Everything at once.
     pub const ALL: Self = Self {
         rows: usize::MAX,
