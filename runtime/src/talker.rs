@@ -468,9 +468,9 @@ impl Talker {
     }
 
     /// [`Talker::prefill`] that may also start from `warm`, a voice's saved
-    /// prompt prefix (see [`TalkerPrefix`]), when `prompt` begins with its
-    /// rows bit for bit and it covers more rows than the session's previous
-    /// prompt shares.
+    /// prompt prefix (see [`TalkerPrefix`]): from as many of its leading rows
+    /// as `prompt` shares bit for bit (never the prompt's last two), when
+    /// that is more than the session's previous prompt shares.
     pub fn prefill_warm(
         &mut self,
         prompt: &[f32],
