@@ -67,8 +67,8 @@ stop() {
     kill "$pid"; wait "$pid" 2>/dev/null || true; pid=""
 }
 
-# Waits until the server has warmed NAME and every stored voice (its log says so; a server with a
-# voice cache), or WAIT seconds.
+# Waits until the server has warmed NAME and every stored voice, and warms nothing more (its log says
+# so; a server with a voice cache), or WAIT seconds.
 settle() {  # MODEL NAME
     local t0=$SECONDS names
     names=$(ls "$tmp/voices-$1" | sed -n 's/\.qvoice$//p')
@@ -78,6 +78,12 @@ settle() {  # MODEL NAME
                 [ $((SECONDS - t0)) -gt 300 ] && { echo "warning: $n not warm after 300 s" >&2; break; }
                 sleep 0.05
             done
+        done
+        # Then no other warm-up (a CustomVoice model's other presets) for a second.
+        local seen=-1 now
+        while now=$(grep -c "warm in" "$tmp/server.log"); [ "$now" != "$seen" ]; do
+            seen=$now
+            sleep 1
         done
         echo "$((SECONDS - t0))"
     else
