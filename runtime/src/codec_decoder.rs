@@ -794,20 +794,11 @@ impl DecoderSession {
     /// state after them: a voice's reference frames, which an ICL request
     /// decodes before its own (see [`DecoderContext`]).
     pub fn context(&mut self, frames: &[Vec<u32>]) -> Result<DecoderContext> {
-        let mut cursor = self.start_stream();
-        let mut tail = Vec::new();
-        for piece in frames.chunks(self.tile_frames) {
-            let samples = self.push_stream(&mut cursor, piece)?;
-            keep_tail(&mut tail, &samples, self.samples_per_frame());
+        let mut context = DecoderContext::begin(frames.to_vec());
+        while !context.is_complete() {
+            context.extend(self, self.tile_frames)?;
         }
-        let mut state = SavedState::default();
-        self.save_state(&mut state);
-        Ok(DecoderContext {
-            frames: frames.to_vec(),
-            state,
-            cursor,
-            tail,
-        })
+        Ok(context)
     }
 
     /// Continues the stream `context` ends: its state becomes the session's;
@@ -816,13 +807,6 @@ impl DecoderSession {
         self.restore_state(&context.state);
         context.cursor.clone()
     }
-}
-
-/// Keeps the last `n` samples of `tail` followed by `samples`.
-pub(crate) fn keep_tail(tail: &mut Vec<f32>, samples: &[f32], n: usize) {
-    tail.extend_from_slice(samples);
-    let excess = tail.len().saturating_sub(n);
-    tail.drain(..excess);
 }
 
 /// A stream's state after given leading frames (an ICL voice's reference
@@ -840,18 +824,35 @@ pub struct DecoderContext {
 }
 
 impl DecoderContext {
-    pub(crate) fn from_parts(
-        frames: Vec<Vec<u32>>,
-        state: SavedState,
-        cursor: StreamCursor,
-        tail: Vec<f32>,
-    ) -> Self {
+    /// The context of `frames` before any is decoded; [`DecoderContext::extend`]
+    /// decodes them a few at a time (a context is only used complete).
+    pub(crate) fn begin(frames: Vec<Vec<u32>>) -> Self {
         Self {
             frames,
-            state,
-            cursor,
-            tail,
+            state: SavedState::default(),
+            cursor: StreamCursor::default(),
+            tail: Vec::new(),
         }
+    }
+
+    /// Whether every leading frame is decoded.
+    pub(crate) fn is_complete(&self) -> bool {
+        self.cursor.frames >= self.frames.len()
+    }
+
+    /// Decodes up to `n` more of the leading frames on `session`, whose
+    /// stream state it replaces.
+    pub(crate) fn extend(&mut self, session: &mut DecoderSession, n: usize) -> Result<()> {
+        let done = self.cursor.frames;
+        let end = done.saturating_add(n.max(1)).min(self.frames.len());
+        session.restore_state(&self.state);
+        let samples = session.push_stream(&mut self.cursor, &self.frames[done..end])?;
+        session.save_state(&mut self.state);
+        // The last frame's worth of samples.
+        self.tail.extend_from_slice(&samples);
+        let excess = self.tail.len().saturating_sub(session.samples_per_frame());
+        self.tail.drain(..excess);
+        Ok(())
     }
 
     /// The leading frames.

@@ -27,7 +27,7 @@ use std::hash::{DefaultHasher, Hash, Hasher};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
-use crate::codec_decoder::{keep_tail, DecoderContext, DecoderSession, SavedState, StreamCursor};
+use crate::codec_decoder::{DecoderContext, DecoderSession, StreamCursor};
 use crate::error::{Error, Result};
 use crate::ggml::GgmlType;
 use crate::pipeline::TtsModel;
@@ -422,13 +422,8 @@ enum Stage {
         prompt: Box<Prompt>,
         done: usize,
     },
-    /// The vocoder context, `done` reference frames so far.
-    Context {
-        state: SavedState,
-        cursor: StreamCursor,
-        tail: Vec<f32>,
-        done: usize,
-    },
+    /// The vocoder context, decoded so far.
+    Context(Box<DecoderContext>),
     Done,
 }
 
@@ -479,18 +474,14 @@ impl WarmUp {
         decoder: &mut DecoderSession,
         piece: WarmPiece,
     ) -> Result<bool> {
-        let started = matches!(self.stage, Stage::Start);
-        self.advance(cache, model, talker, decoder, piece)?;
-        if started && !self.is_done() {
-            // (the start only builds the prompt)
+        loop {
+            // (the start only builds the prompt: a piece follows it)
+            let starting = matches!(self.stage, Stage::Start);
             self.advance(cache, model, talker, decoder, piece)?;
-        }
-        if piece == WarmPiece::ALL {
-            while !self.is_done() {
-                self.advance(cache, model, talker, decoder, piece)?;
+            if self.is_done() || (!starting && piece != WarmPiece::ALL) {
+                return Ok(self.is_done());
             }
         }
-        Ok(self.is_done())
     }
 
     /// Runs the next piece.
@@ -539,32 +530,13 @@ impl WarmUp {
                     self.stage = self.context_stage(cache, decoder);
                 }
             }
-            Stage::Context {
-                state,
-                cursor,
-                tail,
-                done,
-            } => {
-                let Voice::Icl { ref_codes, .. } = &self.request.voice else {
-                    unreachable!("a context stage is only entered for ICL voices")
-                };
-                let end = done
-                    .saturating_add(piece.frames.max(1))
-                    .min(ref_codes.len());
-                decoder.restore_state(state);
-                let samples = decoder.push_stream(cursor, &ref_codes[*done..end])?;
-                decoder.save_state(state);
-                keep_tail(tail, &samples, decoder.samples_per_frame());
-                *done = end;
-                if end == ref_codes.len() {
-                    let c = DecoderContext::from_parts(
-                        ref_codes.clone(),
-                        std::mem::take(state),
-                        cursor.clone(),
-                        std::mem::take(tail),
-                    );
-                    cache.insert_context(decoder, voice_tag(&self.request.voice), Arc::new(c));
-                    self.stage = Stage::Done;
+            Stage::Context(context) => {
+                context.extend(decoder, piece.frames)?;
+                if context.is_complete() {
+                    let Stage::Context(c) = std::mem::replace(&mut self.stage, Stage::Done) else {
+                        unreachable!("matched above")
+                    };
+                    cache.insert_context(decoder, voice_tag(&self.request.voice), Arc::new(*c));
                 }
             }
             Stage::Done => {}
@@ -576,12 +548,7 @@ impl WarmUp {
     fn context_stage(&self, cache: &WarmCache, decoder: &DecoderSession) -> Stage {
         match &self.request.voice {
             Voice::Icl { ref_codes, .. } if cache.context(decoder, ref_codes, false).is_none() => {
-                Stage::Context {
-                    state: Default::default(),
-                    cursor: StreamCursor::default(),
-                    tail: Vec::new(),
-                    done: 0,
-                }
+                Stage::Context(Box::new(DecoderContext::begin(ref_codes.clone())))
             }
             _ => Stage::Done,
         }
