@@ -4,9 +4,9 @@
 
 use crate::config::TransformerConfig;
 use crate::error::Result;
-use crate::ggml::{Context, GgmlType, StoredTensor, Tensor, TensorStore, Unfold};
+use crate::ggml::{as_bytes, Context, ConvKernel, GgmlType, StoredTensor, Tensor, TensorStore};
 use crate::gguf_schema::tensors::{self, block};
-use crate::weights::{Linear, WeightSource};
+use crate::weights::{permute3, Linear, Prepared, WeightSource};
 
 /// `w ⊙ x / sqrt(mean(x²) + eps)` over `ne[0]`.
 pub fn rms_norm<'a>(ctx: &'a Context, x: Tensor<'a>, w: Tensor<'a>, eps: f32) -> Tensor<'a> {
@@ -447,24 +447,40 @@ pub struct CausalContext<'a> {
     /// columns of the previous call (streaming); `None`: zero padding.
     states: Option<Vec<Tensor<'a>>>,
     updates: std::cell::RefCell<Vec<Tensor<'a>>>,
+    /// Frames in this call: every layer's columns are whole frames, which
+    /// the convs compute on their own (see [`Context::causal_conv`]).
+    frames: usize,
 }
 
 impl<'a> CausalContext<'a> {
-    /// Zero left padding: every call is a fresh, stateless pass.
-    pub fn zeros() -> Self {
+    /// Zero left padding: every call of `frames` frames is a fresh, stateless pass.
+    pub fn zeros(frames: usize) -> Self {
         Self {
             states: None,
             updates: Default::default(),
+            frames,
         }
     }
 
     /// Left context from `states` (one per slot of the layout), which the
-    /// graph updates for the next call.
-    pub fn streaming(states: Vec<Tensor<'a>>) -> Self {
+    /// graph updates for the next call of `frames` frames.
+    pub fn streaming(states: Vec<Tensor<'a>>, frames: usize) -> Self {
         Self {
             states: Some(states),
             updates: Default::default(),
+            frames,
         }
+    }
+
+    /// Columns per frame of a layer's `columns`.
+    pub fn frame_columns(&self, columns: i64) -> usize {
+        let c = columns as usize;
+        assert!(
+            self.frames > 0 && c.is_multiple_of(self.frames),
+            "{c} columns are not whole frames of {}",
+            self.frames
+        );
+        c / self.frames
     }
 
     /// The state writes the graph must run (add them to its outputs).
@@ -519,12 +535,13 @@ pub fn concat_columns<'a>(ctx: &'a Context, parts: &[Tensor<'a>]) -> Tensor<'a> 
     ctx.reshape(joined, &[rows, joined.ne()[2]])
 }
 
-/// A causal conv (stride 1) with its kernel `[c_in, k, c_out]` (rearranged
-/// at load so that a column of the unfolded input lines up with a kernel
-/// row); left context `(k − 1)·dilation` columns.
+/// A causal conv (stride 1); left context `(k − 1)·dilation` columns. Its
+/// kernel is laid out as `kernel` says (chosen at load, see
+/// [`CausalConv::prepare_kernel`]).
 #[derive(Clone, Debug)]
 pub struct CausalConv {
     pub weight: StoredTensor,
+    pub kernel: ConvKernel,
     pub bias: Option<StoredTensor>,
     pub dilation: usize,
     pub state: Option<usize>,
@@ -533,24 +550,58 @@ pub struct CausalConv {
 impl CausalConv {
     pub fn new(
         weight: StoredTensor,
+        kernel: ConvKernel,
         bias: Option<StoredTensor>,
         dilation: usize,
         states: &mut StreamStateLayout,
     ) -> Self {
-        let [c_in, k, ..] = weight.ne();
-        let state = states.slot(c_in as usize, (k as usize - 1) * dilation);
-        Self {
+        let mut conv = Self {
             weight,
+            kernel,
             bias,
             dilation,
-            state,
-        }
+            state: None,
+        };
+        conv.state = states.slot(conv.channels().0, (kernel.k() - 1) * dilation);
+        conv
+    }
+
+    /// A kernel stored `[k, c_in, c_out]` (taps fastest; `bytes` of type
+    /// `ty`, F32, F16 or BF16; `values` gives it as F32) in the layout
+    /// `kernel`: `[c_in, k, c_out]` in its own type, so that a column of the
+    /// unfolded input lines up with a kernel row, or transformed for the
+    /// fast convolution, in F32 whatever the stored type (an F16 product
+    /// would round the transformed inputs, whose error the output transform
+    /// amplifies: 33 dB instead of 49 against the reference on the fixture).
+    pub fn prepare_kernel(
+        kernel: ConvKernel,
+        ty: GgmlType,
+        bytes: &[u8],
+        values: impl FnOnce() -> Result<Vec<f32>>,
+        [k, c_in, c_out]: [usize; 3],
+    ) -> Result<Prepared> {
+        let ne = kernel.dims(c_in, c_out).map(|d| d as i64).to_vec();
+        Ok(match kernel {
+            ConvKernel::Unfolded { .. } => Prepared {
+                ty,
+                ne,
+                bytes: permute3(bytes, ty.type_size(), [k, c_in, c_out], [1, 0, 2]),
+            },
+            ConvKernel::Winograd { k } => Prepared {
+                ty: GgmlType::F32,
+                ne,
+                bytes: as_bytes(&ConvKernel::winograd_kernel(k, &values()?, c_in, c_out)).to_vec(),
+            },
+        })
     }
 
     /// Channels in and out.
     pub fn channels(&self) -> (usize, usize) {
         let ne = self.weight.ne();
-        (ne[0] as usize, ne[2] as usize)
+        match self.kernel {
+            ConvKernel::Unfolded { .. } => (ne[0] as usize, ne[2] as usize),
+            ConvKernel::Winograd { .. } => (ne[1] as usize, ne[0] as usize),
+        }
     }
 
     /// `x` `[c_in, n]` → `[c_out, n]`.
@@ -560,27 +611,12 @@ impl CausalConv {
         cc: &CausalContext<'a>,
         x: Tensor<'a>,
     ) -> Tensor<'a> {
-        let w = ctx.stored(&self.weight);
-        let [c_in, k, c_out, _] = w.ne();
-        let pad = (k as usize - 1) * self.dilation;
+        let pad = (self.kernel.k() - 1) * self.dilation;
         let xp = cc.extend(ctx, self.state, x, pad);
-        let cols = if k == 1 {
-            xp
-        } else {
-            // In the kernel's type: an F16 product would otherwise convert it.
-            let ty = if w.ty() == GgmlType::F16 {
-                GgmlType::F16
-            } else {
-                GgmlType::F32
-            };
-            let geometry = Unfold {
-                dilation: self.dilation,
-                ..Unfold::PLAIN
-            };
-            ctx.unfold_columns(xp, k as usize, geometry, ty)
-        };
-        let y = ctx.mul_mat(ctx.reshape(w, &[c_in * k, c_out]), cols);
-        add_bias(ctx, y, self.bias.as_ref().map(|b| ctx.stored(b)))
+        let bias = self.bias.as_ref().map(|b| ctx.stored(b));
+        let segment = cc.frame_columns(x.ne()[1]);
+        let w = ctx.stored(&self.weight);
+        ctx.causal_conv(xp, w, self.kernel, bias, self.dilation, segment)
     }
 }
 

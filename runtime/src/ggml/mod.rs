@@ -9,7 +9,8 @@
 //! the scheduler's buffers.
 //!
 //! Submodules: `tensor` (contexts, tensor handles), `ops` (graph operations
-//! and custom kernels), `gemv` (the quantised matrix × vector kernel),
+//! and custom kernels), `gemv` (the quantised matrix × vector kernel), `winograd` (fast
+//! convolution),
 //! `graph` (reusable graphs), `store` (persistent tensors), `backend`
 //! (backends, buffers, scheduler), `gguf` (GGUF headers), `mmap`, `quant`.
 
@@ -22,6 +23,7 @@ mod ops;
 pub mod quant;
 mod store;
 mod tensor;
+mod winograd;
 
 use std::ffi::CStr;
 use std::sync::{Mutex, Once};
@@ -31,7 +33,7 @@ use ggml_sys as sys;
 pub use backend::{Backend, BackendBuffer, Scheduler};
 pub use gemv::MAX_ROW_DOT_VECTORS;
 pub use graph::{Graph, OwnedGraph};
-pub use ops::{RowKernel, Unfold};
+pub use ops::{ConvKernel, RowKernel, Unfold};
 pub use quant::{dequantize, quantize, GgmlType};
 pub use store::{StoredTensor, TensorSpec, TensorStore, TENSOR_ALIGNMENT};
 pub use tensor::{as_bytes, Context, Slot, Tensor};

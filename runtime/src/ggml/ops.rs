@@ -3,7 +3,7 @@
 
 use ggml_sys as sys;
 
-use super::{gemv, Context, GgmlType, Tensor};
+use super::{gemv, winograd, Context, GgmlType, Tensor};
 
 /// Columns a product gets at least in a column-invariant context: above
 /// `gemv`'s vector count and ggml's one-column path.
@@ -460,6 +460,91 @@ impl Context {
                 geometry.pack(),
             )
         })
+    }
+}
+
+/// How a conv kernel is laid out in memory, chosen at load for the
+/// arithmetic the backend computes the conv with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ConvKernel {
+    /// `[c_in, k, c_out]`: the unfolded input times the kernel, one product.
+    Unfolded { k: usize },
+    /// `[c_out, c_in, α]`, transformed for [`Context::conv_winograd`].
+    Winograd { k: usize },
+}
+
+impl ConvKernel {
+    /// The layout for a causal conv of `k` taps to `c_out` channels: the
+    /// CPU's fast convolution where it applies and `fast` allows it, else
+    /// the direct product.
+    pub fn choose(k: usize, c_out: usize, fast: bool) -> Self {
+        match fast && winograd::applies(k, c_out) {
+            true => Self::Winograd { k },
+            false => Self::Unfolded { k },
+        }
+    }
+
+    /// Taps.
+    pub fn k(self) -> usize {
+        match self {
+            Self::Unfolded { k } | Self::Winograd { k } => k,
+        }
+    }
+
+    /// The kernel's dims in this layout.
+    pub fn dims(self, c_in: usize, c_out: usize) -> [usize; 3] {
+        match self {
+            Self::Unfolded { k } => [c_in, k, c_out],
+            Self::Winograd { k } => [c_out, c_in, winograd::Transform::get(k).alpha()],
+        }
+    }
+
+    /// A Winograd layout's kernel from `w` stored `[k, c_in, c_out]`.
+    pub fn winograd_kernel(k: usize, w: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
+        winograd::Transform::get(k).kernel(w, c_in, c_out)
+    }
+}
+
+impl Context {
+    /// A causal conv: `xp` `[c_in, (k − 1)·d + n]` (the input after its left
+    /// context, contiguous F32), kernel `w` laid out as `layout` says, `bias`
+    /// `[c_out]` or none → `[c_out, n]`. Segments of `segment` outputs (`n` a
+    /// multiple of it) are computed on their own: an output is the same
+    /// whether the next segment is in the same call or not, so a stream
+    /// computed in whole segments equals the whole computed at once.
+    pub fn causal_conv<'a>(
+        &'a self,
+        xp: Tensor<'a>,
+        w: Tensor<'a>,
+        layout: ConvKernel,
+        bias: Option<Tensor<'a>>,
+        dilation: usize,
+        segment: usize,
+    ) -> Tensor<'a> {
+        let ConvKernel::Unfolded { k } = layout else {
+            return self.conv_winograd(xp, w, bias, dilation, segment);
+        };
+        let [c_in, _, c_out, _] = w.ne();
+        let cols = if k == 1 {
+            xp
+        } else {
+            // In the kernel's type: an F16 product would otherwise convert it.
+            let ty = if w.ty() == GgmlType::F16 {
+                GgmlType::F16
+            } else {
+                GgmlType::F32
+            };
+            let geometry = Unfold {
+                dilation,
+                ..Unfold::PLAIN
+            };
+            self.unfold_columns(xp, k, geometry, ty)
+        };
+        let y = self.mul_mat(self.reshape(w, &[c_in * k as i64, c_out]), cols);
+        match bias {
+            Some(b) => self.add(y, b),
+            None => y,
+        }
     }
 }
 
