@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 use crate::ggml::{Backend, Context, GgmlType, OwnedGraph, StoredTensor, Tensor, Unfold};
 use crate::gguf_schema::tensors::{self, codec_encoder as names};
 use crate::gguf_schema::ARCH_TOKENIZER;
-use crate::layers::{add_bias, decoder_block, elu, BlockKind, BlockWeights, KvCache};
+use crate::layers::{add_bias, decoder_block, BlockKind, BlockWeights, KvCache};
 use crate::model_file::GgufFile;
 use crate::weights::{
     kernel_dims, load_weights_with, permute3, upcast_to_f32, Prepared, WeightSource,
@@ -280,12 +280,12 @@ fn build<'a>(
     // SEANet.
     let mut x = causal_conv(ctx, audio, &w.first_conv, 1, false);
     for stage in &w.stages {
-        let y = causal_conv(ctx, elu(ctx, x), &stage.residual[0], 1, false);
-        let y = causal_conv(ctx, elu(ctx, y), &stage.residual[1], 1, false);
+        let y = causal_conv(ctx, ctx.elu(x), &stage.residual[0], 1, false);
+        let y = causal_conv(ctx, ctx.elu(y), &stage.residual[1], 1, false);
         x = ctx.add(x, y);
-        x = causal_conv(ctx, elu(ctx, x), &stage.downsample, stage.stride, false);
+        x = causal_conv(ctx, ctx.elu(x), &stage.downsample, stage.stride, false);
     }
-    let x = causal_conv(ctx, elu(ctx, x), &w.last_conv, 1, false);
+    let x = causal_conv(ctx, ctx.elu(x), &w.last_conv, 1, false);
 
     // Causal transformer.
     let t = &cfg.transformer;

@@ -9,8 +9,8 @@
 //! the scheduler's buffers.
 //!
 //! Submodules: `tensor` (contexts, tensor handles), `ops` (graph operations
-//! and custom kernels), `gemv` (the quantised matrix × vector kernel), `winograd` (fast
-//! convolution),
+//! and custom kernels), `gemv` (the quantised matrix × vector kernel), `rows` (SnakeBeta and
+//! ELU), `winograd` (fast convolution),
 //! `graph` (reusable graphs), `store` (persistent tensors), `backend`
 //! (backends, buffers, scheduler), `gguf` (GGUF headers), `mmap`, `quant`.
 
@@ -21,6 +21,7 @@ mod graph;
 pub mod mmap;
 mod ops;
 pub mod quant;
+mod rows;
 mod store;
 mod tensor;
 mod winograd;

@@ -340,9 +340,6 @@ impl Context {
     pub fn pad_reflect<'a>(&'a self, a: Tensor<'a>, left: i32, right: i32) -> Tensor<'a> {
         self.wrap(unsafe { sys::ggml_pad_reflect_1d(self.raw(), a.raw(), left, right) })
     }
-    pub fn elu<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
-        self.wrap(unsafe { sys::ggml_elu(self.raw(), a.raw()) })
-    }
     /// Casts (copies) `a` to type `ty`.
     pub fn cast<'a>(&'a self, a: Tensor<'a>, ty: GgmlType) -> Tensor<'a> {
         self.wrap(unsafe { sys::ggml_cast(self.raw(), a.raw(), ty.raw()) })
