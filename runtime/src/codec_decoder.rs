@@ -22,7 +22,9 @@ use std::sync::Arc;
 
 use crate::config::CodecDecoderConfig;
 use crate::error::{Error, Result};
-use crate::ggml::{Backend, ConvKernel, GgmlType, OwnedGraph, Slot, StoredTensor, TensorStore};
+use crate::ggml::{
+    Backend, ConvKernel, GgmlType, OwnedGraph, Slot, StoredTensor, TapsKernel, TensorStore,
+};
 use crate::gguf_schema::tensors::{self, codec_decoder as names};
 use crate::gguf_schema::ARCH_TOKENIZER;
 use crate::layers::{
@@ -78,15 +80,11 @@ fn prepare(
         name: name.to_string(),
         reason,
     };
-    let elem = match ty {
-        GgmlType::F32 => 4,
-        GgmlType::F16 | GgmlType::BF16 => 2,
-        other => {
-            return Err(bad(format!(
-                "convolution kernels must be F32/F16, found {other:?}"
-            )))
-        }
-    };
+    if !matches!(ty, GgmlType::F32 | GgmlType::F16 | GgmlType::BF16) {
+        return Err(bad(format!(
+            "convolution kernels must be F32/F16, found {ty:?}"
+        )));
+    }
     let ne = kernel_dims(file, name)?;
     if name.contains(".dwconv.") {
         if ne[1] != 1 {
@@ -108,18 +106,17 @@ fn prepare(
     // (the direct decode runs ~15 % slower from an F16 file than from an F32
     // one), and the transformed kernels are F32 anyway.
     let upcast;
-    let (ty, elem, bytes) = if options.fast_convolution && ty != GgmlType::F32 {
+    let (ty, bytes) = if options.fast_convolution && ty != GgmlType::F32 {
         upcast = crate::ggml::as_bytes(&file.tensor_f32(name)?).to_vec();
-        (GgmlType::F32, 4, &upcast[..])
+        (GgmlType::F32, &upcast[..])
     } else {
-        (ty, elem, bytes)
+        (ty, bytes)
     };
     if names::is_transposed_conv(name) {
-        return Ok(Some(Prepared {
-            ty,
-            ne: vec![ne[2] as i64, ne[1] as i64, ne[0] as i64],
-            bytes: permute3(bytes, elem, ne, [2, 1, 0]),
-        }));
+        let layout = taps_layout(ne, options);
+        return Ok(Some(CausalTransposedConv::prepare_kernel(
+            layout, ty, bytes, ne,
+        )));
     }
     let layout = conv_layout(ne, options);
     CausalConv::prepare_kernel(layout, ty, bytes, || file.tensor_f32(name), ne).map(Some)
@@ -128,6 +125,27 @@ fn prepare(
 /// How a conv kernel stored `[k, c_in, c_out]` is laid out in memory.
 fn conv_layout([k, _, c_out]: [usize; 3], options: DecoderOptions) -> ConvKernel {
     ConvKernel::choose(k, c_out, options.fast_convolution)
+}
+
+/// How a transposed conv kernel stored `[k, c_out, c_in]` is laid out.
+fn taps_layout([k, c_out, _]: [usize; 3], options: DecoderOptions) -> TapsKernel {
+    TapsKernel::choose(c_out, k, options.fast_convolution)
+}
+
+/// How each kernel of a file is laid out (by name), as `prepare` laid it out.
+struct Layouts<'f> {
+    file: &'f GgufFile,
+    options: DecoderOptions,
+}
+
+impl Layouts<'_> {
+    fn conv(&self, name: &str) -> Result<ConvKernel> {
+        Ok(conv_layout(kernel_dims(self.file, name)?, self.options))
+    }
+
+    fn taps(&self, name: &str) -> Result<TapsKernel> {
+        Ok(taps_layout(kernel_dims(self.file, name)?, self.options))
+    }
 }
 
 /// How a decoder is loaded.
@@ -196,17 +214,13 @@ pub struct CodecDecoderWeights {
 }
 
 impl CodecDecoderWeights {
-    /// `layout` tells how each conv kernel (by name) was prepared.
-    fn load(
-        src: &WeightSource,
-        cfg: &CodecDecoderConfig,
-        layout: impl Fn(&str) -> Result<ConvKernel>,
-    ) -> Result<Self> {
+    /// `layouts` tells how each conv kernel was prepared.
+    fn load(src: &WeightSource, cfg: &CodecDecoderConfig, layouts: &Layouts) -> Result<Self> {
         let mut states = StreamStateLayout::default();
         let w = |stem: &str| src.kernel(&tensors::join(stem, tensors::CONV_WEIGHT));
         let b = |stem: &str| src.any(&tensors::join(stem, tensors::CONV_BIAS)).map(Some);
         let conv = |stem: &str, dilation: usize, states: &mut StreamStateLayout| {
-            let kernel = layout(&tensors::join(stem, tensors::CONV_WEIGHT))?;
+            let kernel = layouts.conv(&tensors::join(stem, tensors::CONV_WEIGHT))?;
             Ok::<_, Error>(CausalConv::new(
                 w(stem)?,
                 kernel,
@@ -216,7 +230,8 @@ impl CodecDecoderWeights {
             ))
         };
         let tconv = |stem: &str, stride: usize, states: &mut StreamStateLayout| {
-            CausalTransposedConv::new(w(stem)?, b(stem)?, stride, states).ok_or_else(|| {
+            let kernel = layouts.taps(&tensors::join(stem, tensors::CONV_WEIGHT))?;
+            CausalTransposedConv::new(w(stem)?, kernel, b(stem)?, stride, states).ok_or_else(|| {
                 src.error(
                     &tensors::join(stem, tensors::CONV_WEIGHT),
                     format!("kernel size is not a multiple of the stride {stride}"),
@@ -324,8 +339,8 @@ impl CodecDecoderWeights {
             bias(&l.bias, c_out).map(|_| c_out)
         };
         let tconv = |l: &CausalTransposedConv, c: usize| {
-            let (c_out, k) = (dim(&l.weight, 1), dim(&l.weight, 2));
-            want(&l.weight, &[c, c_out, k])?;
+            let (_, c_out, k) = l.dims();
+            want(&l.weight, &l.kernel.dims(c, c_out, k))?;
             bias(&l.bias, c_out).map(|_| c_out)
         };
         let snake = |l: &Snake, c: usize| {
@@ -416,9 +431,12 @@ impl CodecDecoder {
             |name| name.starts_with(names::PREFIX) && !names::is_rvq_input_proj(name),
             |name, bytes| prepare(&file, name, bytes, options),
         )?;
-        let layout = |name: &str| Ok(conv_layout(kernel_dims(&file, name)?, options));
+        let layouts = Layouts {
+            file: &file,
+            options,
+        };
         let src = WeightSource::new(&store, file.path());
-        let weights = CodecDecoderWeights::load(&src, &config, layout)?;
+        let weights = CodecDecoderWeights::load(&src, &config, &layouts)?;
         Ok(Self {
             config,
             weights,

@@ -4,7 +4,9 @@
 
 use crate::config::TransformerConfig;
 use crate::error::Result;
-use crate::ggml::{as_bytes, Context, ConvKernel, GgmlType, StoredTensor, Tensor, TensorStore};
+use crate::ggml::{
+    as_bytes, Context, ConvKernel, GgmlType, StoredTensor, TapsKernel, Tensor, TensorStore,
+};
 use crate::gguf_schema::tensors::{self, block};
 use crate::weights::{permute3, Linear, Prepared, WeightSource};
 
@@ -587,6 +589,11 @@ impl CausalConv {
                 ne,
                 bytes: permute3(bytes, ty.type_size(), [k, c_in, c_out], [1, 0, 2]),
             },
+            ConvKernel::Pointwise => Prepared {
+                ty: GgmlType::F32,
+                ne,
+                bytes: permute3(as_bytes(&values()?), 4, [1, c_in, c_out], [2, 1, 0]),
+            },
             ConvKernel::Winograd { k } => Prepared {
                 ty: GgmlType::F32,
                 ne,
@@ -600,7 +607,7 @@ impl CausalConv {
         let ne = self.weight.ne();
         match self.kernel {
             ConvKernel::Unfolded { .. } => (ne[0] as usize, ne[2] as usize),
-            ConvKernel::Winograd { .. } => (ne[1] as usize, ne[0] as usize),
+            ConvKernel::Winograd { .. } | ConvKernel::Pointwise => (ne[1] as usize, ne[0] as usize),
         }
     }
 
@@ -627,6 +634,7 @@ impl CausalConv {
 #[derive(Clone, Debug)]
 pub struct CausalTransposedConv {
     pub weight: StoredTensor,
+    pub kernel: TapsKernel,
     pub bias: Option<StoredTensor>,
     pub stride: usize,
     pub state: Option<usize>,
@@ -636,21 +644,52 @@ impl CausalTransposedConv {
     /// `None` when the kernel size is not a multiple of the stride.
     pub fn new(
         weight: StoredTensor,
+        kernel: TapsKernel,
         bias: Option<StoredTensor>,
         stride: usize,
         states: &mut StreamStateLayout,
     ) -> Option<Self> {
-        let [c_in, _, k, _] = weight.ne();
-        if stride == 0 || !(k as usize).is_multiple_of(stride) {
-            return None;
-        }
-        let state = states.slot(c_in as usize, k as usize / stride - 1);
-        Some(Self {
+        let mut conv = Self {
             weight,
+            kernel,
             bias,
             stride,
-            state,
-        })
+            state: None,
+        };
+        let (c_in, _, k) = conv.dims();
+        if stride == 0 || !k.is_multiple_of(stride) {
+            return None;
+        }
+        conv.state = states.slot(c_in, k / stride - 1);
+        Some(conv)
+    }
+
+    /// A kernel stored `[k, c_out, c_in]` (taps fastest; `bytes` of type
+    /// `ty`) in the layout `kernel`.
+    pub fn prepare_kernel(
+        kernel: TapsKernel,
+        ty: GgmlType,
+        bytes: &[u8],
+        [k, c_out, c_in]: [usize; 3],
+    ) -> Prepared {
+        let order = match kernel {
+            TapsKernel::InputsFastest => [2, 1, 0],
+            TapsKernel::OutputsFastest => [1, 0, 2],
+        };
+        Prepared {
+            ty,
+            ne: kernel.dims(c_in, c_out, k).map(|d| d as i64).to_vec(),
+            bytes: permute3(bytes, ty.type_size(), [k, c_out, c_in], order),
+        }
+    }
+
+    /// Channels in and out, taps.
+    pub fn dims(&self) -> (usize, usize, usize) {
+        let ne = self.weight.ne().map(|d| d as usize);
+        match self.kernel {
+            TapsKernel::InputsFastest => (ne[0], ne[1], ne[2]),
+            TapsKernel::OutputsFastest => (ne[2], ne[0], ne[1]),
+        }
     }
 
     /// `x` `[c_in, n]` → `[c_out, s·n]`.
@@ -662,13 +701,12 @@ impl CausalTransposedConv {
     ) -> Tensor<'a> {
         let w = ctx.stored(&self.weight);
         let s = self.stride;
-        let [c_in, c_out, k, _] = w.ne();
-        let (k, c_out) = (k as usize, c_out as usize);
+        let (_, c_out, k) = self.dims();
         let m = k / s; // input frames that overlap one output stretch
         let n = x.ne()[1] as usize;
         let xp = cc.extend(ctx, self.state, x, m - 1);
         // z[:, t] = every tap's contribution of input column t, ordered (tap, c_out).
-        let z = ctx.mul_mat(ctx.reshape(w, &[c_in, (c_out * k) as i64]), xp);
+        let z = ctx.taps_product(w, self.kernel, xp);
         let es = z.element_size();
         // Taps q·s..(q+1)·s of input column t − q land on output stretch t.
         let y = sum(

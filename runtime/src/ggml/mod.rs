@@ -9,12 +9,13 @@
 //! the scheduler's buffers.
 //!
 //! Submodules: `tensor` (contexts, tensor handles), `ops` (graph operations
-//! and custom kernels), `gemv` (the quantised matrix × vector kernel), `rows` (SnakeBeta and
-//! ELU), `winograd` (fast convolution),
+//! and custom kernels), `gemv` (the quantised matrix × vector kernel), `gemm` (products with
+//! the weights outputs fastest), `rows` (SnakeBeta and ELU), `winograd` (fast convolution),
 //! `graph` (reusable graphs), `store` (persistent tensors), `backend`
 //! (backends, buffers, scheduler), `gguf` (GGUF headers), `mmap`, `quant`.
 
 mod backend;
+mod gemm;
 mod gemv;
 pub mod gguf;
 mod graph;
@@ -34,7 +35,7 @@ use ggml_sys as sys;
 pub use backend::{Backend, BackendBuffer, Scheduler};
 pub use gemv::MAX_ROW_DOT_VECTORS;
 pub use graph::{Graph, OwnedGraph};
-pub use ops::{ConvKernel, RowKernel, Unfold};
+pub use ops::{ConvKernel, RowKernel, TapsKernel, Unfold};
 pub use quant::{dequantize, quantize, GgmlType};
 pub use store::{StoredTensor, TensorSpec, TensorStore, TENSOR_ALIGNMENT};
 pub use tensor::{as_bytes, Context, Slot, Tensor};

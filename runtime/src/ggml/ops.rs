@@ -3,7 +3,7 @@
 
 use ggml_sys as sys;
 
-use super::{gemv, winograd, Context, GgmlType, Tensor};
+use super::{gemm, gemv, winograd, Context, GgmlType, Tensor};
 
 /// Columns a product gets at least in a column-invariant context: above
 /// `gemv`'s vector count and ggml's one-column path.
@@ -466,6 +466,9 @@ impl Context {
 pub enum ConvKernel {
     /// `[c_in, k, c_out]`: the unfolded input times the kernel, one product.
     Unfolded { k: usize },
+    /// One tap, `[c_out, c_in]` (outputs fastest): one product by
+    /// [`Context::mul_mat_outputs_fastest`].
+    Pointwise,
     /// `[c_out, c_in, α]`, transformed for [`Context::conv_winograd`].
     Winograd { k: usize },
 }
@@ -475,9 +478,12 @@ impl ConvKernel {
     /// CPU's fast convolution where it applies and `fast` allows it, else
     /// the direct product.
     pub fn choose(k: usize, c_out: usize, fast: bool) -> Self {
-        match fast && winograd::applies(k, c_out) {
-            true => Self::Winograd { k },
-            false => Self::Unfolded { k },
+        if fast && winograd::applies(k, c_out) {
+            Self::Winograd { k }
+        } else if fast && k == 1 && outputs_fastest_pays(c_out) {
+            Self::Pointwise
+        } else {
+            Self::Unfolded { k }
         }
     }
 
@@ -485,6 +491,7 @@ impl ConvKernel {
     pub fn k(self) -> usize {
         match self {
             Self::Unfolded { k } | Self::Winograd { k } => k,
+            Self::Pointwise => 1,
         }
     }
 
@@ -492,6 +499,7 @@ impl ConvKernel {
     pub fn dims(self, c_in: usize, c_out: usize) -> [usize; 3] {
         match self {
             Self::Unfolded { k } => [c_in, k, c_out],
+            Self::Pointwise => [c_out, c_in, 1],
             Self::Winograd { k } => [c_out, c_in, winograd::Transform::get(k).alpha()],
         }
     }
@@ -499,6 +507,59 @@ impl ConvKernel {
     /// A Winograd layout's kernel from `w` stored `[k, c_in, c_out]`.
     pub fn winograd_kernel(k: usize, w: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
         winograd::Transform::get(k).kernel(w, c_in, c_out)
+    }
+}
+
+/// Whether products to `n_out` outputs are faster with the weights outputs
+/// fastest (the CPU has FMA and a row of 16 outputs is filled).
+fn outputs_fastest_pays(n_out: usize) -> bool {
+    n_out >= 16 && gemm::fma_supported()
+}
+
+/// How a transposed conv's kernel is laid out in memory.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum TapsKernel {
+    /// `[c_in, c_out, k]`: ggml's product.
+    InputsFastest,
+    /// `[c_out, k, c_in]`: [`Context::mul_mat_outputs_fastest`].
+    OutputsFastest,
+}
+
+impl TapsKernel {
+    /// The layout for `c_out · k` outputs per input column.
+    pub fn choose(c_out: usize, k: usize, fast: bool) -> Self {
+        match fast && outputs_fastest_pays(c_out * k) {
+            true => Self::OutputsFastest,
+            false => Self::InputsFastest,
+        }
+    }
+
+    /// The kernel's dims in this layout.
+    pub fn dims(self, c_in: usize, c_out: usize, k: usize) -> [usize; 3] {
+        match self {
+            Self::InputsFastest => [c_in, c_out, k],
+            Self::OutputsFastest => [c_out, k, c_in],
+        }
+    }
+}
+
+impl Context {
+    /// Every tap's contribution of every column of `x` `[c_in, n]`:
+    /// `[c_out·k, n]` ordered (tap, output channel), for a kernel laid out as
+    /// `layout` says.
+    pub fn taps_product<'a>(
+        &'a self,
+        w: Tensor<'a>,
+        layout: TapsKernel,
+        x: Tensor<'a>,
+    ) -> Tensor<'a> {
+        let ne = w.ne();
+        match layout {
+            TapsKernel::InputsFastest => self.mul_mat(self.reshape(w, &[ne[0], ne[1] * ne[2]]), x),
+            TapsKernel::OutputsFastest => {
+                self.mul_mat_outputs_fastest(self.reshape(w, &[ne[0] * ne[1], ne[2]]), x)
+            }
+        }
     }
 }
 
@@ -518,8 +579,15 @@ impl Context {
         dilation: usize,
         segment: usize,
     ) -> Tensor<'a> {
-        let ConvKernel::Unfolded { k } = layout else {
-            return self.conv_winograd(xp, w, bias, dilation, segment);
+        let k = match layout {
+            ConvKernel::Winograd { .. } => {
+                return self.conv_winograd(xp, w, bias, dilation, segment)
+            }
+            ConvKernel::Pointwise => {
+                let y = self.mul_mat_outputs_fastest(w, xp);
+                return bias.map_or(y, |b| self.add(y, b));
+            }
+            ConvKernel::Unfolded { k } => k,
         };
         let [c_in, _, c_out, _] = w.ne();
         let cols = if k == 1 {

@@ -27,6 +27,7 @@ use std::sync::OnceLock;
 
 use ggml_sys as sys;
 
+use super::gemm::fma_supported;
 use super::{Context, GgmlType, Tensor};
 
 /// Outputs per tile.
@@ -338,22 +339,7 @@ impl Context {
                     tiling(0).pack(),
                 )
             });
-            let mut args = [u.raw(), v.raw()];
-            let m = self.wrap(unsafe {
-                sys::ggml_custom_4d(
-                    self.raw(),
-                    GgmlType::F32.raw(),
-                    c_out,
-                    (count * per_segment) as i64,
-                    alpha,
-                    1,
-                    args.as_mut_ptr(),
-                    2,
-                    Some(products_thunk),
-                    sys::GGML_N_TASKS_MAX,
-                    std::ptr::null_mut(),
-                )
-            });
+            let m = self.mul_mat_outputs_fastest(u, v); // [c_out, tiles, α]
             let mut args: Vec<_> = std::iter::once(m.raw())
                 .chain(bias.map(|b| b.raw()))
                 .collect();
@@ -474,221 +460,6 @@ unsafe extern "C" fn input_thunk(
                 let at = (xi * tiles + t) * c;
                 let out = std::slice::from_raw_parts_mut((dst.data as *mut f32).add(at), c);
                 combine_dispatch(out, None, &terms);
-            }
-        }
-    }
-}
-
-/// Tiles × output channels of one register block of [`products`].
-const ROWS: usize = 6;
-const COLS: usize = 16;
-/// Input channels per pass over a block: each pass sums its channels from
-/// zero and adds that to the total, which keeps the rounding error of a sum
-/// over many channels near that of ggml's eight-lane sums (sums of 256 cost
-/// the 0.6B vocoder 8 dB of SNR against the direct convolution).
-const DEPTH: usize = 64;
-/// Tiles per work item (a kernel panel is reused over all of them).
-const SPAN: usize = 512;
-
-/// Thread `ith`'s share of the products `M_ξ = V_ξ U_ξ` (sources: `U`
-/// `[c_out, c_in, α]`, `V` `[c_in, tiles, α]`; output `[c_out, tiles, α]`).
-/// ggml's GEMM takes dot products along the input channels, whose
-/// horizontal sums cost as much as the products when the channels are few
-/// (96–192 in the vocoder's late blocks: ~60 GFLOP/s); here each input
-/// value is broadcast against a row of 16 outputs instead. Every output is
-/// summed over the input channels in order with fused multiply-adds,
-/// whatever the block it falls in, so that no result depends on the tile
-/// count.
-unsafe extern "C" fn products_thunk(
-    dst: *mut sys::ggml_tensor,
-    ith: std::os::raw::c_int,
-    nth: std::os::raw::c_int,
-    _userdata: *mut std::os::raw::c_void,
-) {
-    // SAFETY: `conv_winograd` created `U`, `V` and the output contiguous F32
-    // with the shapes above.
-    unsafe {
-        let dst = &*dst;
-        let (u, v) = (&*dst.src[0], &*dst.src[1]);
-        let (c_out, c_in, alpha) = (u.ne[0] as usize, u.ne[1] as usize, u.ne[2] as usize);
-        let tiles = v.ne[1] as usize;
-        let shape = Shape { c_in, c_out };
-        // Work items: (point, block of tiles), split in contiguous ranges.
-        let blocks = tiles.div_ceil(SPAN);
-        let items = alpha * blocks;
-        let (ith, nth) = (ith as usize, nth as usize);
-        for item in items * ith / nth..items * (ith + 1) / nth {
-            let (xi, b) = (item / blocks, item % blocks);
-            let t0 = b * SPAN;
-            let t1 = (t0 + SPAN).min(tiles);
-            let u = (u.data as *const f32).add(xi * c_in * c_out);
-            let v = (v.data as *const f32).add(xi * tiles * c_in);
-            let m = (dst.data as *mut f32).add(xi * tiles * c_out);
-            products(shape, u, v, m, t0..t1);
-        }
-    }
-}
-
-#[derive(Clone, Copy)]
-struct Shape {
-    c_in: usize,
-    c_out: usize,
-}
-
-/// The products of tiles `range` of one point (see [`products_thunk`]).
-///
-/// # Safety
-/// `u` `[c_out, c_in]`, `v` `[c_in, tiles]` and `m` `[c_out, tiles]`
-/// (first dim fastest) are valid F32 arrays.
-unsafe fn products(
-    s: Shape,
-    u: *const f32,
-    v: *const f32,
-    m: *mut f32,
-    range: std::ops::Range<usize>,
-) {
-    #[cfg(target_arch = "x86_64")]
-    if fma_supported() {
-        // SAFETY: the CPU has AVX2 and FMA.
-        return unsafe { x86::products(s, u, v, m, range) };
-    }
-    // SAFETY: as this function requires.
-    unsafe { products_portable(s, u, v, m, range) }
-}
-
-/// Whether [`products`] runs its fused multiply-adds in hardware (the
-/// fast convolution is chosen only then: a software `fma` would be slow).
-pub fn fma_supported() -> bool {
-    #[cfg(target_arch = "x86_64")]
-    {
-        static FMA: OnceLock<bool> = OnceLock::new();
-        *FMA.get_or_init(|| is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma"))
-    }
-    #[cfg(not(target_arch = "x86_64"))]
-    {
-        true
-    }
-}
-
-/// One block: `rows` tiles from `t`, `cols` outputs from `co`, input
-/// channels `ci` (added to the sums already in `m` unless `ci` starts at 0).
-#[inline(always)]
-unsafe fn block_portable(
-    s: Shape,
-    (u, v, m): (*const f32, *const f32, *mut f32),
-    (t, rows): (usize, usize),
-    (co, cols): (usize, usize),
-    ci: std::ops::Range<usize>,
-) {
-    unsafe {
-        for j in t..t + rows {
-            let out = m.add(j * s.c_out + co);
-            let mut acc = [0.0f32; COLS];
-            for i in ci.clone() {
-                let b = *v.add(j * s.c_in + i);
-                let row = u.add(i * s.c_out + co);
-                for (q, a) in acc.iter_mut().enumerate().take(cols) {
-                    *a = b.mul_add(*row.add(q), *a);
-                }
-            }
-            for (q, a) in acc.iter().enumerate().take(cols) {
-                *out.add(q) = if ci.start > 0 { *out.add(q) + *a } else { *a };
-            }
-        }
-    }
-}
-
-#[inline(always)]
-unsafe fn products_portable(
-    s: Shape,
-    u: *const f32,
-    v: *const f32,
-    m: *mut f32,
-    range: std::ops::Range<usize>,
-) {
-    unsafe {
-        for c0 in (0..s.c_in).step_by(DEPTH) {
-            let ci = c0..(c0 + DEPTH).min(s.c_in);
-            for co in (0..s.c_out).step_by(COLS) {
-                let cols = COLS.min(s.c_out - co);
-                for t in range.clone().step_by(ROWS) {
-                    let rows = ROWS.min(range.end - t);
-                    block_portable(s, (u, v, m), (t, rows), (co, cols), ci.clone());
-                }
-            }
-        }
-    }
-}
-
-#[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::*;
-    use std::arch::x86_64::*;
-
-    /// [`products_portable`] with blocks of 16 outputs in AVX2 registers
-    /// (up to 6 × 16 accumulators); the same sums, in the same order.
-    #[target_feature(enable = "avx2,fma")]
-    pub(super) unsafe fn products(
-        s: Shape,
-        u: *const f32,
-        v: *const f32,
-        m: *mut f32,
-        range: std::ops::Range<usize>,
-    ) {
-        unsafe {
-            for c0 in (0..s.c_in).step_by(DEPTH) {
-                let ci = c0..(c0 + DEPTH).min(s.c_in);
-                for co in (0..s.c_out).step_by(COLS) {
-                    let cols = COLS.min(s.c_out - co);
-                    for t in range.clone().step_by(ROWS) {
-                        let rows = ROWS.min(range.end - t);
-                        let at = (u, v, m);
-                        match (rows, cols == COLS) {
-                            (6, true) => block::<6>(s, at, t, co, ci.clone()),
-                            (5, true) => block::<5>(s, at, t, co, ci.clone()),
-                            (4, true) => block::<4>(s, at, t, co, ci.clone()),
-                            (3, true) => block::<3>(s, at, t, co, ci.clone()),
-                            (2, true) => block::<2>(s, at, t, co, ci.clone()),
-                            (1, true) => block::<1>(s, at, t, co, ci.clone()),
-                            _ => block_portable(s, at, (t, rows), (co, cols), ci.clone()),
-                        }
-                    }
-                }
-            }
-        }
-    }
-
-    /// `R` tiles × 16 outputs in registers.
-    #[inline]
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn block<const R: usize>(
-        s: Shape,
-        (u, v, m): (*const f32, *const f32, *mut f32),
-        t: usize,
-        co: usize,
-        ci: std::ops::Range<usize>,
-    ) {
-        unsafe {
-            let mut acc = [[_mm256_setzero_ps(); 2]; R];
-            let vrow = v.add(t * s.c_in);
-            for i in ci.clone() {
-                let row = u.add(i * s.c_out + co);
-                let (u0, u1) = (_mm256_loadu_ps(row), _mm256_loadu_ps(row.add(8)));
-                for (j, a) in acc.iter_mut().enumerate() {
-                    let b = _mm256_broadcast_ss(&*vrow.add(j * s.c_in + i));
-                    a[0] = _mm256_fmadd_ps(b, u0, a[0]);
-                    a[1] = _mm256_fmadd_ps(b, u1, a[1]);
-                }
-            }
-            for (j, a) in acc.iter().enumerate() {
-                let out = m.add((t + j) * s.c_out + co);
-                let (mut a0, mut a1) = (a[0], a[1]);
-                if ci.start > 0 {
-                    a0 = _mm256_add_ps(_mm256_loadu_ps(out), a0);
-                    a1 = _mm256_add_ps(_mm256_loadu_ps(out.add(8)), a1);
-                }
-                _mm256_storeu_ps(out, a0);
-                _mm256_storeu_ps(out.add(8), a1);
             }
         }
     }
@@ -825,6 +596,9 @@ mod tests {
                     .collect()
             }
             ConvKernel::Winograd { .. } => Transform::get(k).kernel(w, c_in, c_out),
+            ConvKernel::Pointwise => (0..c_in * c_out)
+                .map(|i| w[(i % c_out) * c_in + i / c_out])
+                .collect(),
         };
         let dims = layout.dims(c_in, c_out).map(|d| d as i64);
         let len = (x.len() / c_in) as i64;
@@ -890,6 +664,19 @@ mod tests {
             (8, 8, 5, 3, 33, 3),
             (24, 16, 6, 2, 13, 4),
         ]);
+        // one tap, outputs fastest
+        for (c_in, c_out, n) in [(96, 96, 40), (200, 37, 13), (7, 16, 1)] {
+            let x = noise(c_in * n, 300, 2.0);
+            let w = noise(c_in * c_out, 301, 1.0 / c_in as f32);
+            let b = noise(c_out, 302, 0.1);
+            let direct = conv(ConvKernel::Unfolded { k: 1 }, &x, c_in, &w, &b, c_out, 1, n);
+            let fast = conv(ConvKernel::Pointwise, &x, c_in, &w, &b, c_out, 1, n);
+            let err = rel_rms(&fast, &direct);
+            assert!(
+                err <= 1e-6,
+                "pointwise {c_in}→{c_out}: relative error {err:e}"
+            );
+        }
         for (i, &(c_in, c_out, k, d, segment, segments)) in cases.iter().enumerate() {
             let len = (k - 1) * d + segment * segments;
             let x = noise(c_in * len, i as u64, 2.0);
