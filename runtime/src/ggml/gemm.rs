@@ -173,6 +173,26 @@ unsafe fn block_portable(
     }
 }
 
+/// Visits the blocks of columns `range` × outputs `outs`: for each pass of
+/// [`DEPTH`] input channels, (first column, rows, first output, outputs).
+#[inline(always)]
+fn for_blocks(
+    s: Shape,
+    range: std::ops::Range<usize>,
+    outs: std::ops::Range<usize>,
+    mut block: impl FnMut((usize, usize), (usize, usize), std::ops::Range<usize>),
+) {
+    for c0 in (0..s.c_in).step_by(DEPTH) {
+        let ci = c0..(c0 + DEPTH).min(s.c_in);
+        for co in outs.clone().step_by(COLS) {
+            let cols = COLS.min(outs.end - co);
+            for t in range.clone().step_by(ROWS) {
+                block((t, ROWS.min(range.end - t)), (co, cols), ci.clone());
+            }
+        }
+    }
+}
+
 #[inline(always)]
 unsafe fn products_portable(
     s: Shape,
@@ -182,18 +202,10 @@ unsafe fn products_portable(
     range: std::ops::Range<usize>,
     outs: std::ops::Range<usize>,
 ) {
-    unsafe {
-        for c0 in (0..s.c_in).step_by(DEPTH) {
-            let ci = c0..(c0 + DEPTH).min(s.c_in);
-            for co in outs.clone().step_by(COLS) {
-                let cols = COLS.min(outs.end - co);
-                for t in range.clone().step_by(ROWS) {
-                    let rows = ROWS.min(range.end - t);
-                    block_portable(s, (u, v, m), (t, rows), (co, cols), ci.clone());
-                }
-            }
-        }
-    }
+    for_blocks(s, range, outs, |rows, cols, ci| {
+        // SAFETY: as this function requires.
+        unsafe { block_portable(s, (u, v, m), rows, cols, ci) }
+    });
 }
 
 #[cfg(target_arch = "x86_64")]
@@ -212,27 +224,22 @@ mod x86 {
         range: std::ops::Range<usize>,
         outs: std::ops::Range<usize>,
     ) {
-        unsafe {
-            for c0 in (0..s.c_in).step_by(DEPTH) {
-                let ci = c0..(c0 + DEPTH).min(s.c_in);
-                for co in outs.clone().step_by(COLS) {
-                    let cols = COLS.min(outs.end - co);
-                    for t in range.clone().step_by(ROWS) {
-                        let rows = ROWS.min(range.end - t);
-                        let at = (u, v, m);
-                        match (rows, cols == COLS) {
-                            (6, true) => block::<6>(s, at, t, co, ci.clone()),
-                            (5, true) => block::<5>(s, at, t, co, ci.clone()),
-                            (4, true) => block::<4>(s, at, t, co, ci.clone()),
-                            (3, true) => block::<3>(s, at, t, co, ci.clone()),
-                            (2, true) => block::<2>(s, at, t, co, ci.clone()),
-                            (1, true) => block::<1>(s, at, t, co, ci.clone()),
-                            _ => block_portable(s, at, (t, rows), (co, cols), ci.clone()),
-                        }
-                    }
+        let at = (u, v, m);
+        for_blocks(s, range, outs, |(t, rows), (co, cols), ci| {
+            // SAFETY: the caller's CPU has AVX2 and FMA; the blocks lie in
+            // the arrays as `products` requires.
+            unsafe {
+                match (rows, cols == COLS) {
+                    (6, true) => block::<6>(s, at, t, co, ci),
+                    (5, true) => block::<5>(s, at, t, co, ci),
+                    (4, true) => block::<4>(s, at, t, co, ci),
+                    (3, true) => block::<3>(s, at, t, co, ci),
+                    (2, true) => block::<2>(s, at, t, co, ci),
+                    (1, true) => block::<1>(s, at, t, co, ci),
+                    _ => block_portable(s, at, (t, rows), (co, cols), ci),
                 }
             }
-        }
+        });
     }
 
     /// `R` tiles × 16 outputs in registers.

@@ -3,12 +3,13 @@
 //! A causal conv of `k` taps at dilation `d` gives `m` outputs spaced `d`
 //! apart (a *tile*) from `α = m + k − 1` inputs spaced `d` apart as
 //! `y = Aᵀ[(G g) ⊙ (Bᵀ x)]`: with the kernel transformed once at load
-//! (`U = G g`, α matrices `[c_in, c_out]`), a tile costs α products over the
-//! channels instead of `m·k` — for F(4, 7), 10 instead of 28. The inputs are
-//! transformed by [`Context::conv_winograd`]'s first op (`V = Bᵀ x`, α
-//! matrices `[c_in, tiles]`), multiplied by ggml's batched `mul_mat`
-//! (`M_ξ = U_ξ V_ξ`), and the outputs recovered by its last op (`Aᵀ M`, plus
-//! the bias).
+//! (`U = G g`, α matrices, output channels fastest), a tile costs α
+//! products over the channels instead of `m·k` — for F(4, 7), 10 instead of
+//! 28. The inputs are transformed by [`Context::conv_winograd`]'s first op
+//! (`V = Bᵀ x`, α matrices `[c_in, tiles]`), multiplied by the batched
+//! product of `gemm` (`M_ξ = U_ξ V_ξ`), and the outputs recovered by its
+//! last op (`Aᵀ M`, plus the bias). A small kernel's convolution runs a few
+//! segments at a time so that `V` and `M` stay in cache.
 //!
 //! Tiles never cross a *segment* boundary (a multiple of `segment` output
 //! positions; the decoder's segment is one frame at that layer): within a
@@ -21,7 +22,9 @@
 //!
 //! The points are 0, ±1, ±2, ±1/2, ±3/4 and ∞, chosen by measured F32
 //! error: F(4, 7) with them is ~15× the direct product's rounding error per
-//! conv (relative RMS 5e-6, 107 dB); ±3 or ±1/4 instead of ±3/4 double it.
+//! conv (relative RMS 5e-6, 107 dB); ±3 or ±1/4 instead of ±3/4 double it,
+//! and F(6, 7) is 2.3× worse. Over the whole vocoder: 98 dB waveform SNR
+//! against the direct F32 convolution.
 
 use std::sync::OnceLock;
 
@@ -682,25 +685,10 @@ mod tests {
             let x = noise(c_in * len, i as u64, 2.0);
             let w = noise(k * c_in * c_out, 100 + i as u64, 1.0 / (c_in * k) as f32);
             let b = noise(c_out, 200 + i as u64, 0.1);
-            let direct = conv(
-                ConvKernel::Unfolded { k },
-                &x,
-                c_in,
-                &w,
-                &b,
-                c_out,
-                d,
-                segment,
-            );
-            let fast = conv(
-                ConvKernel::Winograd { k },
-                &x,
-                c_in,
-                &w,
-                &b,
-                c_out,
-                d,
-                segment,
+            let run = |layout| conv(layout, &x, c_in, &w, &b, c_out, d, segment);
+            let (direct, fast) = (
+                run(ConvKernel::Unfolded { k }),
+                run(ConvKernel::Winograd { k }),
             );
             assert_eq!(fast.len(), c_out * segment * segments);
             let err = rel_rms(&fast, &direct);
