@@ -2,7 +2,7 @@
 //! file, in one process: waveform SNR of the fast decode against the direct
 //! one (random codes, 50 frames) and milliseconds per second of audio of
 //! each, runs interleaved (fast, direct, fast, …) so that machine drift hits
-//! both alike; median of the runs.
+//! both alike; median of the runs; and each load's time.
 //!
 //!     vocoder_fast_conv TOKENIZER.gguf [threads 2] [frames 50] [runs 5]
 
@@ -24,9 +24,11 @@ fn main() {
     let (threads, n, runs) = (arg(2, 2), arg(3, 50), arg(4, 5));
     let load = |fast_convolution| {
         let options = DecoderOptions { fast_convolution };
-        Arc::new(CodecDecoder::load_with(path, options).unwrap_or_else(|e| panic!("{e}")))
+        let t = Instant::now();
+        let model = CodecDecoder::load_with(path, options).unwrap_or_else(|e| panic!("{e}"));
+        (Arc::new(model), t.elapsed().as_secs_f64() * 1000.0)
     };
-    let (fast, direct) = (load(true), load(false));
+    let ((fast, load_fast), (direct, load_direct)) = (load(true), load(false));
     let (nq, cb) = (fast.config.num_quantizers, fast.config.codebook_size as u64);
     let mut seed = 0x9e3779b97f4a7c15u64;
     let mut code = || {
@@ -61,7 +63,8 @@ fn main() {
     let snr = 10.0 * (pow / err.max(f64::MIN_POSITIVE)).log10();
     println!(
         "{path}: {n} frames, {threads} thread(s), median of {runs}: fast {tf:.1} ms per audio s, \
-         direct {td:.1} ms ({:.2}×); fast vs direct SNR {snr:.1} dB",
+         direct {td:.1} ms ({:.2}×); fast vs direct SNR {snr:.1} dB; load {load_fast:.0} ms fast, \
+         {load_direct:.0} ms direct",
         td / tf
     );
 }

@@ -147,20 +147,53 @@ impl Transform {
 
     /// A kernel `w` stored `[k, c_in, c_out]` (taps fastest, as in the
     /// file) → `U` `[c_out, c_in, α]` (output channels fastest: the
-    /// products broadcast an input and multiply a row of outputs).
+    /// products broadcast an input and multiply a row of outputs). Summed
+    /// in f64 and rounded once; the input channels are split over the
+    /// machine's cores (a load transforms ~40 M values).
     pub fn kernel(&self, w: &[f32], c_in: usize, c_out: usize) -> Vec<f32> {
-        let k = self.k;
+        let (k, alpha) = (self.k, self.alpha);
         assert_eq!(w.len(), k * c_in * c_out, "kernel size");
-        let mut u = vec![0.0f32; self.alpha * c_out * c_in];
-        for (xi, g) in self.g.iter().enumerate() {
-            for co in 0..c_out {
-                for ci in 0..c_in {
-                    let taps = &w[(co * c_in + ci) * k..][..k];
-                    let v: f64 = g.iter().zip(taps).map(|(&a, &b)| a * b as f64).sum();
-                    u[(xi * c_in + ci) * c_out + co] = v as f32;
-                }
+        let mut u = vec![0.0f32; alpha * c_out * c_in];
+        let threads = std::thread::available_parallelism()
+            .map_or(1, |n| n.get())
+            .min(8);
+        let per = c_in.div_ceil(threads).max(1);
+        // Thread t's share: input channels t·per.., in every point's block.
+        let mut shares: Vec<Vec<&mut [f32]>> =
+            (0..c_in.div_ceil(per)).map(|_| Vec::new()).collect();
+        for block in u.chunks_mut(c_in * c_out) {
+            for (t, part) in block.chunks_mut(per * c_out).enumerate() {
+                shares[t].push(part);
             }
         }
+        std::thread::scope(|scope| {
+            for (t, mut parts) in shares.into_iter().enumerate() {
+                scope.spawn(move || {
+                    // One input channel's taps, outputs fastest, and a point's sums.
+                    let mut taps = vec![0.0f64; k * c_out];
+                    let mut acc = vec![0.0f64; c_out];
+                    for (i, ci) in (t * per..((t + 1) * per).min(c_in)).enumerate() {
+                        for co in 0..c_out {
+                            let src = &w[(co * c_in + ci) * k..][..k];
+                            for (q, &v) in src.iter().enumerate() {
+                                taps[q * c_out + co] = v as f64;
+                            }
+                        }
+                        for (g, part) in self.g.iter().zip(parts.iter_mut()) {
+                            acc.fill(0.0);
+                            for (q, &gq) in g.iter().enumerate() {
+                                for (a, &v) in acc.iter_mut().zip(&taps[q * c_out..][..c_out]) {
+                                    *a += gq * v;
+                                }
+                            }
+                            for (o, &a) in part[i * c_out..][..c_out].iter_mut().zip(&acc) {
+                                *o = a as f32;
+                            }
+                        }
+                    }
+                });
+            }
+        });
         u
     }
 }
