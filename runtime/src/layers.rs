@@ -571,10 +571,12 @@ impl CausalConv {
     /// A kernel stored `[k, c_in, c_out]` (taps fastest; `bytes` of type
     /// `ty`, F32, F16 or BF16; `values` gives it as F32) in the layout
     /// `kernel`: `[c_in, k, c_out]` in its own type, so that a column of the
-    /// unfolded input lines up with a kernel row, or transformed for the
-    /// fast convolution, in F32 whatever the stored type (an F16 product
-    /// would round the transformed inputs, whose error the output transform
-    /// amplifies: 33 dB instead of 49 against the reference on the fixture).
+    /// unfolded input lines up with a kernel row; `[c_out, c_in]` for one
+    /// tap; or transformed for the fast convolution. The last two in F32
+    /// whatever the stored type: they go to the F32 broadcast product, and
+    /// an F16 product would round the transformed inputs, whose error the
+    /// output transform amplifies (33 dB instead of 49 against the
+    /// reference on the fixture).
     pub fn prepare_kernel(
         kernel: ConvKernel,
         ty: GgmlType,
