@@ -104,21 +104,24 @@ fn prepare(
     // With the fast convolution every conv kernel is held in F32: on an
     // AVX2 CPU ggml's F16 product converts both operands in its inner loop
     // (the direct decode runs ~15 % slower from an F16 file than from an F32
-    // one), and the transformed kernels are F32 anyway.
+    // one), and the transformed and one-tap kernels are made from F32 values.
+    let transposed = names::is_transposed_conv(name);
+    let layout = conv_layout(ne, options);
+    let from_bytes = transposed || matches!(layout, ConvKernel::Unfolded { .. });
     let upcast;
-    let (ty, bytes) = if options.fast_convolution && ty != GgmlType::F32 {
-        upcast = crate::ggml::as_bytes(&file.tensor_f32(name)?).to_vec();
-        (GgmlType::F32, &upcast[..])
-    } else {
-        (ty, bytes)
+    let (ty, bytes) = match options.fast_convolution && ty != GgmlType::F32 && from_bytes {
+        true => {
+            upcast = crate::ggml::as_bytes(&file.tensor_f32(name)?).to_vec();
+            (GgmlType::F32, &upcast[..])
+        }
+        false => (ty, bytes),
     };
-    if names::is_transposed_conv(name) {
+    if transposed {
         let layout = taps_layout(ne, options);
         return Ok(Some(CausalTransposedConv::prepare_kernel(
             layout, ty, bytes, ne,
         )));
     }
-    let layout = conv_layout(ne, options);
     CausalConv::prepare_kernel(layout, ty, bytes, || file.tensor_f32(name), ne).map(Some)
 }
 
