@@ -178,6 +178,19 @@ pub fn frames_of(codes: &[i64]) -> Vec<Vec<u32>> {
         .collect()
 }
 
+/// `n` frames of `nq` codes below `codebook_size`, from a fixed xorshift
+/// sequence (benchmarks whose cost does not depend on the codes).
+pub fn random_frames(n: usize, nq: usize, codebook_size: usize) -> Vec<Vec<u32>> {
+    let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+    let mut code = || {
+        seed ^= seed << 13;
+        seed ^= seed >> 7;
+        seed ^= seed << 17;
+        (seed % codebook_size as u64) as u32
+    };
+    (0..n).map(|_| (0..nq).map(|_| code()).collect()).collect()
+}
+
 /// Serialises compute-heavy tests within one test binary: ggml's CPU threads
 /// spin at barriers, so two graphs computing at once on a small machine
 /// slow each other down by orders of magnitude.

@@ -23,19 +23,9 @@ fn main() {
         .map(|s| s.parse().expect("sizes"))
         .collect();
     let model = std::sync::Arc::new(CodecDecoder::load(path).unwrap_or_else(|e| panic!("{e}")));
-    let (nq, cb) = (
-        model.config.num_quantizers,
-        model.config.codebook_size as u64,
-    );
+    let (nq, cb) = (model.config.num_quantizers, model.config.codebook_size);
     let mut dec = model.session(threads);
-    let mut seed = 0x9e3779b97f4a7c15u64;
-    let mut code = || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        (seed % cb) as u32
-    };
-    let frames: Vec<Vec<u32>> = (0..50).map(|_| (0..nq).map(|_| code()).collect()).collect();
+    let frames = qwen3_tts_tests::random_frames(50, nq, cb);
     for &n in &sizes {
         let mut best = f64::INFINITY;
         for _ in 0..=runs {

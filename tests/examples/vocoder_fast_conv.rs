@@ -29,15 +29,8 @@ fn main() {
         (Arc::new(model), t.elapsed().as_secs_f64() * 1000.0)
     };
     let ((fast, load_fast), (direct, load_direct)) = (load(true), load(false));
-    let (nq, cb) = (fast.config.num_quantizers, fast.config.codebook_size as u64);
-    let mut seed = 0x9e3779b97f4a7c15u64;
-    let mut code = || {
-        seed ^= seed << 13;
-        seed ^= seed >> 7;
-        seed ^= seed << 17;
-        (seed % cb) as u32
-    };
-    let frames: Vec<Vec<u32>> = (0..n).map(|_| (0..nq).map(|_| code()).collect()).collect();
+    let (nq, cb) = (fast.config.num_quantizers, fast.config.codebook_size);
+    let frames = qwen3_tts_tests::random_frames(n, nq, cb);
     let mut sessions = [fast.session(threads), direct.session(threads)];
     let mut times = [Vec::new(), Vec::new()];
     let mut wavs = [Vec::new(), Vec::new()];
