@@ -125,17 +125,31 @@ pub unsafe extern "C" fn compute(
             if w.type_ == sys::GGML_TYPE_Q8_0 && q8_0::supported() {
                 let mut scales = SCALES.take();
                 q8_0::scales(vectors, &mut scales);
+                let dot_product = q8_0::dot_product();
+                let mut offsets = OFFSETS.take();
+                if dot_product.is_some() {
+                    q8_0::offsets(vectors, &mut offsets);
+                }
                 let y = |c: usize| q8_0::Vector {
                     blocks: vectors.as_ptr().add(c * qrow),
                     scales: scales.as_ptr().add(c * k as usize / 32),
+                    offsets: offsets.as_ptr().wrapping_add(c * k as usize / 4),
                 };
                 let rows = Rows {
                     data: rows,
                     row_bytes,
                     k: k as usize,
                 };
-                rows.dot_all::<q8_0::Kernel>(first..end, m, y, out, n);
+                let range = first..end;
+                match dot_product {
+                    Some(q8_0::DotProduct::Avx512) => {
+                        rows.dot_all::<q8_0::Avx512Vnni>(range, m, y, out, n)
+                    }
+                    Some(q8_0::DotProduct::Avx) => rows.dot_all::<q8_0::AvxVnni>(range, m, y, out, n),
+                    None => rows.dot_all::<q8_0::Kernel>(range, m, y, out, n),
+                }
                 SCALES.set(scales);
+                OFFSETS.set(offsets);
                 return;
             }
             #[cfg(target_arch = "x86_64")]
@@ -230,6 +244,8 @@ thread_local! {
     static QUANTISED: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     /// And their Q8_0 block scales as f32.
     static SCALES: std::cell::Cell<Vec<f32>> = const { std::cell::Cell::new(Vec::new()) };
+    /// And their Q8_0 blocks' offsets for the dot-product instructions.
+    static OFFSETS: std::cell::Cell<Vec<i32>> = const { std::cell::Cell::new(Vec::new()) };
 }
 
 /// ggml's AVX2 `ggml_vec_dot_q8_0_q8_0` loop, inline, with a prefetch per
@@ -267,11 +283,13 @@ mod q8_0 {
         }
     }
 
-    /// A quantised vector: its blocks, and their scales as f32.
+    /// A quantised vector: its blocks, their scales as f32 and, for the
+    /// dot-product kernels, their offsets (see [`offsets`]).
     #[derive(Clone, Copy)]
     pub struct Vector {
         pub blocks: *const u8,
         pub scales: *const f32,
+        pub offsets: *const i32,
     }
 
     /// The scales of all blocks of `vectors` (back to back) as f32 into
@@ -283,6 +301,113 @@ mod q8_0 {
                 .chunks_exact(BLOCK_BYTES)
                 .map(|b| ::half::f16::from_le_bytes([b[0], b[1]]).to_f32()),
         );
+    }
+
+    /// For each block of `vectors`, eight lanes of `-128 · Σ y` over the
+    /// lane's four values: the dot-product kernels multiply the weights
+    /// shifted to unsigned (`x + 128`) and start each lane's sum here, so
+    /// that it ends as `Σ x · y` exactly.
+    pub fn offsets(vectors: &[u8], out: &mut Vec<i32>) {
+        out.clear();
+        for block in vectors.chunks_exact(BLOCK_BYTES) {
+            out.extend(
+                block[2..]
+                    .chunks_exact(4)
+                    .map(|q| -128 * q.iter().map(|&v| v as i8 as i32).sum::<i32>()),
+            );
+        }
+    }
+
+    /// The CPU's 8-bit dot-product instruction (`vpdpbusd`), if it has one.
+    #[derive(Clone, Copy, PartialEq, Eq, Debug)]
+    pub enum DotProduct {
+        /// AVX512-VNNI with AVX512-VL (its 256-bit form).
+        Avx512,
+        /// AVX-VNNI.
+        Avx,
+    }
+
+    pub fn dot_product() -> Option<DotProduct> {
+        static FOUND: std::sync::OnceLock<Option<DotProduct>> = std::sync::OnceLock::new();
+        *FOUND.get_or_init(|| {
+            if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+                Some(DotProduct::Avx512)
+            } else if is_x86_feature_detected!("avxvnni") {
+                Some(DotProduct::Avx)
+            } else {
+                None
+            }
+        })
+    }
+
+    /// [`dots`] with the CPU's dot-product instruction: one `vpdpbusd` per
+    /// block and vector in place of the sign, multiply-add and widening
+    /// steps. Each lane's integer is the same exact `Σ x · y` over its four
+    /// values, and the float steps are those of [`dots`], so the sums are
+    /// the same bit for bit (for the weights' range, -127…127).
+    macro_rules! dot_product_kernel {
+        ($kernel:ident, $dots:ident, $features:literal, $dpbusd:ident) => {
+            pub struct $kernel;
+
+            impl super::RowDots for $kernel {
+                type Vector = Vector;
+                unsafe fn dots<const N: usize>(
+                    k: usize,
+                    row: *const u8,
+                    ys: [Vector; N],
+                ) -> [f32; N] {
+                    unsafe { $dots(k, row, ys) }
+                }
+            }
+
+            /// # Safety
+            /// The features named; `row` and each of `ys` hold `k / 32`
+            /// blocks, and each of `ys` its offsets.
+            #[target_feature(enable = $features)]
+            unsafe fn $dots<const N: usize>(k: usize, row: *const u8, ys: [Vector; N]) -> [f32; N] {
+                unsafe {
+                    let unsigned = _mm256_set1_epi8(-128);
+                    let mut acc = [_mm256_setzero_ps(); N];
+                    for b in 0..k / QK {
+                        let xb = row.add(b * BLOCK_BYTES);
+                        _mm_prefetch::<_MM_HINT_T0>(
+                            xb.wrapping_add(super::PREFETCH_AHEAD) as *const i8,
+                        );
+                        let x = _mm256_loadu_si256(xb.add(2) as *const __m256i);
+                        let x = _mm256_xor_si256(x, unsigned); // x + 128 as u8
+                        let x_scale = half8(xb);
+                        for (acc, y) in acc.iter_mut().zip(&ys) {
+                            let yb = y.blocks.add(b * BLOCK_BYTES);
+                            let yq = _mm256_loadu_si256(yb.add(2) as *const __m256i);
+                            let offset = _mm256_loadu_si256(y.offsets.add(8 * b) as *const __m256i);
+                            let sum = _mm256_cvtepi32_ps($dpbusd(offset, x, yq));
+                            let d = _mm256_mul_ps(x_scale, _mm256_set1_ps(*y.scales.add(b)));
+                            *acc = _mm256_fmadd_ps(d, sum, *acc);
+                        }
+                    }
+                    acc.map(|a| hsum(a))
+                }
+            }
+        };
+    }
+
+    dot_product_kernel!(
+        Avx512Vnni,
+        dots_avx512_vnni,
+        "avx2,fma,f16c,avx512vnni,avx512vl",
+        _mm256_dpbusd_epi32
+    );
+    dot_product_kernel!(AvxVnni, dots_avx_vnni, "avx2,fma,f16c,avxvnni", _mm256_dpbusd_avx_epi32);
+
+    /// ggml's `hsum_float_8`, in its order.
+    #[inline]
+    #[target_feature(enable = "avx2")]
+    fn hsum(acc: __m256) -> f32 {
+        let mut res = _mm256_extractf128_ps(acc, 1);
+        res = _mm_add_ps(res, _mm256_castps256_ps128(acc));
+        res = _mm_add_ps(res, _mm_movehl_ps(res, res));
+        res = _mm_add_ss(res, _mm_movehdup_ps(res));
+        _mm_cvtss_f32(res)
     }
 
     /// [`dots`] as a [`super::RowDots`] kernel.
@@ -322,14 +447,7 @@ mod q8_0 {
                     *acc = _mm256_fmadd_ps(d, sum, *acc);
                 }
             }
-            // hsum_float_8, in its order
-            acc.map(|acc| {
-                let mut res = _mm256_extractf128_ps(acc, 1);
-                res = _mm_add_ps(res, _mm256_castps256_ps128(acc));
-                res = _mm_add_ps(res, _mm_movehl_ps(res, res));
-                res = _mm_add_ss(res, _mm_movehdup_ps(res));
-                _mm_cvtss_f32(res)
-            })
+            acc.map(|a| hsum(a))
         }
     }
 }
@@ -486,4 +604,98 @@ unsafe fn prefetch(at: *const u8, len: usize) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = (at, len);
+}
+
+#[cfg(all(test, target_arch = "x86_64"))]
+mod tests {
+    use super::*;
+    use crate::ggml::{quantize, GgmlType};
+
+    /// Every Q8_0 kernel this CPU can run (ggml's AVX2 loop inline, and the
+    /// dot-product ones) gives ggml's own `vec_dot` sum bit for bit, for one
+    /// to four vectors at once, including the extremes of the weights' range.
+    #[test]
+    fn q8_0_kernels_equal_ggml_vec_dot() {
+        if !q8_0::supported() {
+            return;
+        }
+        let _cpu = crate::ggml::Backend::cpu(1); // initialises ggml's CPU kernels
+        let k = 1024;
+        let rows = 5;
+        let w: Vec<f32> = (0..k * rows)
+            .map(|i| match i % 97 {
+                0 => 1.0,
+                1 => -1.0, // the row's maximum: quantised to ±127
+                _ => ((i * 7919 % 1013) as f32 - 506.0) / 600.0,
+            })
+            .collect();
+        let x: Vec<f32> = (0..k * 4)
+            .map(|i| ((i * 104_729 % 991) as f32 - 495.0) * 3e-3)
+            .collect();
+        let wq = quantize(GgmlType::Q8_0, &w, k);
+        let xq = quantize(GgmlType::Q8_0, &x, k);
+        let row_bytes = wq.len() / rows;
+        let qrow = xq.len() / 4;
+        let dot = unsafe { kernels(sys::GGML_TYPE_Q8_0).unwrap().dot.unwrap() };
+        let want: Vec<Vec<f32>> = (0..rows)
+            .map(|r| {
+                (0..4)
+                    .map(|c| {
+                        let mut s = 0.0f32;
+                        unsafe {
+                            dot(
+                                k as i32,
+                                &mut s,
+                                0,
+                                wq.as_ptr().add(r * row_bytes).cast(),
+                                0,
+                                xq.as_ptr().add(c * qrow).cast(),
+                                0,
+                                1,
+                            )
+                        };
+                        s
+                    })
+                    .collect()
+            })
+            .collect();
+        let mut scales = Vec::new();
+        let mut offsets = Vec::new();
+        q8_0::scales(&xq, &mut scales);
+        q8_0::offsets(&xq, &mut offsets);
+        let y = |c: usize| q8_0::Vector {
+            blocks: xq.as_ptr().wrapping_add(c * qrow),
+            scales: scales.as_ptr().wrapping_add(c * k / 32),
+            offsets: offsets.as_ptr().wrapping_add(c * k / 4),
+        };
+        let run = |kernel: &dyn Fn(usize, &mut [f32])| {
+            for m in 1..=4 {
+                let mut out = vec![0.0f32; rows * m];
+                kernel(m, &mut out);
+                for r in 0..rows {
+                    for c in 0..m {
+                        assert_eq!(out[c * rows + r], want[r][c], "row {r} vector {c} of {m}");
+                    }
+                }
+            }
+        };
+        let rows_of = Rows {
+            data: wq.as_ptr(),
+            row_bytes,
+            k,
+        };
+        run(&|m, out| unsafe {
+            rows_of.dot_all::<q8_0::Kernel>(0..rows, m, y, out.as_mut_ptr(), rows)
+        });
+        if is_x86_feature_detected!("avx512vnni") && is_x86_feature_detected!("avx512vl") {
+            run(&|m, out| unsafe {
+                rows_of.dot_all::<q8_0::Avx512Vnni>(0..rows, m, y, out.as_mut_ptr(), rows)
+            });
+        }
+        if is_x86_feature_detected!("avxvnni") {
+            run(&|m, out| unsafe {
+                rows_of.dot_all::<q8_0::AvxVnni>(0..rows, m, y, out.as_mut_ptr(), rows)
+            });
+        }
+    }
 }
