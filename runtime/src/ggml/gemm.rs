@@ -86,8 +86,8 @@ unsafe extern "C" fn products_thunk(
         let blocks = tiles.div_ceil(SPAN);
         let out_blocks = (2 * nth)
             .div_ceil(alpha * blocks)
-            .clamp(1, c_out.div_ceil(COLS));
-        let out_span = c_out.div_ceil(out_blocks).div_ceil(COLS) * COLS;
+            .clamp(1, c_out.div_ceil(2 * COLS));
+        let out_span = c_out.div_ceil(out_blocks).div_ceil(2 * COLS) * (2 * COLS);
         let items = alpha * blocks * out_blocks;
         for item in items * ith / nth..items * (ith + 1) / nth {
             let (xi, rest) = (item / (blocks * out_blocks), item % (blocks * out_blocks));
@@ -123,6 +123,11 @@ unsafe fn products(
     outs: std::ops::Range<usize>,
 ) {
     #[cfg(target_arch = "x86_64")]
+    if avx512_supported() {
+        // SAFETY: the CPU has AVX-512F (and AVX2 and FMA).
+        return unsafe { x86::products_avx512(s, u, v, m, range, outs) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if fma_supported() {
         // SAFETY: the CPU has AVX2 and FMA.
         return unsafe { x86::products(s, u, v, m, range, outs) };
@@ -143,6 +148,13 @@ pub fn fma_supported() -> bool {
     {
         true
     }
+}
+
+/// Whether [`products`] takes blocks of 32 outputs in AVX-512 registers.
+#[cfg(target_arch = "x86_64")]
+fn avx512_supported() -> bool {
+    static AVX512: OnceLock<bool> = OnceLock::new();
+    *AVX512.get_or_init(|| fma_supported() && is_x86_feature_detected!("avx512f"))
 }
 
 /// One block: `rows` tiles from `t`, `cols` outputs from `co`, input
@@ -176,7 +188,7 @@ unsafe fn block_portable(
 /// Visits the blocks of columns `range` × outputs `outs`: for each pass of
 /// [`DEPTH`] input channels, (first column, rows, first output, outputs).
 #[inline(always)]
-fn for_blocks(
+fn for_blocks<const R: usize, const C: usize>(
     s: Shape,
     range: std::ops::Range<usize>,
     outs: std::ops::Range<usize>,
@@ -184,10 +196,10 @@ fn for_blocks(
 ) {
     for c0 in (0..s.c_in).step_by(DEPTH) {
         let ci = c0..(c0 + DEPTH).min(s.c_in);
-        for co in outs.clone().step_by(COLS) {
-            let cols = COLS.min(outs.end - co);
-            for t in range.clone().step_by(ROWS) {
-                block((t, ROWS.min(range.end - t)), (co, cols), ci.clone());
+        for co in outs.clone().step_by(C) {
+            let cols = C.min(outs.end - co);
+            for t in range.clone().step_by(R) {
+                block((t, R.min(range.end - t)), (co, cols), ci.clone());
             }
         }
     }
@@ -202,7 +214,7 @@ unsafe fn products_portable(
     range: std::ops::Range<usize>,
     outs: std::ops::Range<usize>,
 ) {
-    for_blocks(s, range, outs, |rows, cols, ci| {
+    for_blocks::<ROWS, COLS>(s, range, outs, |rows, cols, ci| {
         // SAFETY: as this function requires.
         unsafe { block_portable(s, (u, v, m), rows, cols, ci) }
     });
@@ -224,22 +236,120 @@ mod x86 {
         range: std::ops::Range<usize>,
         outs: std::ops::Range<usize>,
     ) {
-        let at = (u, v, m);
-        for_blocks(s, range, outs, |(t, rows), (co, cols), ci| {
+        for_blocks::<ROWS, COLS>(s, range, outs, |rows, cols, ci| {
             // SAFETY: the caller's CPU has AVX2 and FMA; the blocks lie in
             // the arrays as `products` requires.
+            unsafe { block_avx2(s, (u, v, m), rows, cols, ci) }
+        });
+    }
+
+    /// One block of at most 6 tiles × 16 outputs.
+    #[inline]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn block_avx2(
+        s: Shape,
+        at: (*const f32, *const f32, *mut f32),
+        (t, rows): (usize, usize),
+        (co, cols): (usize, usize),
+        ci: std::ops::Range<usize>,
+    ) {
+        unsafe {
+            match (rows, cols == COLS) {
+                (6, true) => block::<6>(s, at, t, co, ci),
+                (5, true) => block::<5>(s, at, t, co, ci),
+                (4, true) => block::<4>(s, at, t, co, ci),
+                (3, true) => block::<3>(s, at, t, co, ci),
+                (2, true) => block::<2>(s, at, t, co, ci),
+                (1, true) => block::<1>(s, at, t, co, ci),
+                _ => block_portable(s, at, (t, rows), (co, cols), ci),
+            }
+        }
+    }
+
+    /// Rows of one block of [`products_avx512`]: 12 × 2 accumulators, two
+    /// weight registers and room for the broadcasts in 32 registers.
+    const ROWS_512: usize = 12;
+
+    /// [`products`] with blocks of 32 outputs in AVX-512 registers (up to
+    /// 12 × 32 accumulators): each output's sum is the same chain of fused
+    /// multiply-adds in the same order, so the results are the same bit for
+    /// bit; a block of 16 outputs takes [`products`]' kernel.
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    pub(super) unsafe fn products_avx512(
+        s: Shape,
+        u: *const f32,
+        v: *const f32,
+        m: *mut f32,
+        range: std::ops::Range<usize>,
+        outs: std::ops::Range<usize>,
+    ) {
+        let at = (u, v, m);
+        for_blocks::<ROWS_512, { 2 * COLS }>(s, range, outs, |(t, rows), (co, cols), ci| {
+            // SAFETY: the caller's CPU has AVX-512F, AVX2 and FMA; the
+            // blocks lie in the arrays as `products` requires.
             unsafe {
-                match (rows, cols == COLS) {
-                    (6, true) => block::<6>(s, at, t, co, ci),
-                    (5, true) => block::<5>(s, at, t, co, ci),
-                    (4, true) => block::<4>(s, at, t, co, ci),
-                    (3, true) => block::<3>(s, at, t, co, ci),
-                    (2, true) => block::<2>(s, at, t, co, ci),
-                    (1, true) => block::<1>(s, at, t, co, ci),
-                    _ => block_portable(s, at, (t, rows), (co, cols), ci),
+                if cols == 2 * COLS {
+                    match rows {
+                        12 => block_512::<12>(s, at, t, co, ci),
+                        11 => block_512::<11>(s, at, t, co, ci),
+                        10 => block_512::<10>(s, at, t, co, ci),
+                        9 => block_512::<9>(s, at, t, co, ci),
+                        8 => block_512::<8>(s, at, t, co, ci),
+                        7 => block_512::<7>(s, at, t, co, ci),
+                        6 => block_512::<6>(s, at, t, co, ci),
+                        5 => block_512::<5>(s, at, t, co, ci),
+                        4 => block_512::<4>(s, at, t, co, ci),
+                        3 => block_512::<3>(s, at, t, co, ci),
+                        2 => block_512::<2>(s, at, t, co, ci),
+                        _ => block_512::<1>(s, at, t, co, ci),
+                    }
+                } else {
+                    // the last outputs (fewer than 32) in AVX2 blocks
+                    for c in (co..co + cols).step_by(COLS) {
+                        let n = COLS.min(co + cols - c);
+                        for r in (t..t + rows).step_by(ROWS) {
+                            let rows = (r, ROWS.min(t + rows - r));
+                            block_avx2(s, at, rows, (c, n), ci.clone());
+                        }
+                    }
                 }
             }
         });
+    }
+
+    /// `R` tiles × 32 outputs in AVX-512 registers.
+    #[inline]
+    #[target_feature(enable = "avx2,fma,avx512f")]
+    unsafe fn block_512<const R: usize>(
+        s: Shape,
+        (u, v, m): (*const f32, *const f32, *mut f32),
+        t: usize,
+        co: usize,
+        ci: std::ops::Range<usize>,
+    ) {
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); 2]; R];
+            let vrow = v.add(t * s.c_in);
+            for i in ci.clone() {
+                let row = u.add(i * s.c_out + co);
+                let (u0, u1) = (_mm512_loadu_ps(row), _mm512_loadu_ps(row.add(16)));
+                for (j, a) in acc.iter_mut().enumerate() {
+                    let b = _mm512_set1_ps(*vrow.add(j * s.c_in + i));
+                    a[0] = _mm512_fmadd_ps(b, u0, a[0]);
+                    a[1] = _mm512_fmadd_ps(b, u1, a[1]);
+                }
+            }
+            for (j, a) in acc.iter().enumerate() {
+                let out = m.add((t + j) * s.c_out + co);
+                let (mut a0, mut a1) = (a[0], a[1]);
+                if ci.start > 0 {
+                    a0 = _mm512_add_ps(_mm512_loadu_ps(out), a0);
+                    a1 = _mm512_add_ps(_mm512_loadu_ps(out.add(16)), a1);
+                }
+                _mm512_storeu_ps(out, a0);
+                _mm512_storeu_ps(out.add(16), a1);
+            }
+        }
     }
 
     /// `R` tiles × 16 outputs in registers.
@@ -343,6 +453,38 @@ mod tests {
                 let one = product(&w, [n, k, 1], &x[k..2 * k], 1);
                 assert_eq!(one, y[n..2 * n], "column 1 alone");
             }
+        }
+    }
+
+    /// The AVX-512 blocks give the AVX2 blocks' results bit for bit (each
+    /// output the same chain of fused multiply-adds), for outputs and rows
+    /// that do and do not fill the blocks.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn avx512_blocks_equal_avx2_blocks() {
+        if !super::avx512_supported() {
+            return;
+        }
+        for (c_out, c_in, tiles) in [(96, 96, 530), (48, 200, 13), (37, 70, 25), (1536, 1024, 7)] {
+            let u: Vec<f32> = (0..c_out * c_in)
+                .map(|i| ((i * 7919 % 997) as f32 - 498.0) * 1e-3)
+                .collect();
+            let v: Vec<f32> = (0..c_in * tiles)
+                .map(|i| ((i * 104_729 % 991) as f32 - 495.0) * 1e-3)
+                .collect();
+            let s = super::Shape { c_in, c_out };
+            let run = |wide: bool| {
+                let mut m = vec![0.0f32; c_out * tiles];
+                let at = (u.as_ptr(), v.as_ptr(), m.as_mut_ptr());
+                unsafe {
+                    match wide {
+                        true => super::x86::products_avx512(s, at.0, at.1, at.2, 0..tiles, 0..c_out),
+                        false => super::x86::products(s, at.0, at.1, at.2, 0..tiles, 0..c_out),
+                    }
+                }
+                m
+            };
+            assert_eq!(run(true), run(false), "{c_out} × {c_in}, {tiles} columns");
         }
     }
 }
