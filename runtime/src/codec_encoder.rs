@@ -42,7 +42,7 @@ fn causal_conv<'a>(
 ) -> Tensor<'a> {
     let kernel = ctx.stored(&conv.weight);
     let bias = conv.bias.as_ref().map(|b| ctx.stored(b));
-    let [c_in, k, c_out, _] = kernel.ne();
+    let [c_out, c_in, k, _] = kernel.ne();
     let [c, t, ..] = x.ne();
     let (k, t) = (k as usize, t as usize);
     let left = k - stride;
@@ -75,13 +75,13 @@ fn causal_conv<'a>(
         };
         ctx.unfold_columns(xp, k, geometry, GgmlType::F32)
     };
-    let y = ctx.mul_mat(ctx.reshape(kernel, &[c_in * k as i64, c_out]), cols);
+    let y = ctx.product_outputs_fastest(ctx.reshape(kernel, &[c_out, c_in * k as i64]), cols);
     add_bias(ctx, y, bias.map(|b| ctx.reshape(b, &[c_out, 1])))
 }
 
-/// A conv layer: kernel `[c_in, k, c_out]` (F32, rearranged at load so that
-/// a column of the unfolded input lines up with a kernel row) and bias
-/// `[c_out]`.
+/// A conv layer: kernel `[c_out, c_in, k]` (F32, rearranged at load so that
+/// a column of the unfolded input lines up with a kernel column, outputs
+/// fastest for the ops layer's product) and bias `[c_out]`.
 #[derive(Clone, Debug)]
 pub struct Conv {
     pub weight: StoredTensor,
@@ -100,7 +100,7 @@ impl Conv {
     ) -> Result<Self> {
         let name = tensors::join(stem, tensors::CONV_WEIGHT);
         let weight = src.kernel(&name)?;
-        let [got_in, k, c_out, _] = weight.ne();
+        let [c_out, got_in, k, _] = weight.ne();
         let stored = [c_out, got_in, k]; // PyTorch's order
         if got_in as usize != c_in {
             return Err(src.error(
@@ -124,11 +124,11 @@ impl Conv {
     }
 
     fn c_out(&self) -> usize {
-        self.weight.ne()[2] as usize
+        self.weight.ne()[0] as usize
     }
 }
 
-/// Rearranges a stored conv kernel `[k, c_in, c_out]` to `[c_in, k, c_out]`
+/// Rearranges a stored conv kernel `[k, c_in, c_out]` to `[c_out, c_in, k]`
 /// (every tensor F32: the encoder runs once per clone, so rounding matters
 /// more than memory).
 fn prepare(file: &GgufFile, name: &str) -> Result<Option<Prepared>> {
@@ -140,8 +140,8 @@ fn prepare(file: &GgufFile, name: &str) -> Result<Option<Prepared>> {
     let v = file.tensor_f32(name)?;
     Ok(Some(Prepared {
         ty: GgmlType::F32,
-        ne: vec![ne[1] as i64, ne[0] as i64, ne[2] as i64],
-        bytes: permute3(crate::ggml::as_bytes(&v), 4, ne, [1, 0, 2]),
+        ne: vec![ne[2] as i64, ne[1] as i64, ne[0] as i64],
+        bytes: permute3(crate::ggml::as_bytes(&v), 4, ne, [2, 1, 0]),
     }))
 }
 

@@ -89,10 +89,16 @@ fn main() {
         .zip(want.iter().flatten())
         .filter(|(x, y)| x == y)
         .count();
+    let compared = match total {
+        0 => "no reference codes".to_string(),
+        _ => format!(
+            "codes {same}/{total} identical ({:.2} %)",
+            100.0 * same as f64 / total as f64
+        ),
+    };
     println!(
-        "codec encoder ({}): {:.0} ms per second of audio; codes {same}/{total} identical ({:.2} %)",
+        "codec encoder ({}): {:.0} ms per second of audio; {compared}",
         name(&a[2]),
         enc_ms / seconds,
-        100.0 * same as f64 / total as f64
     );
 }

@@ -478,7 +478,9 @@ mod tests {
                 let at = (u.as_ptr(), v.as_ptr(), m.as_mut_ptr());
                 unsafe {
                     match wide {
-                        true => super::x86::products_avx512(s, at.0, at.1, at.2, 0..tiles, 0..c_out),
+                        true => {
+                            super::x86::products_avx512(s, at.0, at.1, at.2, 0..tiles, 0..c_out)
+                        }
                         false => super::x86::products(s, at.0, at.1, at.2, 0..tiles, 0..c_out),
                     }
                 }

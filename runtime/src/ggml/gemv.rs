@@ -145,7 +145,9 @@ pub unsafe extern "C" fn compute(
                     Some(q8_0::DotProduct::Avx512) => {
                         rows.dot_all::<q8_0::Avx512Vnni>(range, m, y, out, n)
                     }
-                    Some(q8_0::DotProduct::Avx) => rows.dot_all::<q8_0::AvxVnni>(range, m, y, out, n),
+                    Some(q8_0::DotProduct::Avx) => {
+                        rows.dot_all::<q8_0::AvxVnni>(range, m, y, out, n)
+                    }
                     None => rows.dot_all::<q8_0::Kernel>(range, m, y, out, n),
                 }
                 SCALES.set(scales);
@@ -371,7 +373,7 @@ mod q8_0 {
                     for b in 0..k / QK {
                         let xb = row.add(b * BLOCK_BYTES);
                         _mm_prefetch::<_MM_HINT_T0>(
-                            xb.wrapping_add(super::PREFETCH_AHEAD) as *const i8,
+                            xb.wrapping_add(super::PREFETCH_AHEAD) as *const i8
                         );
                         let x = _mm256_loadu_si256(xb.add(2) as *const __m256i);
                         let x = _mm256_xor_si256(x, unsigned); // x + 128 as u8
@@ -397,7 +399,12 @@ mod q8_0 {
         "avx2,fma,f16c,avx512vnni,avx512vl",
         _mm256_dpbusd_epi32
     );
-    dot_product_kernel!(AvxVnni, dots_avx_vnni, "avx2,fma,f16c,avxvnni", _mm256_dpbusd_avx_epi32);
+    dot_product_kernel!(
+        AvxVnni,
+        dots_avx_vnni,
+        "avx2,fma,f16c,avxvnni",
+        _mm256_dpbusd_avx_epi32
+    );
 
     /// ggml's `hsum_float_8`, in its order.
     #[inline]

@@ -516,6 +516,18 @@ fn outputs_fastest_pays(n_out: usize) -> bool {
     n_out >= 16 && gemm::fma_supported()
 }
 
+impl Context {
+    /// Weights `w` `[n, k]` laid out outputs fastest times `x` `[k, m]`
+    /// (contiguous F32) → `[n, m]`: the CPU's outputs-fastest product where
+    /// it pays, else ggml's product of the transposed weights (a copy).
+    pub fn product_outputs_fastest<'a>(&'a self, w: Tensor<'a>, x: Tensor<'a>) -> Tensor<'a> {
+        match outputs_fastest_pays(w.ne()[0] as usize) {
+            true => self.mul_mat_outputs_fastest(w, x),
+            false => self.mul_mat(self.cont(self.transpose(w)), x),
+        }
+    }
+}
+
 /// How a transposed conv's kernel is laid out in memory.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum TapsKernel {
