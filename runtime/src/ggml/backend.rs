@@ -12,6 +12,12 @@ use super::{init_logging, take_log, Graph};
 pub struct Backend {
     pub(super) ptr: NonNull<sys::ggml_backend>,
     threads: AtomicUsize,
+    /// Whether graphs for this backend may use the ops layer's CPU kernels
+    /// (custom ops); otherwise they hold standard ggml ops only, as every
+    /// other backend needs.
+    cpu_kernels: bool,
+    /// Custom-op nodes in the graphs built for this backend so far.
+    custom_ops: AtomicUsize,
 }
 
 // SAFETY: a backend holds its thread count and a work buffer; the runtime
@@ -21,19 +27,60 @@ unsafe impl Send for Backend {}
 unsafe impl Sync for Backend {}
 
 impl Backend {
-    /// The CPU backend using `n_threads` threads.
     /// A CPU backend of `n_threads` threads (1 to
     /// [`crate::threads::MAX_THREADS`]; counts outside are clamped).
     pub fn cpu(n_threads: usize) -> Self {
+        Self::cpu_with(n_threads, true)
+    }
+
+    /// A CPU backend whose graphs hold standard ggml ops only, none of the
+    /// ops layer's CPU kernels: the graphs a GPU backend gets, computed on
+    /// the CPU (what tests check them against).
+    pub fn cpu_standard_ops(n_threads: usize) -> Self {
+        Self::cpu_with(n_threads, false)
+    }
+
+    fn cpu_with(n_threads: usize, cpu_kernels: bool) -> Self {
         init_logging();
         let p = unsafe { sys::ggml_backend_cpu_init() };
         let ptr = NonNull::new(p).expect("ggml_backend_cpu_init failed");
         let backend = Self {
             ptr,
             threads: AtomicUsize::new(1),
+            cpu_kernels,
+            custom_ops: AtomicUsize::new(0),
         };
         backend.set_threads(n_threads);
         backend
+    }
+
+    /// Whether graphs for this backend may use the ops layer's CPU kernels.
+    pub fn cpu_kernels(&self) -> bool {
+        self.cpu_kernels
+    }
+
+    /// How many custom-op nodes (the ops layer's CPU kernels) the graphs
+    /// built for this backend held: none may for a backend without
+    /// [`Backend::cpu_kernels`], where they would bounce to the CPU.
+    pub fn custom_ops_built(&self) -> usize {
+        self.custom_ops.load(Ordering::Relaxed)
+    }
+
+    pub(super) fn note_graph(&self, graph: NonNull<sys::ggml_cgraph>) {
+        let graph = graph.as_ptr();
+        let custom = (0..unsafe { sys::ggml_graph_n_nodes(graph) })
+            .filter(|&i| {
+                let op = unsafe { (*sys::ggml_graph_node(graph, i)).op };
+                matches!(
+                    op,
+                    sys::GGML_OP_CUSTOM
+                        | sys::GGML_OP_MAP_CUSTOM1
+                        | sys::GGML_OP_MAP_CUSTOM2
+                        | sys::GGML_OP_MAP_CUSTOM3
+                )
+            })
+            .count();
+        self.custom_ops.fetch_add(custom, Ordering::Relaxed);
     }
     pub fn set_threads(&self, n_threads: usize) {
         let n = n_threads.clamp(1, crate::threads::MAX_THREADS);

@@ -17,8 +17,13 @@ use super::{Context, GgmlType, Tensor};
 impl Context {
     /// `w` `[n, k, b]` (outputs fastest) times `x` `[k, m, b]` → `[n, m, b]`:
     /// per batch `b`, column `j` of the result is `Σᵢ x[i, j] · w[:, i]`.
-    /// Both contiguous F32; needs [`fma_supported`].
+    /// Both contiguous F32; needs [`fma_supported`] (on the CPU backend; other
+    /// backends get ggml's product of the transposed weights).
     pub fn mul_mat_outputs_fastest<'a>(&'a self, w: Tensor<'a>, x: Tensor<'a>) -> Tensor<'a> {
+        if !self.cpu_kernels.get() {
+            // standard ops: ggml's product of the transposed weights
+            return self.mul_mat(self.cont(self.transpose(w)), x);
+        }
         let [n, k, b, _] = w.ne();
         let [xk, m, xb, _] = x.ne();
         assert!(

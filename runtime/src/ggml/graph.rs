@@ -46,6 +46,7 @@ impl<IO> OwnedGraph<IO> {
         F: for<'a> FnOnce(&'a Context) -> (IO, Vec<Tensor<'a>>),
     {
         let ctx = Context::new(max_nodes * 2, max_nodes);
+        ctx.cpu_kernels.set(backend.cpu_kernels());
         let (io, graph) = {
             let (io, outputs) = build(&ctx);
             for t in &outputs {
@@ -53,6 +54,7 @@ impl<IO> OwnedGraph<IO> {
             }
             (io, ctx.build_graph(&outputs, max_nodes).ptr)
         };
+        backend.note_graph(graph);
         Self {
             sched: Scheduler::new(&[backend], max_nodes * 2),
             allocated: false,

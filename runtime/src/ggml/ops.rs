@@ -43,7 +43,7 @@ impl Context {
                 return self.cont(self.view(full, &[n, m, n2], &nb[1..3], 0));
             }
         }
-        if gemv::applies(a.raw(), b.raw(), self.row_dots.get()) {
+        if self.cpu_kernels.get() && gemv::applies(a.raw(), b.raw(), self.row_dots.get()) {
             let mut args = [a.raw(), b.raw()];
             return self.wrap(unsafe {
                 sys::ggml_custom_4d(
@@ -441,6 +441,9 @@ impl Context {
             "unfold_columns wants a contiguous input"
         );
         let n = (padded - span - 1) / stride as i64 + 1;
+        if !self.cpu_kernels.get() {
+            return self.unfold_columns_standard(x, k, geometry, ty, n);
+        }
         let mut args = [x.raw()];
         self.wrap(unsafe {
             sys::ggml_custom_4d(
@@ -457,6 +460,40 @@ impl Context {
                 geometry.pack(),
             )
         })
+    }
+}
+
+impl Context {
+    /// [`Context::unfold_columns`] in standard ops (for backends other than
+    /// the CPU): the zero-padded input, then one strided view per tap,
+    /// stacked along the channels.
+    fn unfold_columns_standard<'a>(
+        &'a self,
+        x: Tensor<'a>,
+        k: usize,
+        geometry: Unfold,
+        ty: GgmlType,
+        n: i64,
+    ) -> Tensor<'a> {
+        let Unfold {
+            stride,
+            dilation,
+            left,
+            right,
+        } = geometry;
+        let c = x.ne()[0];
+        let xp = match left + right {
+            0 => x,
+            _ => self.pad(x, [0, left as i32, 0, 0], [0, right as i32, 0, 0]),
+        };
+        let es = xp.element_size();
+        let c_bytes = c as usize * es;
+        let tap = |j: usize| self.view(xp, &[c, n], &[stride * c_bytes], j * dilation * c_bytes);
+        let cols = (1..k).fold(self.cont(tap(0)), |all, j| self.concat(all, tap(j), 0));
+        match ty {
+            GgmlType::F32 => cols,
+            _ => self.cast(cols, ty),
+        }
     }
 }
 
@@ -593,7 +630,12 @@ impl Context {
     ) -> Tensor<'a> {
         let k = match layout {
             ConvKernel::Winograd { .. } => {
-                return self.conv_winograd(xp, w, bias, dilation, segment)
+                assert!(
+                    self.cpu_kernels.get(),
+                    "a Winograd-layout kernel needs the CPU backend's kernels \
+                     (load the decoder without fast convolution for this backend)"
+                );
+                return self.conv_winograd(xp, w, bias, dilation, segment);
             }
             ConvKernel::Pointwise => {
                 let y = self.mul_mat_outputs_fastest(w, xp);

@@ -17,11 +17,19 @@ impl Context {
         alpha: Tensor<'a>,
         inv_beta: Tensor<'a>,
     ) -> Tensor<'a> {
+        if !self.cpu_kernels.get() {
+            // standard ops: x + inv_beta · sin²(x · alpha)
+            let s = self.sqr(self.sin(self.mul(x, alpha)));
+            return self.add(x, self.mul(s, inv_beta));
+        }
         self.map_rows(x, &[alpha, inv_beta], snake_row)
     }
 
     /// ELU (α = 1): `x` where positive, `eˣ − 1` elsewhere (contiguous F32).
     pub fn elu<'a>(&'a self, x: Tensor<'a>) -> Tensor<'a> {
+        if !self.cpu_kernels.get() {
+            return self.wrap(unsafe { ggml_sys::ggml_elu(self.raw(), x.raw()) });
+        }
         self.map_rows(x, &[], elu_row)
     }
 }

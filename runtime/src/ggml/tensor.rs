@@ -26,6 +26,9 @@ pub struct Context {
     pub(super) column_invariant: std::cell::Cell<bool>,
     /// See `Context::set_row_dots`.
     pub(super) row_dots: std::cell::Cell<bool>,
+    /// Whether this context's graphs may use the ops layer's CPU kernels
+    /// (custom ops); see `Backend::cpu_kernels`.
+    pub(super) cpu_kernels: std::cell::Cell<bool>,
 }
 
 /// A tensor of one graph's context remembered without a borrow (typed graph
@@ -75,6 +78,7 @@ impl Context {
             id: NEXT_CONTEXT_ID.fetch_add(1, Ordering::Relaxed),
             keep_alive: Default::default(),
             column_invariant: Default::default(),
+            cpu_kernels: std::cell::Cell::new(true),
             row_dots: Default::default(),
         }
     }

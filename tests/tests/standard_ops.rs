@@ -1,0 +1,132 @@
+//! The graphs another backend gets (issue #25): with `Backend::cpu_standard_ops`
+//! every graph holds standard ggml ops only — none of the ops layer's CPU
+//! kernels (custom ops), which would bounce to the CPU on a GPU — and
+//! computes what the CPU kernels compute, within the tolerances a device
+//! must meet: vocoder waveform SNR ≥ 60 dB with the F32 speech tokenizer,
+//! teacher-forced talker logits cosine ≥ 0.9999 with an F32 model file and
+//! code-predictor picks ≥ 99 % identical. Streamed == offline stays exact.
+
+use std::sync::Arc;
+
+use qwen3_tts::codec_decoder::{CodecDecoder, DecoderOptions, DecoderSession};
+use qwen3_tts::ggml::{Backend, GgmlType};
+use qwen3_tts::pipeline::{GenerateOptions, Session, TtsModel};
+use qwen3_tts::prompt::{Request, Voice};
+use qwen3_tts_tests::{
+    convert_tiny, convert_tiny_tokenizer, cosine, fixtures, frames_of, serial, snr_db, Dump,
+};
+
+#[test]
+fn vocoder_in_standard_ops_matches_the_cpu_kernels() {
+    let _g = serial();
+    let tmp = tempfile::tempdir().unwrap();
+    let path = convert_tiny_tokenizer(GgmlType::F32, tmp.path());
+    // Another backend has no fast convolution: the direct layouts.
+    let options = DecoderOptions {
+        fast_convolution: false,
+    };
+    let decoder = Arc::new(CodecDecoder::load_with(&path, options).unwrap());
+    let (cpu, standard) = (
+        Arc::new(Backend::cpu(2)),
+        Arc::new(Backend::cpu_standard_ops(2)),
+    );
+    let mut want_session = DecoderSession::new(decoder.clone(), cpu.clone());
+    let mut session = DecoderSession::new(decoder, standard.clone());
+    let dump =
+        |name: &str| Dump::open(&fixtures().join(format!("reference/codec/{name}.safetensors")));
+    for name in ["decode_short", "decode_long"] {
+        let frames = frames_of(&dump(name).i64("codes"));
+        let want = want_session.decode(&frames).unwrap();
+        let got = session.decode(&frames).unwrap();
+        let snr = snr_db(&got, &want);
+        eprintln!("{name}: standard ops vs CPU kernels SNR {snr:.1} dB");
+        assert!(snr >= 60.0, "{name}: SNR {snr:.1} dB < 60");
+
+        let mut streamed = Vec::new();
+        let mut stream = session.stream();
+        for piece in frames.chunks(7) {
+            streamed.extend(stream.push(piece).unwrap());
+        }
+        assert!(streamed == got, "{name}: streamed differs from offline");
+    }
+    assert!(
+        cpu.custom_ops_built() > 0,
+        "the CPU graphs use the CPU kernels"
+    );
+    assert_eq!(
+        standard.custom_ops_built(),
+        0,
+        "a standard-ops graph holds a custom op"
+    );
+}
+
+#[test]
+fn talker_and_code_predictor_in_standard_ops_match_the_cpu_kernels() {
+    let _g = serial();
+    let variant = "0.6B-Base";
+    let dir = fixtures().join("reference/talker").join(variant);
+    let dump = Dump::open(&dir.join("xvec.safetensors"));
+    let json: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("xvec.json")).unwrap()).unwrap();
+    let kw = &json["api_kwargs"];
+    let req = Request {
+        text: kw["text"].as_str().unwrap().into(),
+        language: kw["language"].as_str().unwrap().into(),
+        voice: Voice::XVector(dump.f32("x_vector")),
+        instruct: None,
+        non_streaming: kw["non_streaming_mode"].as_bool(),
+    };
+    let reference: Vec<Vec<u32>> = dump
+        .i64("codes")
+        .chunks(16)
+        .map(|f| f.iter().map(|&c| c as u32).collect())
+        .collect();
+    let tmp = tempfile::tempdir().unwrap();
+    let model = Arc::new(TtsModel::load(convert_tiny(variant, GgmlType::F32, tmp.path())).unwrap());
+    let run = |backend: &Arc<Backend>| {
+        let mut s = Session::new(model.clone(), backend.clone());
+        let prompt = s.prompt(&req).unwrap();
+        let mut opts = GenerateOptions::from_config(&model.config).greedy();
+        opts.set_max_new_tokens(reference.len() + 1);
+        let (codes, trace) = s
+            .predict_forced_traced(&prompt, &opts, &reference, reference.len())
+            .unwrap();
+        (codes.concat(), trace.talker_logits)
+    };
+    let (cpu, standard) = (
+        Arc::new(Backend::cpu(2)),
+        Arc::new(Backend::cpu_standard_ops(2)),
+    );
+    let (want_codes, want_logits) = run(&cpu);
+    let (codes, logits) = run(&standard);
+    assert_eq!(logits.len(), want_logits.len());
+    let min_cosine = logits
+        .iter()
+        .zip(&want_logits)
+        .map(|(a, b)| cosine(a, b))
+        .fold(f64::INFINITY, f64::min);
+    // Code 0 of each frame is the talker's pick, codes 1–15 the predictor's.
+    let predictor_same = codes
+        .chunks(16)
+        .zip(want_codes.chunks(16))
+        .map(|(a, b)| a[1..].iter().zip(&b[1..]).filter(|(x, y)| x == y).count())
+        .sum::<usize>() as f64
+        / (15 * reference.len()) as f64;
+    eprintln!(
+        "standard ops vs CPU kernels over {} frames: talker logits cosine ≥ {min_cosine:.7}, \
+         code-predictor picks {:.2} % identical",
+        reference.len(),
+        100.0 * predictor_same
+    );
+    assert!(min_cosine >= 0.9999, "talker logits cosine {min_cosine}");
+    assert!(predictor_same >= 0.99, "predictor picks {predictor_same}");
+    assert!(
+        cpu.custom_ops_built() > 0,
+        "the CPU graphs use the CPU kernels"
+    );
+    assert_eq!(
+        standard.custom_ops_built(),
+        0,
+        "a standard-ops graph holds a custom op"
+    );
+}
