@@ -14,6 +14,7 @@ const SOURCE_CRATE: &str = "llama-cpp-sys-2";
 
 fn main() {
     println!("cargo:rerun-if-env-changed=GGML_SRC_DIR");
+    println!("cargo:rerun-if-env-changed=VULKAN_SDK");
     println!("cargo:rerun-if-changed=build.rs");
     println!("cargo:rerun-if-changed=wrapper.h");
 
@@ -153,6 +154,14 @@ fn build_ggml(workspace_root: &Path, ggml_dir: &Path) {
         }
     }
     if feature("vulkan") {
+        // The loader under $VULKAN_SDK/lib where it is not a system library
+        // (scripts/vulkan_sdk.sh).
+        if let Some(sdk) = env::var_os("VULKAN_SDK") {
+            println!(
+                "cargo:rustc-link-search=native={}",
+                Path::new(&sdk).join("lib").display()
+            );
+        }
         println!("cargo:rustc-link-lib=vulkan");
     }
 }

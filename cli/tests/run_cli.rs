@@ -135,6 +135,15 @@ fn bad_input_gives_clear_errors() {
         v
     };
 
+    fails(&["-m", tts, "--device", "gpu"], "unknown device 'gpu'");
+    if !cfg!(feature = "vulkan") {
+        fails(&["-m", tts, "--device", "vulkan:1"], "--features vulkan");
+    }
+    let listed = run(&["--list-devices"]);
+    assert!(listed.status.success(), "{}", stderr(&listed));
+    let listed = String::from_utf8_lossy(&listed.stdout).into_owned();
+    assert!(listed.lines().any(|l| l.starts_with("cpu ")), "{listed}");
+
     let missing = tmp.path().join("missing.gguf");
     fails(
         &strs(&with(missing.to_str().unwrap(), tok, out_s)),

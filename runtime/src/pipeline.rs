@@ -759,6 +759,15 @@ impl Synthesizer {
         Ok(())
     }
 
+    /// The device the models compute on, as `--list-devices` names it
+    /// ("cpu", or e.g. "vulkan:0").
+    pub fn device(&self) -> String {
+        match self.session.backend().device() {
+            Some(d) => format!("{}:{}", d.backend.to_ascii_lowercase(), d.index),
+            None => "cpu".into(),
+        }
+    }
+
     /// The TTS session (prompts, generation).
     pub fn session(&mut self) -> &mut Session {
         &mut self.session

@@ -315,13 +315,18 @@ fn model_ids(cfg: &TtsConfig) -> Vec<String> {
         .collect()
 }
 
-fn model_object(id: &str) -> Value {
-    json!({"id": id, "object": "model", "created": 0, "owned_by": "qwen3-tts"})
+/// A model in OpenAI's shape, plus the device it computes on.
+fn model_object(id: &str, device: &str) -> Value {
+    json!({"id": id, "object": "model", "created": 0, "owned_by": "qwen3-tts", "device": device})
 }
 
 async fn models(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
     let cfg = &state.model()?.config;
-    let data: Vec<Value> = model_ids(cfg).iter().map(|id| model_object(id)).collect();
+    let device = state.engine.device().unwrap_or("cpu");
+    let data: Vec<Value> = model_ids(cfg)
+        .iter()
+        .map(|id| model_object(id, device))
+        .collect();
     Ok(Json(json!({"object": "list", "data": data})))
 }
 
@@ -331,7 +336,10 @@ async fn model(
 ) -> Result<Json<Value>, ApiError> {
     let cfg = &state.model()?.config;
     check_model_id(cfg, &id)?;
-    Ok(Json(model_object(&id)))
+    Ok(Json(model_object(
+        &id,
+        state.engine.device().unwrap_or("cpu"),
+    )))
 }
 
 fn check_model_id(cfg: &TtsConfig, id: &str) -> Result<(), ApiError> {

@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use qwen3_tts::ggml::device::{self, DeviceChoice};
+
 use clap::Parser;
 
 /// Longest `--request-timeout` (a week).
@@ -14,11 +16,23 @@ pub const MAX_VOICE_CACHE_MB: usize = 1 << 20;
 #[command(version, about)]
 pub struct Args {
     /// TTS model file (tts-<type>.gguf)
-    #[arg(short = 'm', long = "model")]
-    pub model: PathBuf,
+    #[arg(short = 'm', long = "model", required_unless_present = "list_devices")]
+    pub model: Option<PathBuf>,
     /// Speech-tokenizer file (tokenizer-<type>.gguf)
-    #[arg(short = 't', long = "tokenizer")]
-    pub tokenizer: PathBuf,
+    #[arg(
+        short = 't',
+        long = "tokenizer",
+        required_unless_present = "list_devices"
+    )]
+    pub tokenizer: Option<PathBuf>,
+    /// Compute device: auto, cpu, vulkan[:N], cuda[:N] or metal (auto: a
+    /// hardware GPU when this build has a GPU backend and the machine one,
+    /// else the CPU)
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    pub device: DeviceChoice,
+    /// Print the devices this build and machine offer and exit
+    #[arg(long)]
+    pub list_devices: bool,
     /// Address to listen on (loopback unless told otherwise)
     #[arg(long, default_value = "127.0.0.1")]
     pub host: String,
@@ -63,9 +77,24 @@ pub struct Args {
     pub wyoming_port: Option<u16>,
 }
 
+fn parse_device(s: &str) -> Result<DeviceChoice, String> {
+    s.parse()
+}
+
 impl Args {
+    /// `-m` (clap requires it unless `--list-devices`).
+    pub fn model(&self) -> &std::path::Path {
+        self.model.as_deref().expect("clap requires -m")
+    }
+
+    /// `-t` (clap requires it unless `--list-devices`).
+    pub fn tokenizer(&self) -> &std::path::Path {
+        self.tokenizer.as_deref().expect("clap requires -t")
+    }
+
     /// Checks the flags that clap cannot.
     pub fn validate(&self) -> Result<(), String> {
+        device::check_programs_can_use(self.device)?;
         if let Some(n) = self.threads {
             let max = qwen3_tts::threads::MAX_THREADS;
             if !(1..=max).contains(&n) {

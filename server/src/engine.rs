@@ -141,6 +141,8 @@ struct Shared {
     load_error: OnceLock<String>,
     /// Voices' warm state (once the model is loaded).
     warm: OnceLock<Arc<WarmCache>>,
+    /// The device the models compute on (once loaded).
+    device: OnceLock<String>,
 }
 
 /// Work on voices' warm state, outside the speech queue (it never makes a
@@ -194,6 +196,7 @@ impl Engine {
             sample_rate: OnceLock::new(),
             load_error: OnceLock::new(),
             warm: OnceLock::new(),
+            device: OnceLock::new(),
         });
         let s = shared.clone();
         let handle = std::thread::Builder::new()
@@ -263,6 +266,11 @@ impl Engine {
     /// The loaded model (its configuration, tokenizer), once ready.
     pub fn model(&self) -> Option<&Arc<TtsModel>> {
         self.shared.model.get()
+    }
+
+    /// The device the models compute on ("cpu", "vulkan:0", …), once loaded.
+    pub fn device(&self) -> Option<&str> {
+        self.shared.device.get().map(String::as_str)
     }
 
     /// The vocoder's sample rate, once ready.
@@ -411,12 +419,14 @@ fn run(cfg: EngineConfig, rx: Receiver<Job>, warm_rx: Receiver<WarmMsg>, shared:
     let _ = shared.warm.set(cache.clone());
     let _ = shared.sample_rate.set(synth.vocoder.sample_rate());
     let _ = shared.model.set(synth.model.clone());
+    let _ = shared.device.set(synth.device());
     tracing::info!(
-        "model ready: {} {:?} {} in {:.2} s, up to {} requests at once, {} KV cache, \
+        "model ready: {} {:?} {} on {} in {:.2} s, up to {} requests at once, {} KV cache, \
          voice cache {} MiB",
         synth.model.name,
         synth.model.config.model_type,
         synth.model.config.model_size,
+        synth.device(),
         started.elapsed().as_secs_f64(),
         batch.max_batch(),
         batch.kv_type().name(),

@@ -27,6 +27,10 @@ pub use config::Args;
 /// thread (`/health` says `loading`, then `ready`), serves; on a signal stops
 /// accepting, finishes the requests in flight and returns.
 pub async fn serve(args: Args) -> Result<(), String> {
+    if args.list_devices {
+        print!("{}", qwen3_tts::ggml::device::listing());
+        return Ok(());
+    }
     args.validate()?;
     let voices = voices::Voices::open(&args.voices_dir)
         .map_err(|e| format!("--voices-dir {}: {e}", args.voices_dir.display()))?;
@@ -42,8 +46,8 @@ pub async fn serve(args: Args) -> Result<(), String> {
         None => None,
     };
     let (engine, engine_thread) = engine::Engine::start(engine::EngineConfig {
-        model: args.model.clone(),
-        tokenizer: args.tokenizer.clone(),
+        model: args.model().to_path_buf(),
+        tokenizer: args.tokenizer().to_path_buf(),
         threads: args.threads.unwrap_or(0),
         max_queue: args.max_queue,
         max_batch: args.max_batch,
@@ -77,7 +81,7 @@ pub async fn serve(args: Args) -> Result<(), String> {
     eprintln!("listening on http://{local}");
     tracing::info!(
         "model {} (loading), voices in {}, batch {}, queue {}, input limit {} chars, timeout {} s{}",
-        args.model.display(),
+        args.model().display(),
         args.voices_dir.display(),
         args.max_batch,
         args.max_queue,

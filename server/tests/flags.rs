@@ -38,6 +38,17 @@ fn refused_flags() {
     let (ok, err) = with(&["--kv-cache", "q4_k"]);
     assert!(!ok);
     assert!(err.contains("unknown KV cache type 'q4_k'"), "{err}");
+    let (ok, err) = with(&["--device", "gpu"]);
+    assert!(!ok);
+    assert!(err.contains("unknown device 'gpu'"), "{err}");
+    if !cfg!(feature = "cuda") {
+        let (ok, err) = with(&["--device", "cuda:0"]);
+        assert!(!ok);
+        assert!(
+            err.contains("no CUDA backend") && err.contains("--features cuda"),
+            "{err}"
+        );
+    }
     for n in ["0", "100000"] {
         let (ok, err) = with(&["--threads", n]);
         assert!(!ok);
@@ -86,4 +97,13 @@ fn a_model_that_cannot_be_loaded_ends_the_server() {
         err.contains("cannot load the model") && err.contains("missing.gguf"),
         "{err}"
     );
+}
+
+/// `--list-devices` needs no model: the CPU is always there.
+#[test]
+fn lists_devices() {
+    let o = Command::new(BIN).arg("--list-devices").output().unwrap();
+    let out = String::from_utf8_lossy(&o.stdout);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(out.lines().any(|l| l.starts_with("cpu ")), "{out}");
 }

@@ -154,6 +154,14 @@ fn models_health_metrics() {
         .collect();
     assert!(ids.contains(&"qwen3-tts-0.6b-customvoice"), "{ids:?}");
     assert!(ids.contains(&"tts-1"));
+    assert!(
+        m["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|d| d["device"] == "cpu"),
+        "{m}"
+    );
     assert_eq!(s.get("/v1/models/tts-1").status, 200);
     assert_eq!(s.get("/v1/models/nope").status, 404);
     let v = s.get("/v1/audio/voices").json();

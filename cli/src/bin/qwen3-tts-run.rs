@@ -6,11 +6,12 @@ use std::process::ExitCode;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context as _, Result};
+use anyhow::{anyhow, bail, Context as _, Result};
 use clap::{Parser, ValueEnum};
 use indicatif::{ProgressBar, ProgressStyle};
 use qwen3_tts::audio;
 use qwen3_tts::config::{ModelType, TtsConfig};
+use qwen3_tts::ggml::device::{self, DeviceChoice};
 use qwen3_tts::gguf_schema::ARCH_TTS;
 use qwen3_tts::long_text::{split_text, LongEvent, TextPart, DEFAULT_MAX_PART};
 use qwen3_tts::model_file::{GgufFile, Overwrite};
@@ -76,8 +77,8 @@ Examples:
 #[command(version, about, after_help = EXAMPLES)]
 struct Args {
     /// TTS model file (tts-<type>.gguf)
-    #[arg(short = 'm', long = "model")]
-    model: PathBuf,
+    #[arg(short = 'm', long = "model", required_unless_present = "list_devices")]
+    model: Option<PathBuf>,
     /// Speech-tokenizer file (tokenizer-<type>.gguf)
     #[arg(short = 't', long = "tokenizer")]
     tokenizer: Option<PathBuf>,
@@ -141,6 +142,14 @@ struct Args {
     /// Print the model's speakers and languages and exit
     #[arg(long)]
     list_voices: bool,
+    /// Compute device: auto, cpu, vulkan[:N], cuda[:N] or metal (auto: a
+    /// hardware GPU when this build has a GPU backend and the machine one,
+    /// else the CPU)
+    #[arg(long, default_value = "auto", value_parser = parse_device)]
+    device: DeviceChoice,
+    /// Print the devices this build and machine offer and exit
+    #[arg(long)]
+    list_devices: bool,
 
     /// Talker sampling temperature [model default]
     #[arg(long)]
@@ -381,7 +390,7 @@ impl StreamSink {
 /// --force (a model or a recording is not something to lose to a typo).
 fn refuse_outputs_over_inputs(args: &Args, tokenizer: &Path, only_save: bool) -> Result<()> {
     let inputs = [
-        ("-m", Some(args.model.as_path())),
+        ("-m", args.model.as_deref()),
         ("-t", Some(tokenizer)),
         ("--text-file", args.text_file.as_deref()),
         ("--ref-audio", args.ref_audio.as_deref()),
@@ -573,7 +582,21 @@ fn list_voices(cfg: &TtsConfig) {
     }
 }
 
+/// `-m` (clap requires it unless `--list-devices`).
+fn model_path(args: &Args) -> &Path {
+    args.model.as_deref().expect("clap requires -m")
+}
+
+fn parse_device(s: &str) -> std::result::Result<DeviceChoice, String> {
+    s.parse()
+}
+
 fn run(args: &Args, process_start: Instant) -> Result<()> {
+    if args.list_devices {
+        print!("{}", device::listing());
+        return Ok(());
+    }
+    device::check_programs_can_use(args.device).map_err(|e| anyhow!(e))?;
     // 0 asks the library for adaptive threading (see qwen3_tts::threads).
     let threads = args.threads.unwrap_or(0);
     if let Some(n) = args.threads {
@@ -589,7 +612,7 @@ fn run(args: &Args, process_start: Instant) -> Result<()> {
     }
     if args.list_voices {
         // The metadata is enough: no weights are loaded.
-        let file = GgufFile::open_arch(&args.model, ARCH_TTS)?;
+        let file = GgufFile::open_arch(model_path(args), ARCH_TTS)?;
         list_voices(&TtsConfig::from_gguf(&file)?);
         return Ok(());
     }
@@ -618,7 +641,7 @@ fn run(args: &Args, process_start: Instant) -> Result<()> {
     let status = Status::new(args.quiet);
     status.stage("loading…");
     let started = Instant::now();
-    let mut synth = Synthesizer::load(&args.model, tokenizer, threads)?;
+    let mut synth = Synthesizer::load(model_path(args), tokenizer, threads)?;
     if let Some(ty) = args.kv_cache {
         synth.session().set_kv_type(ty)?;
     }
@@ -686,6 +709,7 @@ fn run(args: &Args, process_start: Instant) -> Result<()> {
                     timings: out.timings,
                     first_audio: None,
                     seed: opts.seed,
+                    device: synth.device(),
                 }
             )
         );
@@ -803,6 +827,7 @@ fn write_as_it_comes(
                         .stream
                         .then(|| (first, (call - t.process_start).as_secs_f64() + first)),
                     seed: opts.seed,
+                    device: synth.device(),
                 }
             )
         );
@@ -830,6 +855,7 @@ struct Figures {
     /// start of the process.
     first_audio: Option<(f64, f64)>,
     seed: u64,
+    device: String,
 }
 
 fn summary_line(args: &Args, f: &Figures) -> String {
@@ -844,7 +870,7 @@ fn summary_line(args: &Args, f: &Figures) -> String {
     format!(
         "{}: {:.2} s of audio ({} frames) in {:.2} s wall (load {:.2} s, \
          prompt {:.2} s, generate {:.2} s = {:.1} frames/s, vocoder {:.2} s); \
-         {first}RTF {:.3} ({:.3} without load); seed {}",
+         {first}RTF {:.3} ({:.3} without load); seed {}; device {}",
         if args.output == Path::new("-") {
             "stdout".to_string()
         } else {
@@ -860,7 +886,8 @@ fn summary_line(args: &Args, f: &Figures) -> String {
         t.vocode,
         f.wall / f.audio.max(1e-9),
         synth_s / f.audio.max(1e-9),
-        f.seed
+        f.seed,
+        f.device
     )
 }
 

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 use ggml_sys as sys;
 
+use super::device::DeviceInfo;
 use super::{init_logging, take_log, Graph};
 
 /// A compute backend (the CPU one here; GPU backends plug in the same way).
@@ -18,6 +19,10 @@ pub struct Backend {
     cpu_kernels: bool,
     /// Custom-op nodes in the graphs built for this backend so far.
     custom_ops: AtomicUsize,
+    /// The GPU device it computes on; `None`: the CPU.
+    device: Option<DeviceInfo>,
+    /// A GPU backend's CPU backend, for what the GPU cannot compute.
+    cpu: Option<Box<Backend>>,
 }
 
 // SAFETY: a backend holds its thread count and a work buffer; the runtime
@@ -49,9 +54,47 @@ impl Backend {
             threads: AtomicUsize::new(1),
             cpu_kernels,
             custom_ops: AtomicUsize::new(0),
+            device: None,
+            cpu: None,
         };
         backend.set_threads(n_threads);
         backend
+    }
+
+    /// A backend on a GPU `device` (see [`super::device::resolve`]): its
+    /// graphs hold standard ops only.
+    pub fn gpu(device: &DeviceInfo) -> Result<Self, String> {
+        init_logging();
+        let p = unsafe { sys::ggml_backend_dev_init(device.raw(), std::ptr::null()) };
+        let ptr = NonNull::new(p).ok_or_else(|| {
+            format!(
+                "could not start the {} device {} ({}): {}",
+                device.backend,
+                device.name,
+                device.description,
+                take_log()
+            )
+        })?;
+        Ok(Self {
+            ptr,
+            threads: AtomicUsize::new(1),
+            cpu_kernels: false,
+            custom_ops: AtomicUsize::new(0),
+            device: Some(device.clone()),
+            cpu: Some(Box::new(Self::cpu_standard_ops(
+                crate::threads::default_threads(),
+            ))),
+        })
+    }
+
+    /// A GPU backend's CPU backend for what the GPU cannot compute.
+    pub(super) fn cpu_fallback(&self) -> Option<&Backend> {
+        self.cpu.as_deref()
+    }
+
+    /// The GPU device this backend computes on (`None`: the CPU).
+    pub fn device(&self) -> Option<&DeviceInfo> {
+        self.device.as_ref()
     }
 
     /// Whether graphs for this backend may use the ops layer's CPU kernels.
@@ -84,6 +127,9 @@ impl Backend {
     }
     pub fn set_threads(&self, n_threads: usize) {
         let n = n_threads.clamp(1, crate::threads::MAX_THREADS);
+        if self.device.is_some() {
+            return; // a GPU's threads are its own
+        }
         unsafe { sys::ggml_backend_cpu_set_n_threads(self.ptr.as_ptr(), n as i32) };
         self.threads.store(n, Ordering::Relaxed);
     }
@@ -152,12 +198,67 @@ impl Scheduler {
 
     /// Allocates the graph's intermediate tensors (inputs become writable).
     pub fn alloc_graph(&mut self, graph: &Graph<'_>) -> Result<(), String> {
+        self.alloc_graph_on(graph, None)
+    }
+
+    /// [`Scheduler::alloc_graph`], with what `gpu` can compute placed on it.
+    pub fn alloc_graph_on(
+        &mut self,
+        graph: &Graph<'_>,
+        gpu: Option<&Backend>,
+    ) -> Result<(), String> {
         unsafe { sys::ggml_backend_sched_reset(self.ptr.as_ptr()) };
+        if let Some(gpu) = gpu {
+            self.place_on(graph, gpu);
+        }
         if unsafe { sys::ggml_backend_sched_alloc_graph(self.ptr.as_ptr(), graph.ptr.as_ptr()) } {
             Ok(())
         } else {
             Err(format!("failed to allocate compute graph: {}", take_log()))
         }
+    }
+
+    /// Places every node of `graph` that `backend` can compute and whose
+    /// sources it can read on it (the rest, and the graph's inputs, stay
+    /// with the CPU): ggml's scheduler otherwise follows the inputs, which
+    /// live in CPU memory. A source already in a buffer the backend cannot
+    /// read (weights in CPU memory) keeps its node on the CPU.
+    pub(super) fn place_on(&mut self, graph: &Graph<'_>, backend: &Backend) {
+        let g = graph.ptr.as_ptr();
+        let b = backend.ptr.as_ptr();
+        let readable = |t: *mut sys::ggml_tensor| unsafe {
+            t.is_null()
+                || (*t).buffer.is_null()
+                || sys::ggml_backend_supports_buft(
+                    b,
+                    sys::ggml_backend_buffer_get_type((*t).buffer),
+                )
+        };
+        for i in 0..unsafe { sys::ggml_graph_n_nodes(g) } {
+            let node = unsafe { sys::ggml_graph_node(g, i) };
+            let sources = unsafe { (*node).src };
+            if unsafe { sys::ggml_backend_supports_op(b, node) }
+                && sources.into_iter().all(readable)
+            {
+                unsafe {
+                    sys::ggml_backend_sched_set_tensor_backend(
+                        self.ptr.as_ptr(),
+                        node,
+                        backend.ptr.as_ptr(),
+                    )
+                };
+            }
+        }
+    }
+
+    /// The name of the backend `t` is computed on (after allocation).
+    pub(super) fn backend_of(&self, t: super::Tensor<'_>) -> Option<String> {
+        let b = unsafe { sys::ggml_backend_sched_get_tensor_backend(self.ptr.as_ptr(), t.raw()) };
+        (!b.is_null()).then(|| {
+            unsafe { CStr::from_ptr(sys::ggml_backend_name(b)) }
+                .to_string_lossy()
+                .into_owned()
+        })
     }
 
     /// Computes an allocated graph.

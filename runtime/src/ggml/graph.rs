@@ -55,14 +55,26 @@ impl<IO> OwnedGraph<IO> {
             (io, ctx.build_graph(&outputs, max_nodes).ptr)
         };
         backend.note_graph(graph);
+        // ggml's scheduler wants the CPU last: what a GPU cannot compute
+        // falls back to it.
+        let sched = match backend.cpu_fallback() {
+            Some(cpu) => Scheduler::new(&[backend, cpu], max_nodes * 2),
+            None => Scheduler::new(&[backend], max_nodes * 2),
+        };
         Self {
-            sched: Scheduler::new(&[backend], max_nodes * 2),
+            sched,
             allocated: false,
             graph,
             io,
             ctx,
             _backend: backend.clone(),
         }
+    }
+
+    /// The name of the backend the scheduler computes `slot`'s node on
+    /// (once computed), e.g. "CPU" or "Vulkan0".
+    pub fn backend_of(&self, slot: Slot) -> Option<String> {
+        self.sched.backend_of(self.ctx.slot_tensor(slot))
     }
 
     /// The inputs and outputs.
@@ -83,7 +95,10 @@ impl<IO> OwnedGraph<IO> {
             _ctx: PhantomData,
         };
         if !self.allocated {
-            self.sched.alloc_graph(&g).map_err(crate::Error::Compute)?;
+            let gpu = self._backend.device().is_some().then_some(&*self._backend);
+            self.sched
+                .alloc_graph_on(&g, gpu)
+                .map_err(crate::Error::Compute)?;
             self.allocated = true;
         }
         set_inputs(self);

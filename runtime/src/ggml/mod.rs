@@ -12,9 +12,10 @@
 //! and custom kernels), `gemv` (the quantised matrix × vector kernel), `gemm` (products with
 //! the weights outputs fastest), `rows` (SnakeBeta and ELU), `winograd` (fast convolution),
 //! `graph` (reusable graphs), `store` (persistent tensors), `backend`
-//! (backends, buffers, scheduler), `gguf` (GGUF headers), `mmap`, `quant`.
+//! (backends, buffers, scheduler), `device` (the devices of this build, `--device`), `gguf` (GGUF headers), `mmap`, `quant`.
 
 mod backend;
+pub mod device;
 mod gemm;
 mod gemv;
 pub mod gguf;

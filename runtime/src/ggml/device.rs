@@ -1,0 +1,428 @@
+//! The compute devices this build of ggml offers (its backend registry:
+//! the CPU always, Vulkan, CUDA or Metal devices when built with them), and
+//! the user's choice among them (`--device auto|cpu|vulkan[:N]|cuda[:N]|metal`).
+
+use std::ffi::CStr;
+use std::fmt;
+use std::str::FromStr;
+
+use ggml_sys as sys;
+
+use super::init_logging;
+
+/// A GPU API ggml can be built with (its backend registry's name).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GpuApi {
+    Vulkan,
+    Cuda,
+    Metal,
+}
+
+impl GpuApi {
+    /// The name `--device` takes.
+    pub fn flag(self) -> &'static str {
+        match self {
+            Self::Vulkan => "vulkan",
+            Self::Cuda => "cuda",
+            Self::Metal => "metal",
+        }
+    }
+
+    /// The name of ggml's backend registry for it.
+    fn registry(self) -> &'static str {
+        match self {
+            Self::Vulkan => "Vulkan",
+            Self::Cuda => "CUDA",
+            Self::Metal => "Metal",
+        }
+    }
+
+    /// The Cargo feature that builds it in.
+    pub fn feature(self) -> &'static str {
+        self.flag()
+    }
+}
+
+/// What `--device` asks for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default)]
+pub enum DeviceChoice {
+    /// A hardware GPU when the build has a GPU backend and the machine one
+    /// (never a software device such as Mesa's lavapipe), else the CPU.
+    #[default]
+    Auto,
+    Cpu,
+    /// Device `index` (0 unless given) of a GPU API.
+    Gpu {
+        api: GpuApi,
+        index: usize,
+    },
+}
+
+impl FromStr for DeviceChoice {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        let bad =
+            || format!("unknown device '{s}': expected auto, cpu, vulkan[:N], cuda[:N] or metal");
+        let (name, index) = match s.split_once(':') {
+            Some((name, n)) => (name, Some(n.parse::<usize>().map_err(|_| bad())?)),
+            None => (s, None),
+        };
+        let gpu = |api| DeviceChoice::Gpu {
+            api,
+            index: index.unwrap_or(0),
+        };
+        match (name.to_ascii_lowercase().as_str(), index) {
+            ("auto", None) => Ok(Self::Auto),
+            ("cpu", None) => Ok(Self::Cpu),
+            ("vulkan", _) => Ok(gpu(GpuApi::Vulkan)),
+            ("cuda", _) => Ok(gpu(GpuApi::Cuda)),
+            ("metal", None | Some(0)) => Ok(gpu(GpuApi::Metal)),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl fmt::Display for DeviceChoice {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Self::Auto => f.write_str("auto"),
+            Self::Cpu => f.write_str("cpu"),
+            Self::Gpu { api, index } => write!(f, "{}:{index}", api.flag()),
+        }
+    }
+}
+
+/// What kind of device ggml says a device is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DeviceKind {
+    Cpu,
+    Gpu,
+    IntegratedGpu,
+    Accelerator,
+}
+
+impl DeviceKind {
+    fn of(t: sys::ggml_backend_dev_type) -> Self {
+        match t {
+            sys::GGML_BACKEND_DEVICE_TYPE_GPU => Self::Gpu,
+            sys::GGML_BACKEND_DEVICE_TYPE_IGPU => Self::IntegratedGpu,
+            sys::GGML_BACKEND_DEVICE_TYPE_CPU => Self::Cpu,
+            _ => Self::Accelerator,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Cpu => "cpu",
+            Self::Gpu => "gpu",
+            Self::IntegratedGpu => "integrated gpu",
+            Self::Accelerator => "accelerator",
+        }
+    }
+}
+
+/// One device of ggml's registry.
+#[derive(Clone, Debug)]
+pub struct DeviceInfo {
+    /// The backend it belongs to ("CPU", "Vulkan", "CUDA", "Metal", …).
+    pub backend: String,
+    /// Its index among that backend's devices (what `vulkan:N` names).
+    pub index: usize,
+    /// ggml's name for it (e.g. "Vulkan0") and the driver's description.
+    pub name: String,
+    pub description: String,
+    pub kind: DeviceKind,
+    /// Memory in bytes, as the driver reports it (free, total).
+    pub memory_free: usize,
+    pub memory_total: usize,
+    /// ggml's raw index in its registry.
+    registry_index: usize,
+}
+
+impl DeviceInfo {
+    /// A software rendition of a GPU API (Mesa's lavapipe/llvmpipe,
+    /// SwiftShader): usable, but never what `auto` should pick.
+    pub fn is_software(&self) -> bool {
+        let d = self.description.to_ascii_lowercase();
+        self.kind == DeviceKind::Cpu
+            || ["llvmpipe", "lavapipe", "swiftshader", "softpipe"]
+                .iter()
+                .any(|s| d.contains(s))
+    }
+
+    pub(super) fn raw(&self) -> sys::ggml_backend_dev_t {
+        unsafe { sys::ggml_backend_dev_get(self.registry_index) }
+    }
+}
+
+impl fmt::Display for DeviceInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let flag = match self.backend.as_str() {
+            "CPU" => "cpu".to_string(),
+            other => format!("{}:{}", other.to_ascii_lowercase(), self.index),
+        };
+        write!(f, "{flag:<10} {} ({}", self.description, self.kind.name())?;
+        if self.memory_total > 0 {
+            write!(
+                f,
+                ", {:.1} GiB",
+                self.memory_total as f64 / (1u64 << 30) as f64
+            )?;
+        }
+        if self.is_software() && self.backend != "CPU" {
+            write!(f, ", software")?;
+        }
+        write!(f, ")")
+    }
+}
+
+fn text(p: *const std::os::raw::c_char) -> String {
+    if p.is_null() {
+        return String::new();
+    }
+    unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+}
+
+/// Every device of this build's ggml, in registry order (the CPU included).
+pub fn devices() -> Vec<DeviceInfo> {
+    init_logging();
+    let mut per_backend: Vec<(String, usize)> = Vec::new();
+    (0..unsafe { sys::ggml_backend_dev_count() })
+        .map(|i| unsafe {
+            let dev = sys::ggml_backend_dev_get(i);
+            let backend = text(sys::ggml_backend_reg_name(
+                sys::ggml_backend_dev_backend_reg(dev),
+            ));
+            let index = match per_backend.iter_mut().find(|(b, _)| *b == backend) {
+                Some((_, n)) => {
+                    *n += 1;
+                    *n - 1
+                }
+                None => {
+                    per_backend.push((backend.clone(), 1));
+                    0
+                }
+            };
+            let (mut free, mut total) = (0usize, 0usize);
+            sys::ggml_backend_dev_memory(dev, &mut free, &mut total);
+            DeviceInfo {
+                backend,
+                index,
+                name: text(sys::ggml_backend_dev_name(dev)),
+                description: text(sys::ggml_backend_dev_description(dev)),
+                kind: DeviceKind::of(sys::ggml_backend_dev_type(dev)),
+                memory_free: free,
+                memory_total: total,
+                registry_index: i,
+            }
+        })
+        .collect()
+}
+
+/// The GPU APIs this build has.
+pub fn built_gpu_apis() -> Vec<GpuApi> {
+    let mut apis = Vec::new();
+    if cfg!(feature = "vulkan") {
+        apis.push(GpuApi::Vulkan);
+    }
+    if cfg!(feature = "cuda") {
+        apis.push(GpuApi::Cuda);
+    }
+    if cfg!(feature = "metal") {
+        apis.push(GpuApi::Metal);
+    }
+    apis
+}
+
+/// The device `choice` names on this machine: `None` for the CPU, else
+/// the GPU device. Errors name what is missing (the build's backend, or
+/// the device) and what there is.
+pub fn resolve(choice: DeviceChoice) -> Result<Option<DeviceInfo>, String> {
+    let all = devices();
+    match choice {
+        DeviceChoice::Cpu => Ok(None),
+        DeviceChoice::Auto => Ok(all.into_iter().find(|d| {
+            d.backend != "CPU"
+                && matches!(d.kind, DeviceKind::Gpu | DeviceKind::IntegratedGpu)
+                && !d.is_software()
+        })),
+        DeviceChoice::Gpu { api, index } => {
+            if !built_gpu_apis().contains(&api) {
+                return Err(format!(
+                    "--device {choice}: this build has no {} backend (rebuild with \
+                     `cargo build --release --features {}`; see the README)",
+                    api.registry(),
+                    api.feature()
+                ));
+            }
+            let of_api: Vec<DeviceInfo> = all
+                .into_iter()
+                .filter(|d| d.backend == api.registry())
+                .collect();
+            let count = of_api.len();
+            of_api
+                .into_iter()
+                .find(|d| d.index == index)
+                .map(Some)
+                .ok_or_else(|| {
+                    format!(
+                        "--device {choice}: no such {} device ({count} found; \
+                         `--list-devices` shows them)",
+                        api.registry()
+                    )
+                })
+        }
+    }
+}
+
+/// `--list-devices`: one line per device, then the GPU backends built in.
+pub fn listing() -> String {
+    let mut out: String = devices().iter().map(|d| format!("{d}\n")).collect();
+    let built: Vec<&str> = built_gpu_apis().iter().map(|a| a.flag()).collect();
+    out += &match built.is_empty() {
+        true => "(this build has no GPU backend: --features vulkan, cuda or metal)\n".to_string(),
+        false => format!("(GPU backends in this build: {})\n", built.join(", ")),
+    };
+    out
+}
+
+/// Checks `--device` for this version, whose programs run the models on the
+/// CPU: `auto` (the CPU until they can use a GPU) and `cpu` pass; a GPU
+/// choice is refused naming what is missing or what there is.
+pub fn check_programs_can_use(choice: DeviceChoice) -> Result<(), String> {
+    if choice == DeviceChoice::Auto {
+        return Ok(());
+    }
+    match resolve(choice)? {
+        None => Ok(()),
+        Some(d) => Err(format!(
+            "--device {choice}: {} ({}) is there, but this version runs the models on the CPU \
+             only (pass --device cpu)",
+            d.name, d.description
+        )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_every_form_and_refuses_others() {
+        let ok = |s: &str| s.parse::<DeviceChoice>().unwrap();
+        assert_eq!(ok("auto"), DeviceChoice::Auto);
+        assert_eq!(ok("CPU"), DeviceChoice::Cpu);
+        assert_eq!(
+            ok("vulkan"),
+            DeviceChoice::Gpu {
+                api: GpuApi::Vulkan,
+                index: 0
+            }
+        );
+        assert_eq!(
+            ok("cuda:1"),
+            DeviceChoice::Gpu {
+                api: GpuApi::Cuda,
+                index: 1
+            }
+        );
+        assert_eq!(ok("metal").to_string(), "metal:0");
+        for bad in ["gpu", "vulkan:x", "cpu:0", "metal:1", "", "cuda:-1"] {
+            let e = bad.parse::<DeviceChoice>().unwrap_err();
+            assert!(
+                e.contains(&format!("'{bad}'")) && e.contains("vulkan[:N]"),
+                "{e}"
+            );
+        }
+    }
+
+    #[test]
+    fn lists_the_cpu_and_resolves_choices() {
+        let all = devices();
+        assert!(
+            all.iter()
+                .any(|d| d.backend == "CPU" && d.kind == DeviceKind::Cpu),
+            "{all:?}"
+        );
+        assert!(resolve(DeviceChoice::Cpu).unwrap().is_none());
+        // auto never takes a software device, and takes the CPU without a GPU
+        if let Some(d) = resolve(DeviceChoice::Auto).unwrap() {
+            assert!(!d.is_software(), "{d}");
+        }
+        let missing = GpuApi::Cuda;
+        if !built_gpu_apis().contains(&missing) {
+            let e = resolve(DeviceChoice::Gpu {
+                api: missing,
+                index: 0,
+            })
+            .unwrap_err();
+            assert!(e.contains("--features cuda"), "{e}");
+        }
+    }
+
+    /// The Vulkan build on this machine's Vulkan device (in CI Mesa's
+    /// software device, lavapipe, which ggml lists only with
+    /// `GGML_VK_VISIBLE_DEVICES=0`): a graph of standard ops — a product,
+    /// RMSNorm, Snake's sin², a softmax — computed there, not on the CPU
+    /// fallback, equals the CPU's within F32 rounding.
+    #[cfg(feature = "vulkan")]
+    #[test]
+    fn vulkan_device_computes_a_graph() {
+        use crate::ggml::{Backend, GgmlType, OwnedGraph, Slot};
+        use std::sync::Arc;
+
+        let device = resolve(DeviceChoice::Gpu {
+            api: GpuApi::Vulkan,
+            index: 0,
+        })
+        .unwrap_or_else(|e| {
+            panic!("{e} (with only Mesa's lavapipe, set GGML_VK_VISIBLE_DEVICES=0)")
+        })
+        .expect("a Vulkan device");
+        eprintln!("Vulkan device: {device}");
+        let (k, n, m) = (64i64, 48i64, 8i64);
+        let a: Vec<f32> = (0..k * n)
+            .map(|i| ((i * 37 % 101) as f32 - 50.0) * 0.01)
+            .collect();
+        let b: Vec<f32> = (0..k * m)
+            .map(|i| ((i * 53 % 97) as f32 - 48.0) * 0.02)
+            .collect();
+        let run = |backend: &Arc<Backend>| {
+            let mut g = OwnedGraph::build(backend, 64, |ctx| {
+                let at = ctx.new_tensor(GgmlType::F32, &[k, n]).set_input();
+                let bt = ctx.new_tensor(GgmlType::F32, &[k, m]).set_input();
+                let y = ctx.mul_mat(at, bt); // [n, m]
+                let y = ctx.rms_norm(y, 1e-6);
+                let alpha = ctx.new_tensor(GgmlType::F32, &[n]).set_input();
+                let y = ctx.snake(y, alpha, alpha);
+                let y = ctx.soft_max_ext(y, None, 1.0);
+                let io: [Slot; 4] = [ctx.slot(at), ctx.slot(bt), ctx.slot(alpha), ctx.slot(y)];
+                (io, vec![y])
+            });
+            let io = *g.io();
+            g.compute(|g| {
+                g.tensor(io[0]).set_f32(&a);
+                g.tensor(io[1]).set_f32(&b);
+                g.tensor(io[2]).set_f32(&vec![0.7; n as usize]);
+            })
+            .unwrap();
+            (g.tensor(io[3]).get_f32(), g.backend_of(io[3]))
+        };
+        let gpu = Arc::new(Backend::gpu(&device).unwrap());
+        let (got, on) = run(&gpu);
+        let (want, _) = run(&Arc::new(Backend::cpu(2)));
+        assert_eq!(
+            on.as_deref(),
+            Some(device.name.as_str()),
+            "computed on {on:?}"
+        );
+        assert_eq!(gpu.custom_ops_built(), 0);
+        let worst = got
+            .iter()
+            .zip(&want)
+            .map(|(x, y)| (x - y).abs())
+            .fold(0.0f32, f32::max);
+        assert!(worst < 1e-5, "largest difference {worst}");
+    }
+}
