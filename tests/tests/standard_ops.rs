@@ -16,6 +16,20 @@ use qwen3_tts_tests::{
     convert_tiny, convert_tiny_tokenizer, cosine, fixtures, frames_of, serial, snr_db, Dump,
 };
 
+/// The CPU backend's graphs held the ops layer's CPU kernels (so the count
+/// works) and the standard-ops backend's none.
+fn assert_kernels_only_on_the_cpu(cpu: &Backend, standard: &Backend) {
+    assert!(
+        cpu.custom_ops_built() > 0,
+        "the CPU graphs use the CPU kernels"
+    );
+    assert_eq!(
+        standard.custom_ops_built(),
+        0,
+        "a standard-ops graph holds a custom op"
+    );
+}
+
 #[test]
 fn vocoder_in_standard_ops_matches_the_cpu_kernels() {
     let _g = serial();
@@ -49,15 +63,7 @@ fn vocoder_in_standard_ops_matches_the_cpu_kernels() {
         }
         assert!(streamed == got, "{name}: streamed differs from offline");
     }
-    assert!(
-        cpu.custom_ops_built() > 0,
-        "the CPU graphs use the CPU kernels"
-    );
-    assert_eq!(
-        standard.custom_ops_built(),
-        0,
-        "a standard-ops graph holds a custom op"
-    );
+    assert_kernels_only_on_the_cpu(&cpu, &standard);
 }
 
 #[test]
@@ -120,13 +126,5 @@ fn talker_and_code_predictor_in_standard_ops_match_the_cpu_kernels() {
     );
     assert!(min_cosine >= 0.9999, "talker logits cosine {min_cosine}");
     assert!(predictor_same >= 0.99, "predictor picks {predictor_same}");
-    assert!(
-        cpu.custom_ops_built() > 0,
-        "the CPU graphs use the CPU kernels"
-    );
-    assert_eq!(
-        standard.custom_ops_built(),
-        0,
-        "a standard-ops graph holds a custom op"
-    );
+    assert_kernels_only_on_the_cpu(&cpu, &standard);
 }
