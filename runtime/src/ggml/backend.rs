@@ -65,6 +65,9 @@ impl Backend {
     /// graphs hold standard ops only.
     pub fn gpu(device: &DeviceInfo) -> Result<Self, String> {
         init_logging();
+        // ggml's Vulkan backend starts devices with process-wide state: one at a time.
+        static STARTING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+        let _one = STARTING.lock().unwrap_or_else(|e| e.into_inner());
         let p = unsafe { sys::ggml_backend_dev_init(device.raw(), std::ptr::null()) };
         let ptr = NonNull::new(p).ok_or_else(|| {
             format!(

@@ -425,4 +425,36 @@ mod tests {
             .fold(0.0f32, f32::max);
         assert!(worst < 1e-5, "largest difference {worst}");
     }
+
+    /// A store uploaded to the Vulkan device holds the same bytes, and a
+    /// store made there is in the device's memory (not the CPU's).
+    #[cfg(feature = "vulkan")]
+    #[test]
+    fn stores_upload_to_the_vulkan_device() {
+        use crate::ggml::{Backend, GgmlType, TensorStore};
+
+        let device = resolve(DeviceChoice::Gpu {
+            api: GpuApi::Vulkan,
+            index: 0,
+        })
+        .unwrap()
+        .expect("a Vulkan device");
+        let gpu = Backend::gpu(&device).unwrap();
+        let specs = [
+            ("w".to_string(), GgmlType::F32, vec![7, 5]),
+            ("b".to_string(), GgmlType::F16, vec![9]),
+        ];
+        let cpu = TensorStore::new(&specs);
+        let w: Vec<u8> = (0..7 * 5 * 4).map(|i| (i * 7) as u8).collect();
+        let b: Vec<u8> = (0..9 * 2).map(|i| (i * 13) as u8).collect();
+        cpu.get("w").unwrap().set_bytes_at(0, &w);
+        cpu.get("b").unwrap().set_bytes_at(0, &b);
+        let on = cpu.upload(&gpu);
+        assert_eq!(on.get("w").unwrap().get_bytes(), w);
+        assert_eq!(on.get("b").unwrap().get_bytes(), b);
+        assert_eq!(on.get("w").unwrap().ne()[..2], [7, 5]);
+        assert!(on.size() >= w.len() + b.len());
+        assert!(!on.is_host(), "the upload is in the device's memory");
+        assert!(cpu.is_host());
+    }
 }

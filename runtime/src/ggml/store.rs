@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use ggml_sys as sys;
 
-use super::{mmap, BackendBuffer, Context, GgmlType, Tensor, MAX_DIMS};
+use super::{mmap, Backend, BackendBuffer, Context, GgmlType, Tensor, MAX_DIMS};
 
 /// A tensor to create in a [`TensorStore`]: name, type, ggml-order dims.
 pub type TensorSpec = (String, GgmlType, Vec<i64>);
@@ -155,6 +155,71 @@ impl TensorStore {
         }
     }
 
+    /// A store of `specs` (contents uninitialised) in `backend`'s memory: a
+    /// GPU's own buffers, or the CPU's for a CPU backend.
+    pub fn new_on(specs: &[TensorSpec], backend: &Backend) -> Self {
+        if backend.device().is_none() || specs.is_empty() {
+            return Self::new(specs);
+        }
+        let ctx = Context::new(specs.len(), 0);
+        for (name, ty, ne) in specs {
+            ctx.new_tensor(*ty, ne).set_name(name);
+        }
+        let p = unsafe {
+            sys::ggml_backend_alloc_ctx_tensors_from_buft(
+                ctx.raw(),
+                sys::ggml_backend_get_default_buffer_type(backend.ptr.as_ptr()),
+            )
+        };
+        let buffer = BackendBuffer {
+            ptr: NonNull::new(p).unwrap_or_else(|| {
+                panic!(
+                    "failed to allocate {} tensors on {}",
+                    specs.len(),
+                    backend.name()
+                )
+            }),
+        };
+        Self {
+            memory: Arc::new(StoreMemory {
+                owned: Some(buffer),
+                mapped: None,
+                contexts: vec![ctx],
+                mapping: None,
+            }),
+        }
+    }
+
+    /// Every tensor of this store copied into `backend`'s memory (weights
+    /// uploaded once at load); the store itself for a CPU backend.
+    pub fn upload(&self, backend: &Backend) -> Self {
+        if backend.device().is_none() {
+            return self.clone();
+        }
+        let mut specs = Vec::new();
+        for ctx in &self.memory.contexts {
+            let mut t = unsafe { sys::ggml_get_first_tensor(ctx.raw()) };
+            while let Some(ptr) = NonNull::new(t) {
+                let tensor = Tensor {
+                    ptr,
+                    _ctx: std::marker::PhantomData,
+                };
+                let ne = tensor.ne();
+                let dims = ne.iter().rposition(|&d| d != 1).map_or(1, |i| i + 1);
+                specs.push((tensor.name(), tensor.ty(), ne[..dims].to_vec()));
+                t = unsafe { sys::ggml_get_next_tensor(ctx.raw(), t) };
+            }
+        }
+        let on = Self::new_on(&specs, backend);
+        for (name, ..) in &specs {
+            let from = self.get(name).expect("listed above");
+            on.get(name)
+                .expect("just created")
+                .set_bytes_at(0, &from.get_bytes());
+        }
+        on
+    }
+
     /// The tensor called `name`, if any.
     pub fn get(&self, name: &str) -> Option<StoredTensor> {
         self.memory
@@ -165,6 +230,16 @@ impl TensorStore {
                 ptr: t.ptr,
                 memory: self.memory.clone(),
             })
+    }
+
+    /// Whether the store's memory is the host's (a CPU buffer or the mapped
+    /// file) rather than a device's.
+    pub fn is_host(&self) -> bool {
+        self.memory
+            .owned
+            .iter()
+            .chain(&self.memory.mapped)
+            .all(|b| unsafe { sys::ggml_backend_buffer_is_host(b.ptr.as_ptr()) })
     }
 
     /// Bytes of memory held (mapped file ranges included).
