@@ -78,15 +78,14 @@ impl Backend {
                 take_log()
             )
         })?;
+        let threads = crate::threads::default_threads();
         Ok(Self {
             ptr,
-            threads: AtomicUsize::new(1),
+            threads: AtomicUsize::new(threads),
             cpu_kernels: false,
             custom_ops: AtomicUsize::new(0),
             device: Some(device.clone()),
-            cpu: Some(Box::new(Self::cpu_standard_ops(
-                crate::threads::default_threads(),
-            ))),
+            cpu: Some(Box::new(Self::cpu_standard_ops(threads))),
         })
     }
 
@@ -130,13 +129,14 @@ impl Backend {
     }
     pub fn set_threads(&self, n_threads: usize) {
         let n = n_threads.clamp(1, crate::threads::MAX_THREADS);
-        if self.device.is_some() {
-            return; // a GPU's threads are its own
+        match &self.cpu {
+            // a GPU's own threads are the driver's; its CPU fallback takes these
+            Some(cpu) => cpu.set_threads(n),
+            None => unsafe { sys::ggml_backend_cpu_set_n_threads(self.ptr.as_ptr(), n as i32) },
         }
-        unsafe { sys::ggml_backend_cpu_set_n_threads(self.ptr.as_ptr(), n as i32) };
         self.threads.store(n, Ordering::Relaxed);
     }
-    /// The thread count computations use.
+    /// The thread count CPU computations use (a GPU backend's: its fallback's).
     pub fn threads(&self) -> usize {
         self.threads.load(Ordering::Relaxed)
     }
