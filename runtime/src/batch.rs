@@ -146,10 +146,11 @@ impl BatchSynthesizer {
         max_batch: usize,
     ) -> Self {
         let governor = (threads == 0).then(|| ThreadGovernor::new(default_threads()));
-        let backend = Arc::new(Backend::cpu(match threads {
+        let threads = match threads {
             0 => default_threads(),
             n => n,
-        }));
+        };
+        let backend = Arc::new(Backend::on_loaded(model.device(), threads));
         Self {
             code_predictor: CodePredictor::new(model.code_predictor.clone(), backend.clone()),
             vocoder_session: DecoderSession::new(vocoder.clone(), backend.clone()),

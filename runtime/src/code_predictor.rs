@@ -192,10 +192,11 @@ impl FrameCache {
         groups
     }
 
-    fn new(cfg: &TransformerConfig, positions: usize, batch: usize) -> Self {
+    fn new(backend: &Backend, cfg: &TransformerConfig, positions: usize, batch: usize) -> Self {
         let width = (cfg.head_dim * cfg.kv_heads) as i64;
         let (positions, b) = (positions as i64, batch as i64);
         let (_, k, v) = kv_tensors(
+            backend,
             cfg.layers,
             GgmlType::F32,
             &[width, positions, b],
@@ -363,7 +364,7 @@ impl CodePredictor {
                 .collect();
             let project = |x| project(ctx, w.mtp_proj.as_ref(), x);
             let runs = runs(key);
-            let cache = FrameCache::new(c, FrameCache::positions(w.groups()), b);
+            let cache = FrameCache::new(&self.backend, c, FrameCache::positions(w.groups()), b);
             let mut cache_slots = Vec::with_capacity(groups);
 
             let e0 = ctx.get_rows(ctx.stored(&w.talker_codec_embd), c0);

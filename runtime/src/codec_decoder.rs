@@ -22,6 +22,7 @@ use std::sync::Arc;
 
 use crate::config::CodecDecoderConfig;
 use crate::error::{Error, Result};
+use crate::ggml::device::DeviceInfo;
 use crate::ggml::{
     Backend, ConvKernel, GgmlType, OwnedGraph, Slot, StoredTensor, TapsKernel, TensorStore,
 };
@@ -414,6 +415,7 @@ pub struct CodecDecoder {
     pub config: CodecDecoderConfig,
     pub weights: CodecDecoderWeights,
     store: TensorStore,
+    device: Option<DeviceInfo>,
     /// Tells loaded decoders apart (warm state is per decoder).
     id: u64,
 }
@@ -426,6 +428,20 @@ impl CodecDecoder {
 
     /// [`CodecDecoder::load`] with `options`.
     pub fn load_with(path: impl AsRef<Path>, options: DecoderOptions) -> Result<Self> {
+        Self::load_on(path, options, None)
+    }
+
+    /// [`CodecDecoder::load_with`], its weights uploaded to `device` (`None`:
+    /// the CPU) and its sessions computing there. Fast convolution is the
+    /// CPU's: a GPU computes the direct convolutions.
+    pub fn load_on(
+        path: impl AsRef<Path>,
+        mut options: DecoderOptions,
+        device: Option<&DeviceInfo>,
+    ) -> Result<Self> {
+        if device.is_some() {
+            options.fast_convolution = false;
+        }
         let file = GgufFile::open_arch(path, ARCH_TOKENIZER)?;
         let config = CodecDecoderConfig::from_gguf(&file)?;
         let store = load_weights_with(
@@ -433,7 +449,8 @@ impl CodecDecoder {
             // The RVQ input projections serve only the encoding direction.
             |name| name.starts_with(names::PREFIX) && !names::is_rvq_input_proj(name),
             |name, bytes| prepare(&file, name, bytes, options),
-        )?;
+        )?
+        .upload_to(device);
         let layouts = Layouts {
             file: &file,
             options,
@@ -444,8 +461,14 @@ impl CodecDecoder {
             config,
             weights,
             store,
+            device: device.cloned(),
             id: crate::warm::next_model_id(),
         })
+    }
+
+    /// The GPU its weights are on (`None`: the CPU).
+    pub fn device(&self) -> Option<&DeviceInfo> {
+        self.device.as_ref()
     }
 
     /// Unique among the decoders this process loaded.
@@ -469,7 +492,10 @@ impl CodecDecoder {
 
     /// A decoding session on its own `threads`-thread backend.
     pub fn session(self: &Arc<Self>, threads: usize) -> DecoderSession {
-        DecoderSession::new(self.clone(), Arc::new(Backend::cpu(threads)))
+        DecoderSession::new(
+            self.clone(),
+            Arc::new(Backend::on_loaded(self.device(), threads)),
+        )
     }
 }
 
@@ -492,7 +518,7 @@ struct StreamState {
 }
 
 impl StreamState {
-    fn new(cfg: &CodecDecoderConfig, layout: &StreamStateLayout) -> Self {
+    fn new(cfg: &CodecDecoderConfig, layout: &StreamStateLayout, backend: &Backend) -> Self {
         let mut specs: Vec<_> = layout
             .shapes
             .iter()
@@ -509,7 +535,7 @@ impl StreamState {
                 specs.push((format!("{kv}{l}"), GgmlType::F32, kv_shape.clone()));
             }
         }
-        let store = TensorStore::new(&specs);
+        let store = TensorStore::new_on(&specs, backend);
         let get = |n: String| store.get(&n).expect("just created");
         Self {
             context: (0..layout.shapes.len())
@@ -630,7 +656,7 @@ pub struct DecoderSession {
 impl DecoderSession {
     /// A session computing on `backend`.
     pub fn new(decoder: Arc<CodecDecoder>, backend: Arc<Backend>) -> Self {
-        let state = StreamState::new(&decoder.config, &decoder.weights.states);
+        let state = StreamState::new(&decoder.config, &decoder.weights.states, &backend);
         let mut s = Self {
             graphs: Vec::new(),
             state,

@@ -5,7 +5,7 @@
 use crate::config::TransformerConfig;
 use crate::error::Result;
 use crate::ggml::{
-    as_bytes, Context, ConvKernel, GgmlType, StoredTensor, TapsKernel, Tensor, TensorStore,
+    as_bytes, Backend, Context, ConvKernel, GgmlType, StoredTensor, TapsKernel, Tensor, TensorStore,
 };
 use crate::gguf_schema::tensors::{self, block};
 use crate::weights::{permute3, Linear, Prepared, WeightSource};
@@ -217,9 +217,10 @@ pub fn attend<'a>(
 }
 
 /// Per-layer key and value tensors for `layers` layers, of type `ty` (F32
-/// or F16) and dims `k` and `v`, in one store (contents uninitialised): a KV
-/// cache's memory.
+/// or F16) and dims `k` and `v`, in one store in `backend`'s memory
+/// (contents uninitialised): a KV cache's memory.
 pub fn kv_tensors(
+    backend: &Backend,
     layers: usize,
     ty: GgmlType,
     k: &[i64],
@@ -234,7 +235,7 @@ pub fn kv_tensors(
             ]
         })
         .collect();
-    let store = TensorStore::new(&specs);
+    let store = TensorStore::new_on(&specs, backend);
     let get = |kv: &str| -> Vec<StoredTensor> {
         (0..layers)
             .map(|l| store.get(&name(kv, l)).expect("just created"))

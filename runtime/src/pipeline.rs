@@ -8,10 +8,13 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use crate::code_predictor::{CodePredictor, CodePredictorWeights};
-use crate::codec_decoder::{CodecDecoder, DecoderContext, DecoderSession, StreamCursor};
+use crate::codec_decoder::{
+    CodecDecoder, DecoderContext, DecoderOptions, DecoderSession, StreamCursor,
+};
 use crate::codec_encoder::CodecEncoder;
 use crate::config::TtsConfig;
 use crate::error::{Error, Result};
+use crate::ggml::device::DeviceInfo;
 use crate::ggml::{Backend, GgmlType, TensorStore};
 use crate::gguf_schema::{tensors, ARCH_TTS};
 use crate::model_file::GgufFile;
@@ -221,6 +224,7 @@ pub struct TtsModel {
     /// `general.name` of the model file.
     pub name: String,
     store: TensorStore,
+    device: Option<DeviceInfo>,
     /// Tells loaded models apart (warm state is per model).
     id: u64,
 }
@@ -228,6 +232,13 @@ pub struct TtsModel {
 impl TtsModel {
     /// Opens a `tts-*.gguf` file written by `qwen3-tts-convert`.
     pub fn load(path: impl AsRef<Path>) -> Result<Self> {
+        Self::load_on(path, None)
+    }
+
+    /// [`TtsModel::load`], the talker's and code predictor's weights uploaded
+    /// to `device` (`None`: the CPU) and its sessions computing there. The
+    /// speaker encoder stays on the CPU (it runs once per cloned voice).
+    pub fn load_on(path: impl AsRef<Path>, device: Option<&DeviceInfo>) -> Result<Self> {
         let file = GgufFile::open_arch(path, ARCH_TTS)?;
         let config = TtsConfig::from_gguf(&file)?;
         let tokenizer = TextTokenizer::from_gguf(&file)?;
@@ -236,7 +247,8 @@ impl TtsModel {
             &file,
             |name| !name.starts_with(tensors::speaker::PREFIX),
             |_, _| Ok(None),
-        )?;
+        )?
+        .upload_to(device);
         let src = WeightSource::new(&store, file.path());
         let talker = TalkerWeights::load(&src, &config)?;
         let code_predictor = CodePredictorWeights::load(&src, &config, talker.codec_embd.clone())?;
@@ -250,8 +262,14 @@ impl TtsModel {
                 .get_str(crate::gguf_schema::keys::NAME)
                 .unwrap_or_default(),
             store,
+            device: device.cloned(),
             id: crate::warm::next_model_id(),
         })
+    }
+
+    /// The GPU its weights are on (`None`: the CPU).
+    pub fn device(&self) -> Option<&DeviceInfo> {
+        self.device.as_ref()
     }
 
     /// Unique among the models this process loaded.
@@ -280,7 +298,10 @@ impl TtsModel {
 
     /// A session on its own `threads`-thread backend.
     pub fn session(self: &Arc<Self>, threads: usize) -> Session {
-        Session::new(self.clone(), Arc::new(Backend::cpu(threads)))
+        Session::new(
+            self.clone(),
+            Arc::new(Backend::on_loaded(self.device(), threads)),
+        )
     }
 }
 
@@ -697,8 +718,23 @@ impl Synthesizer {
         tokenizer_path: impl AsRef<Path>,
         threads: usize,
     ) -> Result<Self> {
-        let model = Arc::new(TtsModel::load(tts_path)?);
-        let vocoder = Arc::new(CodecDecoder::load(tokenizer_path.as_ref())?);
+        Self::load_on(tts_path, tokenizer_path, threads, None)
+    }
+
+    /// [`Synthesizer::load`] with the models on `device` (`None`: the CPU;
+    /// see [`crate::ggml::device::resolve`]).
+    pub fn load_on(
+        tts_path: impl AsRef<Path>,
+        tokenizer_path: impl AsRef<Path>,
+        threads: usize,
+        device: Option<&DeviceInfo>,
+    ) -> Result<Self> {
+        let model = Arc::new(TtsModel::load_on(tts_path, device)?);
+        let vocoder = Arc::new(CodecDecoder::load_on(
+            tokenizer_path.as_ref(),
+            DecoderOptions::default(),
+            device,
+        )?);
         check_pair(&model, &vocoder, tokenizer_path.as_ref())?;
         Ok(Self::with_models(model, vocoder, tokenizer_path, threads))
     }
@@ -713,16 +749,23 @@ impl Synthesizer {
         tokenizer_path: impl AsRef<Path>,
         threads: usize,
     ) -> Self {
-        let backend = Arc::new(Backend::cpu(threads.max(1)));
+        let backend = Arc::new(Backend::on_loaded(model.device(), threads.max(1)));
         let mut session = Session::new(model.clone(), backend.clone());
         if threads == 0 {
             session.set_adaptive_threads(Some(default_threads()));
         }
         let warm = Arc::new(WarmCache::new(DEFAULT_BUDGET_BYTES));
         session.set_warm_cache(Some(warm.clone()));
+        // The vocoder shares the session's backend where its weights are on
+        // the same device.
+        let same_device = model.device().map(|d| &d.name) == vocoder.device().map(|d| &d.name);
+        let decoder_backend = match same_device {
+            true => backend,
+            false => Arc::new(Backend::on_loaded(vocoder.device(), threads.max(1))),
+        };
         Self {
             session,
-            decoder: DecoderSession::new(vocoder.clone(), backend),
+            decoder: DecoderSession::new(vocoder.clone(), decoder_backend),
             vocoder_threads: 0,
             model,
             vocoder,
@@ -798,7 +841,7 @@ impl Synthesizer {
     pub fn set_vocoder_threads(&mut self, threads: usize) {
         let backend = match threads {
             0 => self.session.backend().clone(),
-            n => Arc::new(Backend::cpu(n)),
+            n => Arc::new(Backend::on_loaded(self.vocoder.device(), n)),
         };
         self.decoder = DecoderSession::new(self.vocoder.clone(), backend);
         self.vocoder_threads = threads;

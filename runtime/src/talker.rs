@@ -157,10 +157,16 @@ struct KvStore {
 static NEXT_CACHE_ID: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
 
 impl KvStore {
-    fn new(cfg: &TransformerConfig, capacity: usize, ty: GgmlType) -> Self {
+    fn new(backend: &Backend, cfg: &TransformerConfig, capacity: usize, ty: GgmlType) -> Self {
         let width = (cfg.head_dim * cfg.kv_heads) as i64;
         let capacity_i = capacity as i64;
-        let (store, k, v) = kv_tensors(cfg.layers, ty, &[width, capacity_i], &[capacity_i, width]);
+        let (store, k, v) = kv_tensors(
+            backend,
+            cfg.layers,
+            ty,
+            &[width, capacity_i],
+            &[capacity_i, width],
+        );
         store.clear(0);
         Self {
             k,
@@ -580,7 +586,7 @@ impl Talker {
     /// is dropped.
     fn replace_cache(&mut self, capacity: usize, keep: usize) {
         let t = &self.weights.cfg;
-        let new = KvStore::new(t, capacity, self.kv_type);
+        let new = KvStore::new(&self.backend, t, capacity, self.kv_type);
         // (`set_kv_type` drops a cache of another type.)
         if let Some(old) = self.cache.as_ref().filter(|old| old.ty == new.ty) {
             let width = t.head_dim * t.kv_heads;

@@ -92,9 +92,14 @@ impl Args {
         self.tokenizer.as_deref().expect("clap requires -t")
     }
 
+    /// The device `--device` names on this machine (`None`: the CPU).
+    pub fn resolved_device(&self) -> Result<Option<device::DeviceInfo>, String> {
+        device::resolve(self.device)
+    }
+
     /// Checks the flags that clap cannot.
     pub fn validate(&self) -> Result<(), String> {
-        device::check_programs_can_use(self.device)?;
+        self.resolved_device()?;
         if let Some(n) = self.threads {
             let max = qwen3_tts::threads::MAX_THREADS;
             if !(1..=max).contains(&n) {

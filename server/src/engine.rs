@@ -180,6 +180,8 @@ pub struct EngineConfig {
     pub kv_cache: Option<qwen3_tts::ggml::GgmlType>,
     /// Memory for voices' warm state, in bytes (0: none kept).
     pub voice_cache_bytes: usize,
+    /// Where the models compute (`None`: the CPU).
+    pub device: Option<qwen3_tts::ggml::device::DeviceInfo>,
 }
 
 impl Engine {
@@ -391,19 +393,20 @@ impl WarmQueue {
 
 fn run(cfg: EngineConfig, rx: Receiver<Job>, warm_rx: Receiver<WarmMsg>, shared: Arc<Shared>) {
     let started = Instant::now();
-    let mut synth = match Synthesizer::load(&cfg.model, &cfg.tokenizer, cfg.threads) {
-        Ok(s) => s,
-        Err(e) => {
-            let msg = e.to_string();
-            tracing::error!("loading the model failed: {msg}");
-            let _ = shared.load_error.set(msg.clone());
-            for job in rx {
-                shared.queued.fetch_sub(1, Ordering::SeqCst);
-                fail(job, JobError::NotLoaded(msg.clone()));
+    let mut synth =
+        match Synthesizer::load_on(&cfg.model, &cfg.tokenizer, cfg.threads, cfg.device.as_ref()) {
+            Ok(s) => s,
+            Err(e) => {
+                let msg = e.to_string();
+                tracing::error!("loading the model failed: {msg}");
+                let _ = shared.load_error.set(msg.clone());
+                for job in rx {
+                    shared.queued.fetch_sub(1, Ordering::SeqCst);
+                    fail(job, JobError::NotLoaded(msg.clone()));
+                }
+                return;
             }
-            return;
-        }
-    };
+        };
     let mut batch = BatchSynthesizer::new(
         synth.model.clone(),
         synth.vocoder.clone(),

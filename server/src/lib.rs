@@ -54,6 +54,7 @@ pub async fn serve(args: Args) -> Result<(), String> {
         max_part_chars: args.max_part_chars,
         kv_cache: args.kv_cache,
         voice_cache_bytes: args.voice_cache_mb << 20,
+        device: args.resolved_device()?,
     })
     .map_err(|e| format!("cannot start the engine thread: {e}"))?;
     // Stored voices are warmed in the background once the model is loaded,

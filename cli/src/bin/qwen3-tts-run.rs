@@ -596,7 +596,7 @@ fn run(args: &Args, process_start: Instant) -> Result<()> {
         print!("{}", device::listing());
         return Ok(());
     }
-    device::check_programs_can_use(args.device).map_err(|e| anyhow!(e))?;
+    let device = device::resolve(args.device).map_err(|e| anyhow!(e))?;
     // 0 asks the library for adaptive threading (see qwen3_tts::threads).
     let threads = args.threads.unwrap_or(0);
     if let Some(n) = args.threads {
@@ -641,7 +641,7 @@ fn run(args: &Args, process_start: Instant) -> Result<()> {
     let status = Status::new(args.quiet);
     status.stage("loading…");
     let started = Instant::now();
-    let mut synth = Synthesizer::load(model_path(args), tokenizer, threads)?;
+    let mut synth = Synthesizer::load_on(model_path(args), tokenizer, threads, device.as_ref())?;
     if let Some(ty) = args.kv_cache {
         synth.session().set_kv_type(ty)?;
     }

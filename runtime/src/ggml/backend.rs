@@ -89,6 +89,26 @@ impl Backend {
         })
     }
 
+    /// A backend on `device` (see [`super::device::resolve`]; `None`: the
+    /// CPU) computing on `n_threads` CPU threads.
+    pub fn on(device: Option<&DeviceInfo>, n_threads: usize) -> Result<Self, String> {
+        match device {
+            None => Ok(Self::cpu(n_threads)),
+            Some(d) => {
+                let b = Self::gpu(d)?;
+                b.set_threads(n_threads);
+                Ok(b)
+            }
+        }
+    }
+
+    /// [`Backend::on`] for a device a model was loaded on (so it started
+    /// before): another start there fails only with the driver, which is
+    /// not recoverable for the session.
+    pub fn on_loaded(device: Option<&DeviceInfo>, n_threads: usize) -> Self {
+        Self::on(device, n_threads).unwrap_or_else(|e| panic!("{e}"))
+    }
+
     /// A GPU backend's CPU backend for what the GPU cannot compute.
     pub(super) fn cpu_fallback(&self) -> Option<&Backend> {
         self.cpu.as_deref()
@@ -240,7 +260,12 @@ impl Scheduler {
         for i in 0..unsafe { sys::ggml_graph_n_nodes(g) } {
             let node = unsafe { sys::ggml_graph_node(g, i) };
             let sources = unsafe { (*node).src };
-            if unsafe { sys::ggml_backend_supports_op(b, node) }
+            // A view lives where what it views lives: the scheduler places
+            // it (a view of a CPU input placed here would hand the device
+            // host memory).
+            let is_view = unsafe { !(*node).view_src.is_null() };
+            if !is_view
+                && unsafe { sys::ggml_backend_supports_op(b, node) }
                 && sources.into_iter().all(readable)
             {
                 unsafe {

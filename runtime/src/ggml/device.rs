@@ -287,23 +287,6 @@ pub fn listing() -> String {
     out
 }
 
-/// Checks `--device` for this version, whose programs run the models on the
-/// CPU: `auto` (the CPU until they can use a GPU) and `cpu` pass; a GPU
-/// choice is refused naming what is missing or what there is.
-pub fn check_programs_can_use(choice: DeviceChoice) -> Result<(), String> {
-    if choice == DeviceChoice::Auto {
-        return Ok(());
-    }
-    match resolve(choice)? {
-        None => Ok(()),
-        Some(d) => Err(format!(
-            "--device {choice}: {} ({}) is there, but this version runs the models on the CPU \
-             only (pass --device cpu)",
-            d.name, d.description
-        )),
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,6 +9,11 @@ use super::{gemm, gemv, winograd, Context, GgmlType, Tensor};
 /// `gemv`'s vector count and ggml's one-column path.
 pub const COLUMN_INVARIANT_MIN: i64 = gemv::MAX_VECTORS + 1;
 
+/// Columns per block of a column-invariant product on a backend without
+/// the CPU kernels (see `Context::mul_mat_in_column_blocks`): above the
+/// column counts GPU backends give their matrix-vector kernels.
+pub const DEVICE_COLUMN_BLOCK: i64 = 32;
+
 impl Context {
     // ---- operations (thin; shapes follow ggml's conventions) -----------------
 
@@ -21,6 +26,11 @@ impl Context {
     /// many, so that every column takes the same kernel whatever `m` is.
     pub fn mul_mat<'a>(&'a self, a: Tensor<'a>, b: Tensor<'a>) -> Tensor<'a> {
         let m = b.ne()[1];
+        if !self.cpu_kernels.get() && (self.column_invariant.get() || self.row_dots.get()) {
+            if let Some(y) = self.mul_mat_in_column_blocks(a, b) {
+                return y;
+            }
+        }
         if self.column_invariant.get()
             && m < COLUMN_INVARIANT_MIN
             && unsafe { sys::ggml_is_contiguous(b.raw()) }
@@ -64,6 +74,63 @@ impl Context {
         self.mul_mat_ggml(a, b)
     }
 
+    /// `a · b` with `b`'s columns zero-padded to whole blocks of
+    /// [`DEVICE_COLUMN_BLOCK`] and multiplied block by block (a batch of
+    /// products of that many columns each): a GPU backend chooses its
+    /// kernel, tiles and split of the sum by the column count, so each
+    /// column's result would otherwise depend on how many there are. `None`
+    /// for 4-D operands.
+    fn mul_mat_in_column_blocks<'a>(&'a self, a: Tensor<'a>, b: Tensor<'a>) -> Option<Tensor<'a>> {
+        let [k, m, c2, c3] = b.ne();
+        let [_, n, a2, a3] = a.ne();
+        if c3 != 1 || a3 != 1 || (b.ty() != GgmlType::F32 && b.ty() != GgmlType::F16) {
+            return None;
+        }
+        let w = DEVICE_COLUMN_BLOCK;
+        // ggml's Vulkan backend takes another kernel for one output row
+        // times a single batch: keep at least two blocks there.
+        let blocks = match (m + w - 1) / w {
+            1 if n == 1 => 2,
+            blocks => blocks,
+        };
+        let right = [0, (blocks * w - m) as i32, 0, 0];
+        let padded = match b.ty() {
+            GgmlType::F32 => self.pad(self.contiguous(b), [0; 4], right),
+            // ggml pads F32 only; F16 goes there and back (exactly).
+            _ => self.cast(
+                self.pad(self.cast(b, GgmlType::F32), [0; 4], right),
+                GgmlType::F16,
+            ),
+        };
+        // The blocks as a batch over which `a` is shared: [k, w, blocks] (`a`
+        // broadcast along its third dim), or for a 3-D `b` [k, w, c2, blocks]
+        // with `a` repeated along the fourth (GPU backends broadcast the
+        // third dim only).
+        let (a, b4) = match c2 {
+            1 => (a, self.reshape(padded, &[k, w, blocks])),
+            _ => {
+                let a = self.contiguous(a);
+                let repeated =
+                    unsafe { sys::ggml_repeat_4d(self.raw(), a.raw(), k, n, a2, blocks) };
+                (
+                    self.wrap(repeated),
+                    self.permute(self.reshape(padded, &[k, w, blocks, c2]), [0, 1, 3, 2]),
+                )
+            }
+        };
+        debug_assert!(c2 % a2 == 0);
+        let y = self.mul_mat_ggml(a, b4); // [n, w, blocks] or [n, w, c2, blocks]
+        let y = match c2 {
+            1 => self.reshape(y, &[n, blocks * w, 1]),
+            _ => self.reshape(
+                self.cont(self.permute(y, [0, 1, 3, 2])),
+                &[n, blocks * w, c2],
+            ),
+        };
+        let nb = y.nb();
+        Some(self.cont(self.view(y, &[n, m, c2], &nb[1..3], 0)))
+    }
+
     /// Makes [`Context::mul_mat`] give every column the same result whatever
     /// the number of columns (ggml takes other kernels, with another order
     /// of summation, for fewer than two columns, and `gemv` for up to
@@ -84,7 +151,26 @@ impl Context {
     /// ggml's own `mul_mat`, whatever the shapes (the reference `mul_mat`'s
     /// fast path is tested against).
     pub fn mul_mat_ggml<'a>(&'a self, a: Tensor<'a>, b: Tensor<'a>) -> Tensor<'a> {
-        self.wrap(unsafe { sys::ggml_mul_mat(self.raw(), a.raw(), b.raw()) })
+        // A GPU backend copies a non-contiguous operand to F16 first (and
+        // Mesa's lavapipe has crashed on permuted ones): hand it contiguous
+        // F32 (a copy the CPU's kernels do without).
+        let (a, b) = match self.cpu_kernels.get() {
+            true => (a, b),
+            false => (self.contiguous(a), self.contiguous(b)),
+        };
+        let y = unsafe { sys::ggml_mul_mat(self.raw(), a.raw(), b.raw()) };
+        if !self.cpu_kernels.get() {
+            // A GPU may otherwise sum in F16 (the CPU always sums in F32).
+            unsafe { sys::ggml_mul_mat_set_prec(y, sys::GGML_PREC_F32) };
+        }
+        self.wrap(y)
+    }
+    /// `a` itself when contiguous, else a contiguous copy.
+    pub fn contiguous<'a>(&'a self, a: Tensor<'a>) -> Tensor<'a> {
+        match a.is_contiguous() {
+            true => a,
+            false => self.cont(a),
+        }
     }
     pub fn add<'a>(&'a self, a: Tensor<'a>, b: Tensor<'a>) -> Tensor<'a> {
         self.wrap(unsafe { sys::ggml_add(self.raw(), a.raw(), b.raw()) })

@@ -6,7 +6,8 @@ use std::sync::Arc;
 
 use ggml_sys as sys;
 
-use super::{mmap, Backend, BackendBuffer, Context, GgmlType, Tensor, MAX_DIMS};
+use super::device::DeviceInfo;
+use super::{mmap, take_log, Backend, BackendBuffer, Context, GgmlType, Tensor, MAX_DIMS};
 
 /// A tensor to create in a [`TensorStore`]: name, type, ggml-order dims.
 pub type TensorSpec = (String, GgmlType, Vec<i64>);
@@ -158,9 +159,13 @@ impl TensorStore {
     /// A store of `specs` (contents uninitialised) in `backend`'s memory: a
     /// GPU's own buffers, or the CPU's for a CPU backend.
     pub fn new_on(specs: &[TensorSpec], backend: &Backend) -> Self {
-        if backend.device().is_none() || specs.is_empty() {
-            return Self::new(specs);
+        match backend.device() {
+            Some(device) if !specs.is_empty() => Self::new_on_device(specs, device),
+            _ => Self::new(specs),
         }
+    }
+
+    fn new_on_device(specs: &[TensorSpec], device: &DeviceInfo) -> Self {
         let ctx = Context::new(specs.len(), 0);
         for (name, ty, ne) in specs {
             ctx.new_tensor(*ty, ne).set_name(name);
@@ -168,15 +173,16 @@ impl TensorStore {
         let p = unsafe {
             sys::ggml_backend_alloc_ctx_tensors_from_buft(
                 ctx.raw(),
-                sys::ggml_backend_get_default_buffer_type(backend.ptr.as_ptr()),
+                sys::ggml_backend_dev_buffer_type(device.raw()),
             )
         };
         let buffer = BackendBuffer {
             ptr: NonNull::new(p).unwrap_or_else(|| {
                 panic!(
-                    "failed to allocate {} tensors on {}",
+                    "failed to allocate {} tensors on {} ({})",
                     specs.len(),
-                    backend.name()
+                    device.name,
+                    take_log()
                 )
             }),
         };
@@ -190,12 +196,19 @@ impl TensorStore {
         }
     }
 
-    /// Every tensor of this store copied into `backend`'s memory (weights
-    /// uploaded once at load); the store itself for a CPU backend.
+    /// Every tensor of this store copied into `backend`'s memory; the store
+    /// itself for a CPU backend.
     pub fn upload(&self, backend: &Backend) -> Self {
-        if backend.device().is_none() {
+        self.upload_to(backend.device())
+    }
+
+    /// Every tensor of this store copied into `device`'s memory (weights
+    /// uploaded once at load, marked as weights for ggml's scheduler); the
+    /// store itself for the CPU (`None`).
+    pub fn upload_to(&self, device: Option<&DeviceInfo>) -> Self {
+        let Some(device) = device else {
             return self.clone();
-        }
+        };
         let mut specs = Vec::new();
         for ctx in &self.memory.contexts {
             let mut t = unsafe { sys::ggml_get_first_tensor(ctx.raw()) };
@@ -210,7 +223,18 @@ impl TensorStore {
                 t = unsafe { sys::ggml_get_next_tensor(ctx.raw(), t) };
             }
         }
-        let on = Self::new_on(&specs, backend);
+        if specs.is_empty() {
+            return self.clone();
+        }
+        let on = Self::new_on_device(&specs, device);
+        if let Some(b) = &on.memory.owned {
+            unsafe {
+                sys::ggml_backend_buffer_set_usage(
+                    b.ptr.as_ptr(),
+                    sys::GGML_BACKEND_BUFFER_USAGE_WEIGHTS,
+                )
+            };
+        }
         for (name, ..) in &specs {
             let from = self.get(name).expect("listed above");
             on.get(name)

@@ -65,6 +65,7 @@ fn fixture() -> &'static Fixture {
             max_part_chars: 300,
             kv_cache: None,
             voice_cache_bytes: 16 << 20,
+            device: None,
         })
         .expect("engine");
         let deadline = Instant::now() + Duration::from_secs(60);
