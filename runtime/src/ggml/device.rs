@@ -151,7 +151,18 @@ impl DeviceInfo {
                 .any(|s| d.contains(s))
     }
 
+    /// ggml's device, for starting it or allocating there.
     pub(super) fn raw(&self) -> sys::ggml_backend_dev_t {
+        if self.backend == "Vulkan" {
+            // ggml's Vulkan backend fuses runs of ops (Snake's five, a
+            // product and its bias, …) where the allocator's placement of
+            // their tensors allows, which changes with a graph's size: a
+            // stream in chunks, or a batch, would then round differently
+            // from the whole, or the one. ggml reads this once, when the
+            // device first starts (its first buffer or backend).
+            static NO_FUSION: std::sync::Once = std::sync::Once::new();
+            NO_FUSION.call_once(|| std::env::set_var("GGML_VK_DISABLE_FUSION", "1"));
+        }
         unsafe { sys::ggml_backend_dev_get(self.registry_index) }
     }
 }

@@ -45,6 +45,12 @@ impl<IO> OwnedGraph<IO> {
     where
         F: for<'a> FnOnce(&'a Context) -> (IO, Vec<Tensor<'a>>),
     {
+        // Standard ops take more nodes than the CPU kernels (a product in
+        // column blocks is six, an unfold one per tap).
+        let max_nodes = match backend.cpu_kernels() {
+            true => max_nodes,
+            false => max_nodes * 4,
+        };
         let ctx = Context::new(max_nodes * 2, max_nodes);
         ctx.cpu_kernels.set(backend.cpu_kernels());
         let (io, graph) = {
@@ -107,6 +113,7 @@ impl<IO> OwnedGraph<IO> {
 }
 
 impl<IO> Drop for OwnedGraph<IO> {
+    /// A GPU may still be reading the graph's memory: free it once idle.
     fn drop(&mut self) {
         if self._backend.device().is_some() {
             unsafe { sys::ggml_backend_synchronize(self._backend.ptr.as_ptr()) };
