@@ -17,7 +17,8 @@ use qwen3_tts::ggml::GgmlType;
 use qwen3_tts::pipeline::{GenerateOptions, StreamOptions, Synthesizer, TtsModel};
 use qwen3_tts::prompt::{Request, Voice};
 use qwen3_tts_tests::{
-    convert_tiny, convert_tiny_tokenizer, cosine, fixtures, frames_of, serial, snr_db, Dump,
+    convert_tiny, convert_tiny_tokenizer, cosine, fixtures, frames_of, request, serial, snr_db,
+    Dump,
 };
 
 fn device() -> DeviceInfo {
@@ -62,65 +63,76 @@ fn vocoder_on_the_device_matches_the_cpu() {
     }
 }
 
+/// Every mode (Base x-vector and in-context cloning, CustomVoice with an
+/// instruction, VoiceDesign), teacher-forced over the reference's frames.
 #[test]
 fn talker_and_code_predictor_on_the_device_match_the_cpu() {
     let _g = serial();
     let device = device();
-    let variant = "0.6B-Base";
-    let dir = fixtures().join("reference/talker").join(variant);
-    let dump = Dump::open(&dir.join("xvec.safetensors"));
-    let json: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(dir.join("xvec.json")).unwrap()).unwrap();
-    let kw = &json["api_kwargs"];
-    let req = Request {
-        text: kw["text"].as_str().unwrap().into(),
-        language: kw["language"].as_str().unwrap().into(),
-        voice: Voice::XVector(dump.f32("x_vector")),
-        instruct: None,
-        non_streaming: kw["non_streaming_mode"].as_bool(),
-    };
-    let reference: Vec<Vec<u32>> = dump
-        .i64("codes")
-        .chunks(16)
-        .map(|f| f.iter().map(|&c| c as u32).collect())
-        .collect();
     let tmp = tempfile::tempdir().unwrap();
-    let path = convert_tiny(variant, GgmlType::F32, tmp.path());
-    let run = |model: TtsModel| {
-        let model = Arc::new(model);
-        let mut s = model.session(2);
-        let prompt = s.prompt(&req).unwrap();
-        let mut opts = GenerateOptions::from_config(&model.config).greedy();
-        opts.set_max_new_tokens(reference.len() + 1);
-        let (codes, trace) = s
-            .predict_forced_traced(&prompt, &opts, &reference, reference.len())
-            .unwrap();
-        (codes.concat(), trace.talker_logits)
-    };
-    let (want_codes, want_logits) = run(TtsModel::load(&path).unwrap());
-    let (codes, logits) = run(TtsModel::load_on(&path, Some(&device)).unwrap());
-    assert_eq!(logits.len(), want_logits.len());
-    let min_cosine = logits
-        .iter()
-        .zip(&want_logits)
-        .map(|(a, b)| cosine(a, b))
-        .fold(f64::INFINITY, f64::min);
-    // Code 0 of each frame is the talker's pick, codes 1–15 the predictor's.
-    let predictor_same = codes
-        .chunks(16)
-        .zip(want_codes.chunks(16))
-        .map(|(a, b)| a[1..].iter().zip(&b[1..]).filter(|(x, y)| x == y).count())
-        .sum::<usize>() as f64
-        / (15 * reference.len()) as f64;
-    eprintln!(
-        "{} vs CPU over {} frames: talker logits cosine ≥ {min_cosine:.7}, \
-         code-predictor picks {:.2} % identical",
-        device.name,
-        reference.len(),
-        100.0 * predictor_same
-    );
-    assert!(min_cosine >= 0.9999, "talker logits cosine {min_cosine}");
-    assert!(predictor_same >= 0.99, "predictor picks {predictor_same}");
+    for (variant, case) in [
+        ("0.6B-Base", "xvec"),
+        ("0.6B-Base", "icl"),
+        ("0.6B-CustomVoice", "vivian_instruct"),
+        ("1.7B-VoiceDesign", "instruct_english"),
+    ] {
+        let dir = fixtures().join("reference/talker").join(variant);
+        let dump = Dump::open(&dir.join(format!("{case}.safetensors")));
+        let json: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join(format!("{case}.json"))).unwrap(),
+        )
+        .unwrap();
+        let req = request(&json, &dump);
+        let reference: Vec<Vec<u32>> = dump
+            .i64("codes")
+            .chunks(16)
+            .map(|f| f.iter().map(|&c| c as u32).collect())
+            .collect();
+        let out = tmp.path().join(variant);
+        std::fs::create_dir_all(&out).unwrap();
+        let path = convert_tiny(variant, GgmlType::F32, &out);
+        let run = |model: TtsModel| {
+            let model = Arc::new(model);
+            let mut s = model.session(2);
+            let prompt = s.prompt(&req).unwrap();
+            let mut opts = GenerateOptions::from_config(&model.config).greedy();
+            opts.set_max_new_tokens(reference.len() + 1);
+            let (codes, trace) = s
+                .predict_forced_traced(&prompt, &opts, &reference, reference.len())
+                .unwrap();
+            (codes.concat(), trace.talker_logits)
+        };
+        let (want_codes, want_logits) = run(TtsModel::load(&path).unwrap());
+        let (codes, logits) = run(TtsModel::load_on(&path, Some(&device)).unwrap());
+        assert_eq!(logits.len(), want_logits.len());
+        let min_cosine = logits
+            .iter()
+            .zip(&want_logits)
+            .map(|(a, b)| cosine(a, b))
+            .fold(f64::INFINITY, f64::min);
+        // Code 0 of each frame is the talker's pick, codes 1–15 the predictor's.
+        let predictor_same = codes
+            .chunks(16)
+            .zip(want_codes.chunks(16))
+            .map(|(a, b)| a[1..].iter().zip(&b[1..]).filter(|(x, y)| x == y).count())
+            .sum::<usize>() as f64
+            / (15 * reference.len()) as f64;
+        eprintln!(
+            "{variant}/{case}: {} vs CPU over {} frames: talker logits cosine ≥ \
+             {min_cosine:.7}, code-predictor picks {:.2} % identical",
+            device.name,
+            reference.len(),
+            100.0 * predictor_same
+        );
+        assert!(
+            min_cosine >= 0.9999,
+            "{variant}/{case}: talker logits cosine {min_cosine}"
+        );
+        assert!(
+            predictor_same >= 0.99,
+            "{variant}/{case}: predictor picks {predictor_same}"
+        );
+    }
 }
 
 /// A request's stream: its codes and its chunks' samples as bits.
