@@ -111,6 +111,29 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot / (na * nb)
 }
 
+/// How far two teacher-forced runs over the same frames agree: the lowest
+/// cosine between their talker logits, and the share of code-predictor
+/// picks (codes 1–15 of each 16-code frame; code 0 is the talker's) that
+/// are the same.
+pub fn forced_agreement(
+    (codes, logits): (&[u32], &[Vec<f32>]),
+    (want_codes, want_logits): (&[u32], &[Vec<f32>]),
+) -> (f64, f64) {
+    assert_eq!(logits.len(), want_logits.len(), "logits steps");
+    assert_eq!(codes.len(), want_codes.len(), "codes");
+    let min_cosine = logits
+        .iter()
+        .zip(want_logits)
+        .map(|(a, b)| cosine(a, b))
+        .fold(f64::INFINITY, f64::min);
+    let same = codes
+        .chunks(16)
+        .zip(want_codes.chunks(16))
+        .map(|(a, b)| a[1..].iter().zip(&b[1..]).filter(|(x, y)| x == y).count())
+        .sum::<usize>();
+    (min_cosine, same as f64 / (15 * codes.len() / 16) as f64)
+}
+
 /// Converts a tiny variant's TTS model to `ty` in `dir` (once per dir).
 pub fn convert_tiny(
     variant: &str,

@@ -17,8 +17,8 @@ use qwen3_tts::ggml::GgmlType;
 use qwen3_tts::pipeline::{GenerateOptions, StreamOptions, Synthesizer, TtsModel};
 use qwen3_tts::prompt::{Request, Voice};
 use qwen3_tts_tests::{
-    convert_tiny, convert_tiny_tokenizer, cosine, fixtures, frames_of, request, serial, snr_db,
-    Dump,
+    convert_tiny, convert_tiny_tokenizer, fixtures, forced_agreement, frames_of, request, serial,
+    snr_db, Dump,
 };
 
 fn device() -> DeviceInfo {
@@ -104,19 +104,8 @@ fn talker_and_code_predictor_on_the_device_match_the_cpu() {
         };
         let (want_codes, want_logits) = run(TtsModel::load(&path).unwrap());
         let (codes, logits) = run(TtsModel::load_on(&path, Some(&device)).unwrap());
-        assert_eq!(logits.len(), want_logits.len());
-        let min_cosine = logits
-            .iter()
-            .zip(&want_logits)
-            .map(|(a, b)| cosine(a, b))
-            .fold(f64::INFINITY, f64::min);
-        // Code 0 of each frame is the talker's pick, codes 1–15 the predictor's.
-        let predictor_same = codes
-            .chunks(16)
-            .zip(want_codes.chunks(16))
-            .map(|(a, b)| a[1..].iter().zip(&b[1..]).filter(|(x, y)| x == y).count())
-            .sum::<usize>() as f64
-            / (15 * reference.len()) as f64;
+        let (min_cosine, predictor_same) =
+            forced_agreement((&codes, &logits), (&want_codes, &want_logits));
         eprintln!(
             "{variant}/{case}: {} vs CPU over {} frames: talker logits cosine ≥ \
              {min_cosine:.7}, code-predictor picks {:.2} % identical",

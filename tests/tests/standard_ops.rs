@@ -13,7 +13,8 @@ use qwen3_tts::ggml::{Backend, GgmlType};
 use qwen3_tts::pipeline::{GenerateOptions, Session, TtsModel};
 use qwen3_tts::prompt::{Request, Voice};
 use qwen3_tts_tests::{
-    convert_tiny, convert_tiny_tokenizer, cosine, fixtures, frames_of, serial, snr_db, Dump,
+    convert_tiny, convert_tiny_tokenizer, fixtures, forced_agreement, frames_of, serial, snr_db,
+    Dump,
 };
 
 /// The CPU backend's graphs held the ops layer's CPU kernels (so the count
@@ -105,19 +106,8 @@ fn talker_and_code_predictor_in_standard_ops_match_the_cpu_kernels() {
     );
     let (want_codes, want_logits) = run(&cpu);
     let (codes, logits) = run(&standard);
-    assert_eq!(logits.len(), want_logits.len());
-    let min_cosine = logits
-        .iter()
-        .zip(&want_logits)
-        .map(|(a, b)| cosine(a, b))
-        .fold(f64::INFINITY, f64::min);
-    // Code 0 of each frame is the talker's pick, codes 1–15 the predictor's.
-    let predictor_same = codes
-        .chunks(16)
-        .zip(want_codes.chunks(16))
-        .map(|(a, b)| a[1..].iter().zip(&b[1..]).filter(|(x, y)| x == y).count())
-        .sum::<usize>() as f64
-        / (15 * reference.len()) as f64;
+    let (min_cosine, predictor_same) =
+        forced_agreement((&codes, &logits), (&want_codes, &want_logits));
     eprintln!(
         "standard ops vs CPU kernels over {} frames: talker logits cosine ≥ {min_cosine:.7}, \
          code-predictor picks {:.2} % identical",
