@@ -111,6 +111,52 @@ pub fn cosine(a: &[f32], b: &[f32]) -> f64 {
     dot / (na * nb)
 }
 
+/// `session` decodes the reference's codec fixtures (`decode_short`,
+/// `decode_long`) within SNR 60 dB of `want_session` (the CPU path), and
+/// streamed in pieces of 7 frames exactly as offline; `what` names the
+/// session in messages.
+pub fn check_vocoder_against(
+    what: &str,
+    session: &mut qwen3_tts::codec_decoder::DecoderSession,
+    want_session: &mut qwen3_tts::codec_decoder::DecoderSession,
+) {
+    for name in ["decode_short", "decode_long"] {
+        let dump = Dump::open(&fixtures().join(format!("reference/codec/{name}.safetensors")));
+        let frames = frames_of(&dump.i64("codes"));
+        let want = want_session.decode(&frames).unwrap();
+        let got = session.decode(&frames).unwrap();
+        let snr = snr_db(&got, &want);
+        eprintln!("{name}: {what} SNR {snr:.1} dB");
+        assert!(snr >= 60.0, "{name}: {what} SNR {snr:.1} dB < 60");
+
+        let mut streamed = Vec::new();
+        let mut stream = session.stream();
+        for piece in frames.chunks(7) {
+            streamed.extend(stream.push(piece).unwrap());
+        }
+        assert!(
+            streamed == got,
+            "{name}: {what}: streamed differs from offline"
+        );
+    }
+}
+
+/// `req` teacher-forced through `reference`'s frames, greedy: every frame's
+/// codes (concatenated) and the talker's logits per step.
+pub fn forced_run(
+    s: &mut qwen3_tts::pipeline::Session,
+    req: &qwen3_tts::prompt::Request,
+    reference: &[Vec<u32>],
+) -> (Vec<u32>, Vec<Vec<f32>>) {
+    let prompt = s.prompt(req).unwrap();
+    let mut opts = qwen3_tts::pipeline::GenerateOptions::from_config(&s.model().config).greedy();
+    opts.set_max_new_tokens(reference.len() + 1);
+    let (codes, trace) = s
+        .predict_forced_traced(&prompt, &opts, reference, reference.len())
+        .unwrap();
+    (codes.concat(), trace.talker_logits)
+}
+
 /// How far two teacher-forced runs over the same frames agree: the lowest
 /// cosine between their talker logits, and the share of code-predictor
 /// picks (codes 1–15 of each 16-code frame; code 0 is the talker's) that

@@ -17,8 +17,8 @@ use qwen3_tts::ggml::GgmlType;
 use qwen3_tts::pipeline::{GenerateOptions, StreamOptions, Synthesizer, TtsModel};
 use qwen3_tts::prompt::{Request, Voice};
 use qwen3_tts_tests::{
-    convert_tiny, convert_tiny_tokenizer, fixtures, forced_agreement, frames_of, request, serial,
-    snr_db, Dump,
+    check_vocoder_against, convert_tiny, convert_tiny_tokenizer, fixtures, forced_agreement,
+    forced_run, request, serial, Dump,
 };
 
 fn device() -> DeviceInfo {
@@ -44,23 +44,11 @@ fn vocoder_on_the_device_matches_the_cpu() {
         Arc::new(CodecDecoder::load_on(&path, DecoderOptions::default(), Some(&device)).unwrap());
     let mut want_session = cpu.session(2);
     let mut session = gpu.session(2);
-    let dump =
-        |name: &str| Dump::open(&fixtures().join(format!("reference/codec/{name}.safetensors")));
-    for name in ["decode_short", "decode_long"] {
-        let frames = frames_of(&dump(name).i64("codes"));
-        let want = want_session.decode(&frames).unwrap();
-        let got = session.decode(&frames).unwrap();
-        let snr = snr_db(&got, &want);
-        eprintln!("{name}: {} vs CPU SNR {snr:.1} dB", device.name);
-        assert!(snr >= 60.0, "{name}: SNR {snr:.1} dB < 60");
-
-        let mut streamed = Vec::new();
-        let mut stream = session.stream();
-        for piece in frames.chunks(7) {
-            streamed.extend(stream.push(piece).unwrap());
-        }
-        assert!(streamed == got, "{name}: streamed differs from offline");
-    }
+    check_vocoder_against(
+        &format!("{} vs CPU", device.name),
+        &mut session,
+        &mut want_session,
+    );
 }
 
 /// Every mode (Base x-vector and in-context cloning, CustomVoice with an
@@ -91,17 +79,7 @@ fn talker_and_code_predictor_on_the_device_match_the_cpu() {
         let out = tmp.path().join(variant);
         std::fs::create_dir_all(&out).unwrap();
         let path = convert_tiny(variant, GgmlType::F32, &out);
-        let run = |model: TtsModel| {
-            let model = Arc::new(model);
-            let mut s = model.session(2);
-            let prompt = s.prompt(&req).unwrap();
-            let mut opts = GenerateOptions::from_config(&model.config).greedy();
-            opts.set_max_new_tokens(reference.len() + 1);
-            let (codes, trace) = s
-                .predict_forced_traced(&prompt, &opts, &reference, reference.len())
-                .unwrap();
-            (codes.concat(), trace.talker_logits)
-        };
+        let run = |model: TtsModel| forced_run(&mut Arc::new(model).session(2), &req, &reference);
         let (want_codes, want_logits) = run(TtsModel::load(&path).unwrap());
         let (codes, logits) = run(TtsModel::load_on(&path, Some(&device)).unwrap());
         let (min_cosine, predictor_same) =

@@ -10,11 +10,11 @@ use std::sync::Arc;
 
 use qwen3_tts::codec_decoder::{CodecDecoder, DecoderOptions, DecoderSession};
 use qwen3_tts::ggml::{Backend, GgmlType};
-use qwen3_tts::pipeline::{GenerateOptions, Session, TtsModel};
+use qwen3_tts::pipeline::{Session, TtsModel};
 use qwen3_tts::prompt::{Request, Voice};
 use qwen3_tts_tests::{
-    convert_tiny, convert_tiny_tokenizer, fixtures, forced_agreement, frames_of, serial, snr_db,
-    Dump,
+    check_vocoder_against, convert_tiny, convert_tiny_tokenizer, fixtures, forced_agreement,
+    forced_run, serial, Dump,
 };
 
 /// The CPU backend's graphs held the ops layer's CPU kernels (so the count
@@ -47,23 +47,11 @@ fn vocoder_in_standard_ops_matches_the_cpu_kernels() {
     );
     let mut want_session = DecoderSession::new(decoder.clone(), cpu.clone());
     let mut session = DecoderSession::new(decoder, standard.clone());
-    let dump =
-        |name: &str| Dump::open(&fixtures().join(format!("reference/codec/{name}.safetensors")));
-    for name in ["decode_short", "decode_long"] {
-        let frames = frames_of(&dump(name).i64("codes"));
-        let want = want_session.decode(&frames).unwrap();
-        let got = session.decode(&frames).unwrap();
-        let snr = snr_db(&got, &want);
-        eprintln!("{name}: standard ops vs CPU kernels SNR {snr:.1} dB");
-        assert!(snr >= 60.0, "{name}: SNR {snr:.1} dB < 60");
-
-        let mut streamed = Vec::new();
-        let mut stream = session.stream();
-        for piece in frames.chunks(7) {
-            streamed.extend(stream.push(piece).unwrap());
-        }
-        assert!(streamed == got, "{name}: streamed differs from offline");
-    }
+    check_vocoder_against(
+        "standard ops vs CPU kernels",
+        &mut session,
+        &mut want_session,
+    );
     assert_kernels_only_on_the_cpu(&cpu, &standard);
 }
 
@@ -91,14 +79,11 @@ fn talker_and_code_predictor_in_standard_ops_match_the_cpu_kernels() {
     let tmp = tempfile::tempdir().unwrap();
     let model = Arc::new(TtsModel::load(convert_tiny(variant, GgmlType::F32, tmp.path())).unwrap());
     let run = |backend: &Arc<Backend>| {
-        let mut s = Session::new(model.clone(), backend.clone());
-        let prompt = s.prompt(&req).unwrap();
-        let mut opts = GenerateOptions::from_config(&model.config).greedy();
-        opts.set_max_new_tokens(reference.len() + 1);
-        let (codes, trace) = s
-            .predict_forced_traced(&prompt, &opts, &reference, reference.len())
-            .unwrap();
-        (codes.concat(), trace.talker_logits)
+        forced_run(
+            &mut Session::new(model.clone(), backend.clone()),
+            &req,
+            &reference,
+        )
     };
     let (cpu, standard) = (
         Arc::new(Backend::cpu(2)),
