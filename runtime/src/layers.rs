@@ -207,12 +207,8 @@ pub fn attend<'a>(
     let scores = ctx.mul_mat(kp, qp);
     let probs = ctx.soft_max_ext(scores, mask, 1.0 / (cfg.head_dim as f32).sqrt());
     let attn = ctx.mul_mat(v_t, probs); // [hd, n, nh, b]
-    let attn = ctx.permute(attn, [0, 2, 1, 3]); // [hd, nh, n, b]
-                                                // one query per sequence (decoding): the permute moves nothing
-    let attn = match attn.is_contiguous() {
-        true => attn,
-        false => ctx.cont(attn),
-    };
+                                        // [hd, nh, n, b]; one query per sequence (decoding): the permute moves nothing
+    let attn = ctx.contiguous(ctx.permute(attn, [0, 2, 1, 3]));
     ctx.reshape(attn, &[hd * nh, n * b])
 }
 
