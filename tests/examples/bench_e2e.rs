@@ -6,9 +6,10 @@
 //!
 //!     bench_e2e --tts F --tokenizer F --mode xvec|icl|speaker --frames N --threads T --runs R \
 //!         [--ref-audio WAV --ref-text TEXT] [--speaker NAME] [--text TEXT] [--decode-only 1] \
-//!         [--kv-cache f32|f16]
+//!         [--kv-cache f32|f16] [--device auto|cpu|vulkan[:N]|cuda[:N]|metal]
 //!
-//! `--decode-only 1` skips the vocoder (talker and code predictor only).
+//! `--decode-only 1` skips the vocoder (talker and code predictor only);
+//! `--device` as for `qwen3-tts-run` (default cpu), named in the JSON.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
@@ -16,6 +17,7 @@ use std::time::Instant;
 
 use qwen3_tts::audio;
 use qwen3_tts::config::CodecDecoderConfig;
+use qwen3_tts::ggml::device::{self, DeviceChoice, DeviceInfo};
 use qwen3_tts::model_file::GgufFile;
 use qwen3_tts::pipeline::{GenerateOptions, Synthesizer, Timings};
 use qwen3_tts::prompt::{Request, Voice};
@@ -33,6 +35,7 @@ struct Args {
     text: String,
     decode_only: bool,
     kv_cache: Option<qwen3_tts::ggml::GgmlType>,
+    device: Option<DeviceInfo>,
 }
 
 fn parse() -> Args {
@@ -65,6 +68,10 @@ fn parse() -> Args {
         decode_only: get("decode-only").is_some_and(|v| v == "1"),
         kv_cache: get("kv-cache")
             .map(|t| qwen3_tts::talker::parse_kv_type(&t).unwrap_or_else(|e| panic!("{e}"))),
+        device: device::resolve(get("device").map_or(DeviceChoice::Cpu, |d| {
+            d.parse().unwrap_or_else(|e| panic!("{e}"))
+        }))
+        .unwrap_or_else(|e| panic!("{e}")),
     }
 }
 
@@ -120,7 +127,8 @@ fn vocoder_flops_per_frame(path: &std::path::Path) -> f64 {
 fn run_once(a: &Args, samples: &[f32]) -> BTreeMap<&'static str, f64> {
     let mut m = BTreeMap::new();
     let t0 = Instant::now();
-    let mut synth = Synthesizer::load(&a.tts, &a.tokenizer, a.threads).expect("load");
+    let mut synth =
+        Synthesizer::load_on(&a.tts, &a.tokenizer, a.threads, a.device.as_ref()).expect("load");
     if let Some(ty) = a.kv_cache {
         synth.session().set_kv_type(ty).expect("--kv-cache");
     }
@@ -239,6 +247,7 @@ fn main() {
         "vocoder_gflop_per_audio_s": gflop_per_audio_s,
         "tts": a.tts, "tokenizer": a.tokenizer, "mode": a.mode, "frames": a.frames,
         "threads": a.threads, "runs": a.runs, "peak_rss_mb": peak, "metrics": metrics,
+        "device": a.device.as_ref().map_or("cpu".to_string(), |d| d.name.clone()),
     });
     println!("{row}");
 }
