@@ -443,7 +443,7 @@ mod tests {
         let b: Vec<u8> = (0..9 * 2).map(|i| (i * 13) as u8).collect();
         cpu.get("w").unwrap().set_bytes_at(0, &w);
         cpu.get("b").unwrap().set_bytes_at(0, &b);
-        let on = cpu.upload(&gpu);
+        let on = cpu.upload_to(gpu.device());
         assert_eq!(on.get("w").unwrap().get_bytes(), w);
         assert_eq!(on.get("b").unwrap().get_bytes(), b);
         assert_eq!(on.get("w").unwrap().ne()[..2], [7, 5]);

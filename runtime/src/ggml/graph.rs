@@ -111,12 +111,3 @@ impl<IO> OwnedGraph<IO> {
         self.sched.compute(&g).map_err(crate::Error::Compute)
     }
 }
-
-impl<IO> Drop for OwnedGraph<IO> {
-    /// A GPU may still be reading the graph's memory: free it once idle.
-    fn drop(&mut self) {
-        if self._backend.device().is_some() {
-            unsafe { sys::ggml_backend_synchronize(self._backend.ptr.as_ptr()) };
-        }
-    }
-}

@@ -196,12 +196,6 @@ impl TensorStore {
         }
     }
 
-    /// Every tensor of this store copied into `backend`'s memory; the store
-    /// itself for a CPU backend.
-    pub fn upload(&self, backend: &Backend) -> Self {
-        self.upload_to(backend.device())
-    }
-
     /// Every tensor of this store copied into `device`'s memory (weights
     /// uploaded once at load, marked as weights for ggml's scheduler); the
     /// store itself for the CPU (`None`).
