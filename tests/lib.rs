@@ -16,6 +16,11 @@ pub const VARIANTS: [&str; 5] = [
 
 /// `tests/fixtures`.
 pub fn fixtures() -> PathBuf {
+    // A test binary carried to another machine (scripts/device_check.sh)
+    // finds the fixtures in the checkout it runs from.
+    if let Some(dir) = std::env::var_os("QWEN3_TTS_FIXTURES") {
+        return PathBuf::from(dir);
+    }
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("fixtures")
 }
 
@@ -332,6 +337,18 @@ impl ExampleArgs {
         self.get(name).map_or(default, |v| {
             v.parse().unwrap_or_else(|_| panic!("--{name} {v}"))
         })
+    }
+
+    /// `--device` resolved as `qwen3-tts-run` resolves it (default `cpu`:
+    /// `None`), and its name for the benches' JSON.
+    pub fn device(&self) -> (Option<qwen3_tts::ggml::device::DeviceInfo>, String) {
+        use qwen3_tts::ggml::device::{self, DeviceChoice};
+        let choice = self.get("device").map_or(DeviceChoice::Cpu, |d| {
+            d.parse().unwrap_or_else(|e| panic!("--device: {e}"))
+        });
+        let info = device::resolve(choice).unwrap_or_else(|e| panic!("--device: {e}"));
+        let name = info.as_ref().map_or("cpu".to_string(), |d| d.name.clone());
+        (info, name)
     }
 }
 

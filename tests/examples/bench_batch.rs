@@ -4,6 +4,7 @@
 //!
 //!     bench_batch --tts F --tokenizer F --ref-audio WAV --streams N [--frames 60]
 //!         [--threads 2] [--first-chunk-frames 1] [--chunk-frames 12]
+//!         [--device auto|cpu|vulkan[:N]|cuda[:N]|metal]
 //!
 //! Prints one JSON object: aggregate frames per second with the vocoder
 //! (end to end) and without it (generation only), each stream's time to
@@ -18,7 +19,7 @@ use std::time::Instant;
 
 use qwen3_tts::audio;
 use qwen3_tts::batch::{BatchEvent, BatchSynthesizer};
-use qwen3_tts::codec_decoder::CodecDecoder;
+use qwen3_tts::codec_decoder::{CodecDecoder, DecoderOptions};
 use qwen3_tts::pipeline::{GenerateOptions, StreamOptions, Synthesizer, TtsModel};
 use qwen3_tts::prompt::Request;
 
@@ -111,8 +112,12 @@ fn main() {
         first_chunk_frames: num("first-chunk-frames", 1),
         chunk_frames: num("chunk-frames", 12),
     };
-    let model = Arc::new(TtsModel::load(&tts).expect("load tts"));
-    let vocoder = Arc::new(CodecDecoder::load(&tokenizer).expect("load tokenizer"));
+    let (device, device_name) = args.device();
+    let model = Arc::new(TtsModel::load_on(&tts, device.as_ref()).expect("load tts"));
+    let vocoder = Arc::new(
+        CodecDecoder::load_on(&tokenizer, DecoderOptions::default(), device.as_ref())
+            .expect("load tokenizer"),
+    );
     let voice = {
         let mut synth =
             Synthesizer::with_models(model.clone(), vocoder.clone(), &tokenizer, threads);
@@ -150,7 +155,7 @@ fn main() {
     let underruns: Vec<usize> = figures.iter().map(|f| f.1).collect();
     let margin = figures.iter().map(|f| f.2).fold(f64::INFINITY, f64::min);
     println!(
-        "{{\"streams\": {streams}, \"frames\": {frames}, \"threads\": {threads}, \
+        "{{\"device\": \"{device_name}\", \"streams\": {streams}, \"frames\": {frames}, \"threads\": {threads}, \
          \"wall_s\": {wall:.2}, \"frames_per_s\": {:.2}, \"gen_frames_per_s\": {:.2}, \
          \"audio_s_per_s\": {:.2}, \"first_audio_ms_median\": {:.0}, \"first_audio_ms_max\": {:.0}, \
          \"underruns\": {underruns:?}, \"min_margin_ms\": {:.0}, \

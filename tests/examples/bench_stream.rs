@@ -5,7 +5,7 @@
 //!
 //!     bench_stream --tts F --tokenizer F --ref-audio WAV [--ref-text TEXT] [--frames 50]
 //!         [--threads 2] [--runs 3] [--first-chunk-frames 1] [--chunk-frames 12]
-//!         [--vocoder-threads 0] [--text TEXT]
+//!         [--vocoder-threads 0] [--text TEXT] [--device auto|cpu|vulkan[:N]|cuda[:N]|metal]
 //!
 //! With `--ref-text` the voice is cloned in context (ICL), else x-vector only.
 //!
@@ -48,7 +48,8 @@ fn main() {
     let text =
         get("text").unwrap_or("Hello there, this is a benchmark of the speech engine.".into());
 
-    let mut synth = Synthesizer::load(&tts, &tokenizer, threads).expect("load");
+    let (device, device_name) = args.device();
+    let mut synth = Synthesizer::load_on(&tts, &tokenizer, threads, device.as_ref()).expect("load");
     let vocoder_threads = num("vocoder-threads", 0);
     synth.set_vocoder_threads(vocoder_threads);
     let clip = audio::load_resampled(&ref_audio, 24_000).expect("reference audio");
@@ -126,7 +127,7 @@ fn main() {
     println!(
         "{}",
         serde_json::json!({
-            "tts": tts, "threads": threads, "vocoder_threads": vocoder_threads, "frames": frames, "runs": runs,
+            "tts": tts, "device": device_name, "threads": threads, "vocoder_threads": vocoder_threads, "frames": frames, "runs": runs,
             "first_chunk_frames": stream.first_chunk_frames, "chunk_frames": stream.chunk_frames,
             "first_audio_cold_ms": cold_first_audio,
             "first_audio_ms": median(first),
