@@ -451,4 +451,62 @@ mod tests {
         assert!(!on.is_host(), "the upload is in the device's memory");
         assert!(cpu.is_host());
     }
+
+    /// A weight larger than the device's buffers may be (lavapipe: 128 MiB
+    /// storage buffers; the real text embedding is 330 MB) stays in host
+    /// memory at upload, and a graph on the device reads it through the
+    /// CPU (ggml's scheduler aborted the process on it before).
+    #[cfg(feature = "vulkan")]
+    #[test]
+    fn a_weight_over_the_devices_limits_stays_on_the_host() {
+        use crate::ggml::{Backend, GgmlType, OwnedGraph, Slot, TensorStore};
+        use std::sync::Arc;
+
+        let device = resolve(DeviceChoice::Gpu {
+            api: GpuApi::Vulkan,
+            index: 0,
+        })
+        .unwrap()
+        .expect("a Vulkan device");
+        let (width, rows) = (256i64, 160 * 1024i64); // 160 MiB of F32
+        let specs = [
+            ("table".to_string(), GgmlType::F32, vec![width, rows]),
+            ("scale".to_string(), GgmlType::F32, vec![width]),
+        ];
+        let cpu = TensorStore::new(&specs);
+        let row = |r: i64| -> Vec<f32> { (0..width).map(|i| (r * 7 + i) as f32 * 0.001).collect() };
+        let picked = [3i32, 100_000, (rows - 1) as i32];
+        for &r in &picked {
+            let bytes: Vec<u8> = row(r as i64).iter().flat_map(|v| v.to_le_bytes()).collect();
+            cpu.get("table")
+                .unwrap()
+                .set_bytes_at(r as usize * width as usize * 4, &bytes);
+        }
+        let scale: Vec<u8> = (0..width).flat_map(|_| 2.0f32.to_le_bytes()).collect();
+        cpu.get("scale").unwrap().set_bytes_at(0, &scale);
+        let on = cpu.upload_to(Some(&device));
+        assert!(
+            on.get("table").unwrap().is_host(),
+            "the table stays on the host"
+        );
+        assert!(!on.get("scale").unwrap().is_host(), "the rest is uploaded");
+
+        let gpu = Arc::new(Backend::gpu(&device).unwrap());
+        let mut g = OwnedGraph::build(&gpu, 16, |ctx| {
+            let ids = ctx.new_tensor(GgmlType::I32, &[3]).set_input();
+            let x = ctx.get_rows(ctx.stored(&on.get("table").unwrap()), ids);
+            let y = ctx.mul(x, ctx.stored(&on.get("scale").unwrap()));
+            let io: [Slot; 2] = [ctx.slot(ids), ctx.slot(y)];
+            (io, vec![y])
+        });
+        let io = *g.io();
+        g.compute(|g| g.tensor(io[0]).set_i32(&picked)).unwrap();
+        let got = g.tensor(io[1]).get_f32();
+        let want: Vec<f32> = picked
+            .iter()
+            .flat_map(|&r| row(r as i64).into_iter().map(|v| v * 2.0))
+            .collect();
+        assert_eq!(got, want);
+        assert_eq!(g.backend_of(io[1]).as_deref(), Some(device.name.as_str()));
+    }
 }

@@ -22,6 +22,10 @@ pub(super) struct StoreMemory {
     mapped: Option<BackendBuffer>,
     contexts: Vec<Context>,
     mapping: Option<Arc<mmap::MappedFile>>,
+    /// Weights a device cannot hold (over its buffer limits: e.g. the text
+    /// embedding on a device with small storage buffers), left in the host
+    /// store they came from; the scheduler runs their ops on the CPU.
+    host: Option<TensorStore>,
 }
 
 // SAFETY: after creation the contexts' metadata is only read. Tensor data is
@@ -100,6 +104,7 @@ impl TensorStore {
             mapped: None,
             contexts: vec![ctx],
             mapping: None,
+            host: None,
         }
     }
 
@@ -192,18 +197,22 @@ impl TensorStore {
                 mapped: None,
                 contexts: vec![ctx],
                 mapping: None,
+                host: None,
             }),
         }
     }
 
     /// Every tensor of this store copied into `device`'s memory (weights
     /// uploaded once at load, marked as weights for ggml's scheduler); the
-    /// store itself for the CPU (`None`).
+    /// store itself for the CPU (`None`). A tensor the device cannot hold
+    /// (ggml's backend refuses it: larger than its buffers may be) stays in
+    /// this store's host memory, and its ops run on the CPU.
     pub fn upload_to(&self, device: Option<&DeviceInfo>) -> Self {
         let Some(device) = device else {
             return self.clone();
         };
         let mut specs = Vec::new();
+        let mut kept = 0;
         for ctx in &self.memory.contexts {
             let mut t = unsafe { sys::ggml_get_first_tensor(ctx.raw()) };
             while let Some(ptr) = NonNull::new(t) {
@@ -211,16 +220,24 @@ impl TensorStore {
                     ptr,
                     _ctx: std::marker::PhantomData,
                 };
-                let ne = tensor.ne();
-                let dims = ne.iter().rposition(|&d| d != 1).map_or(1, |i| i + 1);
-                specs.push((tensor.name(), tensor.ty(), ne[..dims].to_vec()));
+                // The backend's check of a leaf is its size limits.
+                if unsafe { sys::ggml_backend_dev_supports_op(device.raw(), tensor.raw()) } {
+                    let ne = tensor.ne();
+                    let dims = ne.iter().rposition(|&d| d != 1).map_or(1, |i| i + 1);
+                    specs.push((tensor.name(), tensor.ty(), ne[..dims].to_vec()));
+                } else {
+                    kept += 1;
+                }
                 t = unsafe { sys::ggml_get_next_tensor(ctx.raw(), t) };
             }
         }
         if specs.is_empty() {
             return self.clone();
         }
-        let on = Self::new_on_device(&specs, device);
+        let mut on = Self::new_on_device(&specs, device);
+        if kept > 0 {
+            Arc::get_mut(&mut on.memory).expect("just created").host = Some(self.clone());
+        }
         if let Some(b) = &on.memory.owned {
             unsafe {
                 sys::ggml_backend_buffer_set_usage(
@@ -248,6 +265,7 @@ impl TensorStore {
                 ptr: t.ptr,
                 memory: self.memory.clone(),
             })
+            .or_else(|| self.memory.host.as_ref().and_then(|h| h.get(name)))
     }
 
     /// Whether the store's memory is the host's (a CPU buffer or the mapped
@@ -311,6 +329,11 @@ impl StoredTensor {
     /// Reads `len` raw bytes from byte `offset` on.
     pub fn get_bytes_at(&self, offset: usize, len: usize) -> Vec<u8> {
         self.tensor().get_bytes_at(offset, len)
+    }
+    /// Whether the tensor is in host memory (not a device's).
+    pub fn is_host(&self) -> bool {
+        let buffer = unsafe { (*self.ptr.as_ptr()).buffer };
+        !buffer.is_null() && unsafe { sys::ggml_backend_buffer_is_host(buffer) }
     }
 }
 
