@@ -315,9 +315,17 @@ fn model_ids(cfg: &TtsConfig) -> Vec<String> {
         .collect()
 }
 
-/// A model in OpenAI's shape, plus the device it computes on.
-fn model_object(id: &str, device: &str) -> Value {
-    json!({"id": id, "object": "model", "created": 0, "owned_by": "qwen3-tts", "device": device})
+/// A model in OpenAI's shape, plus the device it computes on and what a
+/// request may ask of it (the page at `/` builds its controls from these).
+fn model_object(id: &str, device: &str, cfg: &TtsConfig) -> Value {
+    json!({
+        "id": id, "object": "model", "created": 0, "owned_by": "qwen3-tts", "device": device,
+        "model_type": format!("{:?}", cfg.model_type),
+        "model_size": cfg.model_size.to_string(),
+        "languages": cfg.supported_languages(),
+        "instructions": takes_instructions(cfg),
+        "voice_cloning": cfg.model_type == ModelType::Base,
+    })
 }
 
 async fn models(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiError> {
@@ -325,7 +333,7 @@ async fn models(State(state): State<Arc<AppState>>) -> Result<Json<Value>, ApiEr
     let device = state.engine.device().unwrap_or("cpu");
     let data: Vec<Value> = model_ids(cfg)
         .iter()
-        .map(|id| model_object(id, device))
+        .map(|id| model_object(id, device, cfg))
         .collect();
     Ok(Json(json!({"object": "list", "data": data})))
 }
@@ -339,6 +347,7 @@ async fn model(
     Ok(Json(model_object(
         &id,
         state.engine.device().unwrap_or("cpu"),
+        cfg,
     )))
 }
 
@@ -499,6 +508,8 @@ pub(crate) struct Speech {
     stream: StreamFormat,
     seed: u64,
     input_tokens: usize,
+    /// The parts a long input is spoken in (1 for most).
+    input_parts: usize,
 }
 
 /// The voice a request names, for the model at hand.
@@ -780,6 +791,7 @@ pub(crate) fn parse_speech(
         stream,
         seed,
         input_tokens,
+        input_parts: state.engine.input_parts(input),
     })
 }
 
@@ -867,6 +879,7 @@ async fn speech_inner(
         stream,
         seed,
         input_tokens,
+        input_parts,
     } = parse_speech(state, &model, id.clone(), &body)?;
     let rate = state.engine.sample_rate().unwrap_or(24000);
     // Made before the job is queued, so a format or rate the codec refuses is a 400.
@@ -924,6 +937,7 @@ async fn speech_inner(
         }
         h.insert("x-seed", HeaderValue::from(seed));
         h.insert("x-input-tokens", HeaderValue::from(input_tokens));
+        h.insert("x-input-parts", HeaderValue::from(input_parts));
     };
     match output {
         Encoding::Whole(mut whole) => {

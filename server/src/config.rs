@@ -72,6 +72,9 @@ pub struct Args {
     /// reference, ~10 MiB a voice); least recently used out; 0: none kept
     #[arg(long, default_value_t = 256)]
     pub voice_cache_mb: usize,
+    /// Do not serve the page at `/` (a browser page to try voices through this API)
+    #[arg(long)]
+    pub no_ui: bool,
     /// Also serve the Wyoming protocol (Home Assistant) on this TCP port, on --host (0: any free port; no API key)
     #[arg(long)]
     pub wyoming_port: Option<u16>,

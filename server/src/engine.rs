@@ -161,6 +161,7 @@ pub struct Engine {
     tx: SyncSender<Job>,
     warm_tx: Sender<WarmMsg>,
     shared: Arc<Shared>,
+    max_part_chars: usize,
 }
 
 /// Where the engine loads its models from.
@@ -201,6 +202,7 @@ impl Engine {
             device: OnceLock::new(),
         });
         let s = shared.clone();
+        let max_part_chars = cfg.max_part_chars;
         let handle = std::thread::Builder::new()
             .name("qwen3-tts-engine".into())
             .spawn(move || run(cfg, rx, warm_rx, s))?;
@@ -209,6 +211,7 @@ impl Engine {
                 tx,
                 warm_tx,
                 shared,
+                max_part_chars,
             },
             handle,
         ))
@@ -278,6 +281,11 @@ impl Engine {
     /// The vocoder's sample rate, once ready.
     pub fn sample_rate(&self) -> Option<u32> {
         self.shared.sample_rate.get().copied()
+    }
+
+    /// The parts a speech `input` is spoken in (one unless it is long).
+    pub fn input_parts(&self, input: &str) -> usize {
+        split_text(input, self.max_part_chars).len().max(1)
     }
 
     /// Jobs waiting (not counting the running ones).

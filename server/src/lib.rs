@@ -4,7 +4,8 @@
 //! Modules: [`config`] (flags), [`api`] (routes, request parsing, errors),
 //! [`engine`] (the compute thread and its bounded queue: the one place that
 //! runs the model), [`voices`] (stored voices), [`formats`] (audio
-//! encodings), [`metrics`] (Prometheus), [`wyoming`] (the Wyoming front end).
+//! encodings), [`metrics`] (Prometheus), [`wyoming`] (the Wyoming front end),
+//! [`ui`] (the page at `/`).
 
 #![deny(unsafe_code)]
 
@@ -13,6 +14,7 @@ pub mod config;
 pub mod engine;
 pub mod formats;
 pub mod metrics;
+pub mod ui;
 pub mod voices;
 pub mod wyoming;
 
@@ -72,7 +74,11 @@ pub async fn serve(args: Args) -> Result<(), String> {
         Duration::from_secs(args.request_timeout),
         metrics::install(),
     ));
-    let app = api::router(state.clone());
+    let app = if args.no_ui {
+        api::router(state.clone())
+    } else {
+        api::router(state.clone()).merge(ui::router())
+    };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     if let Some(w) = wyoming {
         // Printed before the HTTP line (which tells a supervisor that both are up).
