@@ -1,7 +1,7 @@
 //! The HTTP front end: routes, request parsing, errors in OpenAI's shape.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -53,6 +53,9 @@ pub struct AppState {
     pub request_timeout: Duration,
     pub prometheus: Option<PrometheusHandle>,
     next_id: AtomicU64,
+    /// After SIGTERM: `/health` says so and new work gets a retryable 503
+    /// while the requests in flight finish.
+    draining: AtomicBool,
 }
 
 impl AppState {
@@ -72,7 +75,32 @@ impl AppState {
             request_timeout,
             prometheus,
             next_id: AtomicU64::new(1),
+            draining: AtomicBool::new(false),
         }
+    }
+
+    /// Stops taking new work (SIGTERM): a balancer moves it elsewhere.
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::SeqCst);
+        metrics::set_draining();
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::SeqCst)
+    }
+
+    /// A retryable 503 while draining.
+    fn check_not_draining(&self) -> Result<(), ApiError> {
+        if !self.is_draining() {
+            return Ok(());
+        }
+        let mut e = ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the server is shutting down; retry (another replica takes it)",
+        )
+        .code("draining");
+        e.retry_after = Some(1);
+        Err(e)
     }
 
     fn request_id(&self) -> String {
@@ -194,6 +222,7 @@ impl ApiError {
     fn outcome(&self) -> &'static str {
         match self.status {
             StatusCode::TOO_MANY_REQUESTS => "busy",
+            _ if self.code == Some("draining") => "busy",
             s if s.is_client_error() => "invalid",
             _ if self.code == Some("timeout") => "timeout",
             _ => "error",
@@ -368,6 +397,13 @@ fn check_model_id(cfg: &TtsConfig, id: &str) -> Result<(), ApiError> {
 }
 
 async fn health(State(state): State<Arc<AppState>>) -> Response {
+    if state.is_draining() {
+        return (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(json!({"status": "draining"})),
+        )
+            .into_response();
+    }
     match state.engine.state() {
         EngineState::Ready => Json(json!({"status": "ready"})).into_response(),
         EngineState::Loading => (
@@ -870,6 +906,7 @@ async fn speech_inner(
     submitted: &mut bool,
 ) -> Result<Response, ApiError> {
     let received = Instant::now();
+    state.check_not_draining()?;
     let body = body_bytes(body, MAX_JSON_BYTES)?;
     let model = state.model()?.clone();
     let Speech {
@@ -1184,6 +1221,7 @@ async fn upload_voice(
             format!("expected a multipart/form-data body: {}", e.body_text()),
         )
     })?;
+    state.check_not_draining()?;
     let model = state.model()?.clone();
     let cfg = &model.config;
     if model.speaker_encoder.is_none() {

@@ -80,6 +80,7 @@ pub async fn serve(args: Args) -> Result<(), String> {
         api::router(state.clone()).merge(ui::router())
     };
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tokio::spawn(follow_voices(state.clone(), stop_rx.clone()));
     if let Some(w) = wyoming {
         // Printed before the HTTP line (which tells a supervisor that both are up).
         eprintln!("wyoming listening on tcp://{}", w.local_addr);
@@ -109,12 +110,14 @@ pub async fn serve(args: Args) -> Result<(), String> {
             tokio::time::sleep(Duration::from_millis(100)).await;
         }
     };
+    let draining = state.clone();
     axum::serve(listener, app)
         .with_graceful_shutdown(async move {
             tokio::select! {
-                _ = shutdown_signal() => {},
+                _ = shutdown_signal() => drain(&draining).await,
                 _ = load_failed => {},
             }
+            drop(draining);
             let _ = stop_tx.send(true);
         })
         .await
@@ -133,6 +136,63 @@ pub async fn serve(args: Args) -> Result<(), String> {
             tracing::info!("bye");
             Ok(())
         }
+    }
+}
+
+/// How often the voices directory is rescanned for other servers' changes.
+const VOICE_RESCAN: Duration = Duration::from_millis(500);
+
+/// Keeps the stored voices in step with the directory (other servers share
+/// it): new and replaced voices are warmed, removed ones forgotten.
+async fn follow_voices(state: Arc<api::AppState>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(VOICE_RESCAN) => {}
+            _ = stop.changed() => return,
+        }
+        let s = state.clone();
+        let Ok(changes) = tokio::task::spawn_blocking(move || s.voices.refresh()).await else {
+            continue;
+        };
+        for change in changes {
+            match change {
+                voices::Change::Added(id, v) => {
+                    tracing::info!("voice {id} appeared in the voices directory");
+                    state.engine.warm(voices::warm_request(&v), &id);
+                }
+                voices::Change::Replaced(id, old, v) => {
+                    tracing::info!("voice {id} was replaced in the voices directory");
+                    state.engine.forget(&old);
+                    state.engine.warm(voices::warm_request(&v), &id);
+                }
+                voices::Change::Removed(id, old) => {
+                    tracing::info!("voice {id} was removed from the voices directory");
+                    state.engine.forget(&old);
+                }
+            }
+        }
+    }
+}
+
+/// After SIGTERM: `/health` answers 503 `draining` and new work a
+/// retryable 503 (a balancer moves it to another replica) until the
+/// requests in flight are done; a second signal stops waiting.
+async fn drain(state: &api::AppState) {
+    state.start_draining();
+    let busy = || state.engine.active() + state.engine.queue_depth();
+    tracing::info!("draining: {} request(s) in flight", busy());
+    let wait = async {
+        // Two idle looks in a row: a request between its parsing and the
+        // engine's queue is not missed.
+        let mut idle = 0;
+        while idle < 2 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            idle = if busy() == 0 { idle + 1 } else { 0 };
+        }
+    };
+    tokio::select! {
+        _ = wait => tracing::info!("drained"),
+        _ = shutdown_signal() => tracing::info!("second signal: not waiting for the requests in flight"),
     }
 }
 

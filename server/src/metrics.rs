@@ -13,6 +13,8 @@ pub const FIRST_AUDIO: &str = "qwen3_tts_time_to_first_audio_seconds";
 pub const DURATION: &str = "qwen3_tts_request_duration_seconds";
 pub const FRAMES: &str = "qwen3_tts_frames_total";
 pub const FRAMES_PER_SECOND: &str = "qwen3_tts_frames_per_second";
+pub const REAL_TIME_FACTOR: &str = "qwen3_tts_real_time_factor";
+pub const DRAINING: &str = "qwen3_tts_draining";
 pub const RUNAWAY_STOPS: &str = "qwen3_tts_runaway_stops_total";
 pub const VOICE_CACHE_ENTRIES: &str = "qwen3_tts_voice_cache_entries";
 pub const VOICE_CACHE_BYTES: &str = "qwen3_tts_voice_cache_bytes";
@@ -89,9 +91,20 @@ pub fn install() -> Option<PrometheusHandle> {
         VOICE_CACHE_EVICTIONS,
         "Warm voice state dropped to stay within the budget"
     );
+    describe_gauge!(
+        REAL_TIME_FACTOR,
+        "Recent real-time factor: request time over audio time, averaged over the last ~10 \
+         requests (above 1: slower than real time; for autoscaling)"
+    );
+    describe_gauge!(
+        DRAINING,
+        "1 after SIGTERM while the requests in flight finish (new ones get 503)"
+    );
     for outcome in OUTCOMES {
         counter!(REQUESTS, "outcome" => outcome).increment(0);
     }
+    gauge!(REAL_TIME_FACTOR).set(0.0);
+    gauge!(DRAINING).set(0.0);
     counter!(FRAMES).increment(0);
     counter!(RUNAWAY_STOPS).increment(0);
     gauge!(QUEUE_DEPTH).set(0.0);
@@ -116,7 +129,19 @@ pub fn request_done(outcome: &'static str, first_audio: Option<f64>, total: f64,
     counter!(FRAMES).increment(frames as u64);
     if frames > 0 && total > 0.0 {
         gauge!(FRAMES_PER_SECOND).set(frames as f64 / total);
+        // An exponential average (weight 0.1 for the newest request).
+        static RTF: std::sync::Mutex<Option<f64>> = std::sync::Mutex::new(None);
+        let rtf = total / (frames as f64 * 0.08);
+        let mut avg = RTF.lock().unwrap_or_else(|e| e.into_inner());
+        let next = avg.map_or(rtf, |a| 0.9 * a + 0.1 * rtf);
+        *avg = Some(next);
+        gauge!(REAL_TIME_FACTOR).set(next);
     }
+}
+
+/// The server is draining (after SIGTERM).
+pub fn set_draining() {
+    gauge!(DRAINING).set(1.0);
 }
 
 /// A generation stopped at the runaway guard's bound.
