@@ -111,7 +111,8 @@ pack() {
 # Makes the Vulkan loader find a driver: the carried loader where the system has none, an ICD file for
 # the NVIDIA driver where it ships the library without one.
 vulkan_env() {
-    if ! ldconfig -p 2>/dev/null | grep -q 'libvulkan.so.1 '; then
+    # (grep without -q: with pipefail, an early exit of grep fails the pipe.)
+    if ! ldconfig -p 2>/dev/null | grep 'libvulkan.so.1 ' >/dev/null; then
         export LD_LIBRARY_PATH=$PACK/lib${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
         log "no system Vulkan loader: using the carried one"
     fi
@@ -136,7 +137,7 @@ run() {
         [ -f "$ARCHIVE" ] || { echo "no $ARCHIVE: run 'scripts/device_check.sh pack' first and carry it" >&2; exit 1; }
         xz -dc "$ARCHIVE" | tar -C "$REPO/target" -xf -
     fi
-    if ldd "$PACK/bin/bench_e2e" 2>&1 | grep -q 'GLIBCXX.*not found'; then
+    if ldd "$PACK/bin/bench_e2e" 2>&1 | grep 'GLIBCXX.*not found' >/dev/null; then
         export LD_LIBRARY_PATH=$PACK/lib-compat${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}
         log "old system libstdc++: using the carried one"
     fi
