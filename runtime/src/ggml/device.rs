@@ -452,8 +452,8 @@ mod tests {
         assert!(cpu.is_host());
     }
 
-    /// A weight larger than the device's buffers may be (lavapipe: 128 MiB
-    /// storage buffers; the real text embedding is 330 MB) stays in host
+    /// A weight larger than the device's buffers may be (lavapipe refuses
+    /// this 160 MiB table; the real text embedding is 330 MB) stays in host
     /// memory at upload, and a graph on the device reads it through the
     /// CPU (ggml's scheduler aborted the process on it before).
     #[cfg(feature = "vulkan")]
