@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Same-run A/B of this checkout against an earlier commit: both builds' bench_e2e on the same files,
-# interleaved (old, new, old, new, …) so that machine noise hits both alike, then one table of
-# medians. For "no regression" checks of a change that should not move the numbers.
+# interleaved so that machine noise hits both alike (old then new in odd rounds, new then old in even
+# ones: which goes first is not always the same), then one table of medians. For "no regression"
+# checks of a change that should not move the numbers.
 #
 #   scripts/bench_ab.sh REV            # e.g. scripts/bench_ab.sh 90e8fed
 #
@@ -41,7 +42,8 @@ mkdir -p "$(dirname "$OUT")"
 for round in $(seq "$ROUNDS"); do
     for t in $TYPES; do
         for mode in $MODES; do
-            for which in old new; do
+            order="old new"; [ $((round % 2)) = 0 ] && order="new old"
+            for which in $order; do
                 bin=$OLD; [ "$which" = new ] && bin=$NEW
                 echo "== round $round: $which $t $mode" >&2
                 "$bin" --tts "$dir/tts-$t.gguf" --tokenizer "$dir/tokenizer-f16.gguf" --mode "$mode" \
