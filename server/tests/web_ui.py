@@ -4,11 +4,12 @@ controls are found by their accessible names. Used by server/tests/web_ui.rs, wh
 checks what this script reports (one JSON object on stdout) and the files it saves.
 
     web_ui.py --chromium /usr/bin/chromium --mic-wav WAV --ref-wav WAV --out DIR \\
-        --custom URL --base URL --api-key KEY                 # the test scenarios
+        --custom URL --base URL --api-key KEY [--design URL] [--instruct URL]   # the test scenarios
     web_ui.py ... --base URL --api-key KEY --measure VOICE    # click-to-first-audio, 5 times (a stored voice)
     web_ui.py ... --base URL --screenshots DIR --voice V     # docs/ui-speak.png, docs/ui-clone.png
 
-Scenarios: speak a sentence (seed 7, WAV) and save the download; Ctrl+Enter speaks; an API error (speed out
+Scenarios: speak a sentence (seed 7, WAV) and save the download; a VoiceDesign description and a 1.7B
+CustomVoice speaker with instructions, spoken and saved likewise; Ctrl+Enter speaks; an API error (speed out
 of range) is shown next to "Speed"; Stop during a long text cancels; the API-key prompt (a wrong key, then
 the right one); clone from a file with a transcript (ICL) and from the fake microphone (x-vector), each
 appears under "Voice" and speaks; delete a stored voice.
@@ -119,6 +120,31 @@ def scenarios(browser, a, out):
                       "speak_enabled": button(page, "Speak").is_enabled()}
     page.close()
 
+    # --- VoiceDesign server: the voice is a description ("Voice" is a text area; no "Instructions")
+    if a.design:
+        page = browser.new_page()
+        page.goto(a.design)
+        expect(page.locator("#model-info")).to_contain_text("voicedesign", timeout=TIMEOUT_MS)
+        label(page, "Voice").fill("A calm, low voice, speaking slowly.")
+        speak(page, "A designed voice.", seed=5)
+        report["design"] = {
+            "voice_control": label(page, "Voice").evaluate("e => e.tagName"),
+            "instructions_shown": label(page, "Instructions").is_visible(),
+            "wav": download(page, f"{out}/design.wav"),
+        }
+        page.close()
+
+    # --- 1.7B CustomVoice: a preset speaker with "Instructions"
+    if a.instruct:
+        page = browser.new_page()
+        page.goto(a.instruct)
+        expect(page.locator("#model-info")).to_contain_text("1.7b-customvoice", timeout=TIMEOUT_MS)
+        label(page, "Voice").select_option("vivian")
+        label(page, "Instructions").fill("Speak cheerfully.")
+        speak(page, "With instructions.", seed=6)
+        report["instruct"] = {"wav": download(page, f"{out}/instruct.wav")}
+        page.close()
+
     # --- Base server with an API key: the prompt, cloning, stored voices
     ctx = browser.new_context()
     page = ctx.new_page()
@@ -227,6 +253,8 @@ def main():
     ap.add_argument("--chromium", default="/usr/bin/chromium")
     ap.add_argument("--custom")
     ap.add_argument("--base")
+    ap.add_argument("--design")
+    ap.add_argument("--instruct")
     ap.add_argument("--api-key", default="")
     ap.add_argument("--mic-wav", required=True)
     ap.add_argument("--ref-wav", required=True)

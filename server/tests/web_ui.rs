@@ -1,7 +1,7 @@
 //! The page at `/` in a real headless Chromium (Debian's `chromium`), driven
 //! by Playwright (`tests/web_ui.py`) through the controls' accessible names:
 //! speaking (its download equals the API's `pcm` for the same seed, sample
-//! for sample), Ctrl+Enter, an API error next to its control, Stop cancelling
+//! for sample; also a VoiceDesign description), Ctrl+Enter, an API error next to its control, Stop cancelling
 //! the request, the API-key prompt, cloning from a file and from the fake
 //! microphone, deleting a stored voice. Also: `--no-ui`, and the page served
 //! without the key while the API keeps asking for it.
@@ -105,12 +105,20 @@ fn the_page_in_a_real_browser() {
 
     let custom = Server::start("0.6B-CustomVoice", &[]);
     let base = Server::start("0.6B-Base", &["--api-key", KEY]);
+    let design = Server::start("1.7B-VoiceDesign", &[]);
+    let instruct = Server::start("1.7B-CustomVoice", &[]);
     let out = tempfile::tempdir().unwrap();
     let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/web_ui.py");
     let run = Command::new(&python)
         .arg(script)
         .args(["--chromium", &chromium])
         .args(["--custom", &custom.url("/"), "--base", &base.url("/")])
+        .args([
+            "--design",
+            &design.url("/"),
+            "--instruct",
+            &instruct.url("/"),
+        ])
         .args(["--api-key", KEY])
         .arg("--mic-wav")
         .arg(ref_audio())
@@ -151,6 +159,24 @@ fn the_page_in_a_real_browser() {
         "no waveform"
     );
     assert_eq!(r["keyboard"]["seed"], "8");
+
+    // VoiceDesign: the description is the voice, sent as the instructions.
+    assert_eq!(r["design"]["voice_control"], "TEXTAREA");
+    assert_eq!(r["design"]["instructions_shown"], false);
+    let want = design.speech(json!({"model": "tts-1", "language": "auto",
+        "instructions": "A calm, low voice, speaking slowly.",
+        "input": "A designed voice.", "seed": 5, "speed": 1, "response_format": "pcm"}));
+    assert_eq!(want.status, 200, "{}", want.text());
+    same_audio(&r["design"]["wav"], &want.body, "design");
+
+    // 1.7B CustomVoice: the speaker's style from "Instructions".
+    let want = instruct.speech(
+        json!({"model": "tts-1", "voice": "vivian", "language": "auto",
+        "instructions": "Speak cheerfully.", "input": "With instructions.", "seed": 6, "speed": 1,
+        "response_format": "pcm"}),
+    );
+    assert_eq!(want.status, 200, "{}", want.text());
+    same_audio(&r["instruct"]["wav"], &want.body, "instruct");
 
     // The API's own message next to "Speed".
     let err = r["api_error"]["text"].as_str().unwrap();
