@@ -342,14 +342,20 @@ impl ExampleArgs {
     /// `--device` resolved as `qwen3-tts-run` resolves it (default `cpu`:
     /// `None`), and its name for the benches' JSON.
     pub fn device(&self) -> (Option<qwen3_tts::ggml::device::DeviceInfo>, String) {
-        use qwen3_tts::ggml::device::{self, DeviceChoice};
-        let choice = self.get("device").map_or(DeviceChoice::Cpu, |d| {
-            d.parse().unwrap_or_else(|e| panic!("--device: {e}"))
-        });
-        let info = device::resolve(choice).unwrap_or_else(|e| panic!("--device: {e}"));
-        let name = info.as_ref().map_or("cpu".to_string(), |d| d.name.clone());
-        (info, name)
+        device_arg(self.get("device").as_deref())
     }
+}
+
+/// A benchmark's `--device` value resolved as `qwen3-tts-run` resolves it
+/// (absent: the CPU, `None`), with its name for the JSON; panics naming the flag.
+pub fn device_arg(value: Option<&str>) -> (Option<qwen3_tts::ggml::device::DeviceInfo>, String) {
+    use qwen3_tts::ggml::device::{self, DeviceChoice};
+    let choice = value.map_or(DeviceChoice::Cpu, |d| {
+        d.parse().unwrap_or_else(|e| panic!("--device: {e}"))
+    });
+    let info = device::resolve(choice).unwrap_or_else(|e| panic!("--device: {e}"));
+    let name = info.as_ref().map_or("cpu".to_string(), |d| d.name.clone());
+    (info, name)
 }
 
 /// The process's peak resident set (Linux VmHWM) in MB; NaN where unknown.

@@ -206,8 +206,9 @@ pub fn attend<'a>(
     let kp = ctx.permute(k_all, [0, 2, 1, 3]); // [hd, n_kv, nkv, b]
     let scores = ctx.mul_mat(kp, qp);
     let probs = ctx.soft_max_ext(scores, mask, 1.0 / (cfg.head_dim as f32).sqrt());
-    let attn = ctx.mul_mat(v_t, probs); // [hd, n, nh, b]
-                                        // [hd, nh, n, b]; one query per sequence (decoding): the permute moves nothing
+    // [hd, n, nh, b], then [hd, nh, n, b]: with one query per sequence
+    // (decoding) the permute moves nothing.
+    let attn = ctx.mul_mat(v_t, probs);
     let attn = ctx.contiguous(ctx.permute(attn, [0, 2, 1, 3]));
     ctx.reshape(attn, &[hd * nh, n * b])
 }

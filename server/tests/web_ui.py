@@ -65,6 +65,14 @@ def download(page, path):
     return path
 
 
+def open_page(browser, url, model_id_part):
+    """A new tab on the page at `url`, once it shows a model whose id contains `model_id_part`."""
+    page = browser.new_page()
+    page.goto(url)
+    expect(page.locator("#model-info")).to_contain_text(model_id_part, timeout=TIMEOUT_MS)
+    return page
+
+
 def speak(page, text, seed=None, fmt="wav"):
     label(page, "Text").fill(text)
     label(page, "Seed").fill("" if seed is None else str(seed))
@@ -76,9 +84,7 @@ def speak(page, text, seed=None, fmt="wav"):
 def scenarios(browser, a, out):
     report = {}
     # --- CustomVoice server: speaking, keyboard, errors, stop
-    page = browser.new_page()
-    page.goto(a.custom)
-    expect(page.locator("#model-info")).to_contain_text("customvoice", timeout=TIMEOUT_MS)
+    page = open_page(browser, a.custom, "customvoice")
     label(page, "Voice").select_option("ryan")
     label(page, "Language").select_option("english")
     speak(page, "Hello from the browser.", seed=7)
@@ -122,9 +128,7 @@ def scenarios(browser, a, out):
 
     # --- VoiceDesign server: the voice is a description ("Voice" is a text area; no "Instructions")
     if a.design:
-        page = browser.new_page()
-        page.goto(a.design)
-        expect(page.locator("#model-info")).to_contain_text("voicedesign", timeout=TIMEOUT_MS)
+        page = open_page(browser, a.design, "voicedesign")
         label(page, "Voice").fill("A calm, low voice, speaking slowly.")
         speak(page, "A designed voice.", seed=5)
         report["design"] = {
@@ -136,9 +140,7 @@ def scenarios(browser, a, out):
 
     # --- 1.7B CustomVoice: a preset speaker with "Instructions"
     if a.instruct:
-        page = browser.new_page()
-        page.goto(a.instruct)
-        expect(page.locator("#model-info")).to_contain_text("1.7b-customvoice", timeout=TIMEOUT_MS)
+        page = open_page(browser, a.instruct, "1.7b-customvoice")
         label(page, "Voice").select_option("vivian")
         label(page, "Instructions").fill("Speak cheerfully.")
         speak(page, "With instructions.", seed=6)

@@ -17,7 +17,7 @@ use std::time::Instant;
 
 use qwen3_tts::audio;
 use qwen3_tts::config::CodecDecoderConfig;
-use qwen3_tts::ggml::device::{self, DeviceChoice, DeviceInfo};
+use qwen3_tts::ggml::device::DeviceInfo;
 use qwen3_tts::model_file::GgufFile;
 use qwen3_tts::pipeline::{GenerateOptions, Synthesizer, Timings};
 use qwen3_tts::prompt::{Request, Voice};
@@ -68,10 +68,7 @@ fn parse() -> Args {
         decode_only: get("decode-only").is_some_and(|v| v == "1"),
         kv_cache: get("kv-cache")
             .map(|t| qwen3_tts::talker::parse_kv_type(&t).unwrap_or_else(|e| panic!("{e}"))),
-        device: device::resolve(get("device").map_or(DeviceChoice::Cpu, |d| {
-            d.parse().unwrap_or_else(|e| panic!("{e}"))
-        }))
-        .unwrap_or_else(|e| panic!("{e}")),
+        device: qwen3_tts_tests::device_arg(get("device").as_deref()).0,
     }
 }
 
