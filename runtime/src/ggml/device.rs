@@ -151,19 +151,33 @@ impl DeviceInfo {
                 .any(|s| d.contains(s))
     }
 
-    /// ggml's device, for starting it or allocating there.
+    /// ggml's device, for starting it or allocating there — started once,
+    /// under a lock: ggml's Vulkan backend creates a device on its first use
+    /// and publishes it before it is ready, so two threads' first uses (two
+    /// models loading at once) would race, and the process abort inside the
+    /// Vulkan loader.
     pub(super) fn raw(&self) -> sys::ggml_backend_dev_t {
-        if self.backend == "Vulkan" {
-            // ggml's Vulkan backend fuses runs of ops (Snake's five, a
-            // product and its bias, …) where the allocator's placement of
-            // their tensors allows, which changes with a graph's size: a
-            // stream in chunks, or a batch, would then round differently
-            // from the whole, or the one. ggml reads this once, when the
-            // device first starts (its first buffer or backend).
-            static NO_FUSION: std::sync::Once = std::sync::Once::new();
-            NO_FUSION.call_once(|| std::env::set_var("GGML_VK_DISABLE_FUSION", "1"));
+        static STARTED: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
+        let dev = unsafe { sys::ggml_backend_dev_get(self.registry_index) };
+        if self.kind == DeviceKind::Cpu {
+            return dev;
         }
-        unsafe { sys::ggml_backend_dev_get(self.registry_index) }
+        let mut started = STARTED.lock().unwrap_or_else(|e| e.into_inner());
+        if !started.contains(&self.registry_index) {
+            if self.backend == "Vulkan" {
+                // ggml's Vulkan backend fuses runs of ops (Snake's five, a
+                // product and its bias, …) where the allocator's placement of
+                // their tensors allows, which changes with a graph's size: a
+                // stream in chunks, or a batch, would then round differently
+                // from the whole, or the one. ggml reads this once, when the
+                // device starts.
+                std::env::set_var("GGML_VK_DISABLE_FUSION", "1");
+            }
+            // Asking for its buffer type starts the device.
+            unsafe { sys::ggml_backend_dev_buffer_type(dev) };
+            started.push(self.registry_index);
+        }
+        dev
     }
 }
 
@@ -418,6 +432,53 @@ mod tests {
             .map(|(x, y)| (x - y).abs())
             .fold(0.0f32, f32::max);
         assert!(worst < 1e-5, "largest difference {worst}");
+    }
+
+    /// Threads starting the Vulkan device at once (models loading in
+    /// parallel) each get a working backend: ggml publishes a device before
+    /// it is ready, and an unguarded second user aborted the process in the
+    /// Vulkan loader (`vkCreateFence`).
+    #[cfg(feature = "vulkan")]
+    #[test]
+    fn threads_starting_the_device_at_once_each_get_it() {
+        use crate::ggml::{Backend, GgmlType, TensorStore};
+        use std::sync::{Arc, Barrier};
+
+        let device = resolve(DeviceChoice::Gpu {
+            api: GpuApi::Vulkan,
+            index: 0,
+        })
+        .unwrap()
+        .expect("a Vulkan device");
+        let start = Arc::new(Barrier::new(4));
+        let threads: Vec<_> = (0..4u8)
+            .map(|t| {
+                let (device, start) = (device.clone(), start.clone());
+                std::thread::spawn(move || {
+                    start.wait();
+                    let store = if t % 2 == 0 {
+                        let specs = [("w".to_string(), GgmlType::F32, vec![4])];
+                        let cpu = TensorStore::new(&specs);
+                        cpu.get("w").unwrap().set_bytes_at(0, &[t; 16]);
+                        Some(cpu.upload_to(Some(&device)))
+                    } else {
+                        None
+                    };
+                    let gpu = Backend::gpu(&device).unwrap();
+                    (
+                        gpu.device().map(|d| d.name.clone()),
+                        store.map(|s| s.get("w").unwrap().get_bytes()),
+                    )
+                })
+            })
+            .collect();
+        for (t, th) in threads.into_iter().enumerate() {
+            let (name, bytes) = th.join().unwrap();
+            assert_eq!(name.as_deref(), Some(device.name.as_str()));
+            if t % 2 == 0 {
+                assert_eq!(bytes, Some(vec![t as u8; 16]));
+            }
+        }
     }
 
     /// A store uploaded to the Vulkan device holds the same bytes, and a
