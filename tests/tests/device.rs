@@ -110,9 +110,11 @@ fn bits(samples: &[f32]) -> Vec<u32> {
 }
 
 /// On the device, requests decoded together in a `BatchSynthesizer` (one
-/// joining later) give bit for bit the codes and audio each gives alone.
+/// joining later), and sessions of their own run at once on threads (the
+/// server's streams, each starting its own backend on the shared device),
+/// give bit for bit the codes and audio each gives alone.
 #[test]
-fn batched_equals_solo_on_the_device() {
+fn batched_and_concurrent_sessions_equal_solo_on_the_device() {
     let _g = serial();
     let device = device();
     let tmp = tempfile::tempdir().unwrap();
@@ -155,24 +157,33 @@ fn batched_equals_solo_on_the_device() {
         first_chunk_frames: 1,
         chunk_frames: 4,
     };
-    let alone: Vec<Output> = jobs
-        .iter()
-        .map(|(req, opts)| {
-            let mut synth = Synthesizer::with_models(model.clone(), vocoder.clone(), &tokenizer, 2);
-            assert_eq!(
-                synth.device(),
-                format!("{}:{}", device.backend.to_ascii_lowercase(), device.index)
-            );
-            let mut chunks = Vec::new();
-            let summary = synth
-                .synthesize_stream(req, opts, &stream, |c| {
-                    chunks.push(bits(c.samples));
-                    Ok(())
-                })
-                .unwrap();
-            (summary.frames, chunks)
-        })
-        .collect();
+    let run = |(req, opts): &(Request, GenerateOptions)| -> Output {
+        let mut synth = Synthesizer::with_models(model.clone(), vocoder.clone(), &tokenizer, 2);
+        assert_eq!(
+            synth.device(),
+            format!("{}:{}", device.backend.to_ascii_lowercase(), device.index)
+        );
+        let mut chunks = Vec::new();
+        let summary = synth
+            .synthesize_stream(req, opts, &stream, |c| {
+                chunks.push(bits(c.samples));
+                Ok(())
+            })
+            .unwrap();
+        (summary.frames, chunks)
+    };
+    let alone: Vec<Output> = jobs.iter().map(run).collect();
+    let together: Vec<Output> = std::thread::scope(|s| {
+        let threads: Vec<_> = jobs.iter().map(|job| s.spawn(move || run(job))).collect();
+        threads.into_iter().map(|t| t.join().unwrap()).collect()
+    });
+    for (i, (got, want)) in together.iter().zip(&alone).enumerate() {
+        assert_eq!(got.0, want.0, "job {i}: codes on a thread at once vs alone");
+        assert!(
+            got.1 == want.1,
+            "job {i}: audio on a thread at once vs alone"
+        );
+    }
 
     let mut batch = BatchSynthesizer::new(model.clone(), vocoder.clone(), 2, 3);
     let mut outputs: Vec<Output> = vec![Default::default(); jobs.len()];
