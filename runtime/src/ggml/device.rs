@@ -154,7 +154,7 @@ impl DeviceInfo {
     /// ggml's device, for starting it or allocating there — started once,
     /// under a lock: ggml's Vulkan backend creates a device on its first use
     /// and publishes it before it is ready, so two threads' first uses (two
-    /// models loading at once) would race, and the process abort inside the
+    /// models loading at once) would race, and the process aborted inside the
     /// Vulkan loader.
     pub(super) fn raw(&self) -> sys::ggml_backend_dev_t {
         static STARTED: std::sync::Mutex<Vec<usize>> = std::sync::Mutex::new(Vec::new());
