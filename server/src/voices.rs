@@ -267,28 +267,33 @@ impl Voices {
             }
         }
         // Read what is new or changed outside the lock (files are small,
-        // but a network filesystem may be slow).
-        let stale: Vec<(String, Stamp)> = {
+        // but a network filesystem may be slow), noting what was known then.
+        let stale: Vec<(String, Stamp, Option<Stamp>)> = {
             let inner = self.lock();
             seen.iter()
-                .filter(|(id, s)| {
-                    inner.map.get(*id).is_none_or(|e| e.stamp != **s)
-                        && inner.bad.get(*id) != Some(s)
+                .filter_map(|(id, s)| {
+                    let known = inner.map.get(id).map(|e| e.stamp);
+                    (known != Some(*s) && inner.bad.get(id) != Some(s))
+                        .then(|| (id.clone(), *s, known))
                 })
-                .map(|(id, s)| (id.clone(), *s))
                 .collect()
         };
         let mut read = Vec::new();
-        for (id, stamp) in stale {
+        for (id, stamp, known) in stale {
             let path = self.path(&id);
             match VoicePrompt::load(&path) {
-                Ok(v) => read.push((id, stamp, Ok(Arc::new(v)))),
-                Err(e) => read.push((id, stamp, Err(e.to_string()))),
+                Ok(v) => read.push((id, stamp, known, Ok(Arc::new(v)))),
+                Err(e) => read.push((id, stamp, known, Err(e.to_string()))),
             }
         }
         let mut inner = self.lock();
         let mut changes = std::mem::take(&mut inner.found);
-        for (id, stamp, voice) in read {
+        for (id, stamp, known, voice) in read {
+            // Stored (or read by a lookup) meanwhile: newer than this read,
+            // which the next rescan redoes if the file changed again.
+            if inner.map.get(&id).map(|e| e.stamp) != known {
+                continue;
+            }
             match voice {
                 Ok(voice) => {
                     inner.bad.remove(&id);

@@ -211,6 +211,7 @@ impl TensorStore {
         let Some(device) = device else {
             return self.clone();
         };
+        let dev = device.raw();
         let mut specs = Vec::new();
         let mut kept = 0;
         for ctx in &self.memory.contexts {
@@ -221,7 +222,7 @@ impl TensorStore {
                     _ctx: std::marker::PhantomData,
                 };
                 // The backend's check of a leaf is its size limits.
-                if unsafe { sys::ggml_backend_dev_supports_op(device.raw(), tensor.raw()) } {
+                if unsafe { sys::ggml_backend_dev_supports_op(dev, tensor.raw()) } {
                     let ne = tensor.ne();
                     let dims = ne.iter().rposition(|&d| d != 1).map_or(1, |i| i + 1);
                     specs.push((tensor.name(), tensor.ty(), ne[..dims].to_vec()));
